@@ -1,0 +1,24 @@
+// Package nsenter maps pods to network namespaces and opens TCP connections
+// inside them.
+//
+// A Resolver turns a pod reference into a Target: the path of a file that is
+// a network namespace (an nsfs bind mount such as /run/netns/<name>).
+// DirResolver is the netns-directory resolver: pod {namespace}/{name} is the
+// file <dir>/<namespace>_<name>, which is what `ip netns add` creates.
+//
+// Dial creates a socket inside a Target and connects it to the pod's own
+// loopback: 127.0.0.1:<port>, then [::1]:<port>, serially, with IP literals
+// only (no resolver, no Happy Eyeballs), each attempt bounded by a timeout.
+//
+// Thread-locality rule: setns(2) moves only the calling OS thread. Dial runs
+// the namespaced part on a fresh goroutine that locks its OS thread, enters
+// the namespace, creates and connects the socket, and switches back. It
+// starts no goroutine while inside. If switching back fails the goroutine
+// exits still locked, so the Go runtime terminates that thread instead of
+// reusing it in the wrong namespace. A socket keeps the namespace it was
+// created in, so the returned connection may be used from any goroutine.
+//
+// The package never executes a program (no nsenter(1), no socat) and knows
+// nothing about HTTP or Kubernetes protocols. It does not verify pod UIDs: a
+// netns directory has no record of them.
+package nsenter

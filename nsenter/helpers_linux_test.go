@@ -1,0 +1,88 @@
+package nsenter
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+var netnsSeq atomic.Int64
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CI runs these as root)")
+	}
+}
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newNetns creates a named network namespace with lo up, as a pod would have,
+// and returns its pinned path. It is removed when the test ends.
+func newNetns(t *testing.T) (name, path string) {
+	t.Helper()
+	requireRoot(t)
+	name = fmt.Sprintf("nsentertest-%d-%d_pod", os.Getpid(), netnsSeq.Add(1))
+	ip(t, "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ip(t, "-n", name, "link", "set", "lo", "up")
+	return name, filepath.Join(DefaultNetnsDir, name)
+}
+
+// listenIn opens a listener inside the namespace at path, on this test's own
+// locked thread, and switches back.
+func listenIn(t *testing.T, path, network, addr string) net.Listener {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		t.Fatal(err)
+	}
+	ln, lerr := net.Listen(network, addr)
+	if err := netns.Set(orig); err != nil {
+		panic(fmt.Sprintf("cannot return to the test's netns: %v", err))
+	}
+	if lerr != nil {
+		t.Fatalf("listen %s %s in %s: %v", network, addr, path, lerr)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// serveGreeting accepts connections on ln and writes greeting to each.
+func serveGreeting(ln net.Listener, greeting string) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(greeting))
+			c.Close()
+		}
+	}()
+}

@@ -1,0 +1,89 @@
+package nsenter
+
+import (
+	"context"
+	"fmt"
+)
+
+// Pod names a pod the way the kubelet's routes do.
+type Pod struct {
+	Namespace string
+	Name      string
+	UID       string // optional; empty when the route has none
+}
+
+// String returns "namespace/name", the form used in logs and error texts.
+func (p Pod) String() string { return p.Namespace + "/" + p.Name }
+
+// Validate reports whether p can name a Kubernetes pod: the namespace is a
+// DNS-1123 label and the name a DNS-1123 subdomain. This also guarantees that
+// neither contains '/', '_' or "..", which keeps resolvers' paths inside their
+// directory.
+func (p Pod) Validate() error {
+	if !isDNS1123Label(p.Namespace) {
+		return fmt.Errorf("%w: namespace %q is not a DNS-1123 label", ErrInvalidPod, p.Namespace)
+	}
+	if !isDNS1123Subdomain(p.Name) {
+		return fmt.Errorf("%w: pod name %q is not a DNS-1123 subdomain", ErrInvalidPod, p.Name)
+	}
+	if len(p.UID) > 128 || !isUIDChars(p.UID) {
+		return fmt.Errorf("%w: uid %q is not a UID", ErrInvalidPod, p.UID)
+	}
+	return nil
+}
+
+// Target is a network namespace to dial into.
+type Target struct {
+	// Path is the namespace file, an nsfs mount.
+	Path string
+}
+
+// Resolver maps a pod to the network namespace it runs in.
+type Resolver interface {
+	// Resolve returns the pod's Target, an error wrapping ErrPodNotFound when
+	// there is no such pod, or ErrNotNetns when its file is not usable.
+	Resolve(ctx context.Context, pod Pod) (Target, error)
+}
+
+func isDNS1123Label(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isDNS1123Subdomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if !isDNS1123Label(s[start:i]) {
+				return false
+			}
+			start = i + 1
+		}
+	}
+	return true
+}
+
+// isUIDChars accepts what Kubernetes UIDs (RFC 4122 text) are made of.
+func isUIDChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

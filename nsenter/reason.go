@@ -1,0 +1,38 @@
+package nsenter
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+)
+
+// Reason classifies a Resolve or Dial error into a small fixed set of
+// words, for metric labels: "refused", "timeout", "unreachable",
+// "netns_gone", "not_netns", "not_found", "invalid_pod", "canceled" or
+// "other".
+func Reason(err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrNetnsGone):
+		return "netns_gone"
+	case errors.Is(err, ErrPodNotFound):
+		return "not_found"
+	case errors.Is(err, ErrNotNetns):
+		return "not_netns"
+	case errors.Is(err, ErrInvalidPod):
+		return "invalid_pod"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "unreachable"
+	default:
+		return "other"
+	}
+}
