@@ -1,0 +1,154 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// bufSize is the size of the pooled copy buffers. A read from the pod
+// becomes one stream write (one SPDY DATA frame), so a large buffer means
+// few frames for bulk transfers.
+const bufSize = 128 << 10
+
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+// PodConn is the pod side of a forwarded connection. *net.TCPConn and
+// *net.UnixConn satisfy it.
+type PodConn interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// PumpResult says how a Pump ended.
+type PumpResult struct {
+	// Up and Down count bytes moved client→pod and pod→client.
+	Up, Down int64
+	// Result is ResultOK, ResultReset or ResultAborted.
+	Result string
+	// Err is the first error that aborted the pump, if any.
+	Err error
+}
+
+// Pump copies bytes both ways between the client stream and the pod
+// connection until both directions are done, then closes pod.
+//
+//   - Client EOF half-closes pod (CloseWrite); pod→client goes on.
+//   - Pod EOF half-closes the stream (CloseWrite); client→pod goes on.
+//   - A reset of the stream, an error on pod (ECONNRESET, EPIPE), or ctx
+//     being done aborts at once: pod is closed and the stream reset.
+//
+// Each chunk read is written in one call, so a pod that reads once gets
+// everything the client sent in one frame.
+func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpResult {
+	p := &pump{client: client, pod: pod, obs: obs}
+	stop := context.AfterFunc(ctx, func() { p.abort(ResultAborted, context.Cause(ctx)) })
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go p.clientToPod(&wg)
+	go p.podToClient(&wg)
+	wg.Wait()
+	stop()
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.result == "" {
+		p.result = ResultOK
+		pod.Close()
+	}
+	return PumpResult{Up: p.up, Down: p.down, Result: p.result, Err: p.err}
+}
+
+type pump struct {
+	client Stream
+	pod    PodConn
+	obs    Observer
+
+	up, down int64 // owned by the goroutine of each direction until wg.Wait
+
+	mu     sync.Mutex
+	result string // set once, by abort or at the end
+	err    error
+}
+
+// abort tears both sides down; the first caller's reason wins.
+func (p *pump) abort(result string, err error) {
+	p.mu.Lock()
+	first := p.result == ""
+	if first {
+		p.result, p.err = result, err
+	}
+	p.mu.Unlock()
+	if first {
+		p.pod.Close()
+		p.client.Reset()
+	}
+}
+
+func (p *pump) aborted() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.result != ""
+}
+
+func (p *pump) clientToPod(wg *sync.WaitGroup) {
+	defer wg.Done()
+	buf := bufPool.Get().(*[bufSize]byte)
+	defer bufPool.Put(buf)
+	for {
+		n, rerr := p.client.Read(buf[:])
+		if n > 0 {
+			if _, werr := p.pod.Write(buf[:n]); werr != nil {
+				p.abort(ResultReset, werr)
+				return
+			}
+			p.up += int64(n)
+			p.obs.Transferred(ClientToPod, n)
+		}
+		switch {
+		case rerr == nil:
+		case rerr == io.EOF:
+			if !p.aborted() {
+				if err := p.pod.CloseWrite(); err != nil {
+					p.abort(ResultReset, err)
+				}
+			}
+			return
+		default:
+			p.abort(ResultReset, rerr)
+			return
+		}
+	}
+}
+
+func (p *pump) podToClient(wg *sync.WaitGroup) {
+	defer wg.Done()
+	buf := bufPool.Get().(*[bufSize]byte)
+	defer bufPool.Put(buf)
+	for {
+		n, rerr := p.pod.Read(buf[:])
+		if n > 0 {
+			if _, werr := p.client.Write(buf[:n]); werr != nil {
+				p.abort(ResultReset, werr)
+				return
+			}
+			p.down += int64(n)
+			p.obs.Transferred(PodToClient, n)
+		}
+		switch {
+		case rerr == nil:
+		case errors.Is(rerr, io.EOF):
+			if !p.aborted() {
+				if err := p.client.CloseWrite(); err != nil {
+					p.abort(ResultReset, err)
+				}
+			}
+			return
+		default:
+			p.abort(ResultReset, rerr)
+			return
+		}
+	}
+}

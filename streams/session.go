@@ -1,0 +1,263 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultCreationTimeout is the kubelet's DefaultStreamCreationTimeout:
+	// how long the first stream of a pair waits for the second.
+	DefaultCreationTimeout = 30 * time.Second
+	// DefaultMaxPendingPairs bounds the pairs waiting for their second
+	// stream in one session.
+	DefaultMaxPendingPairs = 1024
+)
+
+// DialFunc connects to port in the pod of a session.
+type DialFunc func(ctx context.Context, port uint16) (PodConn, error)
+
+// Config describes one port-forward session.
+type Config struct {
+	// Pod and UID appear in error texts, as the kubelet's pod and uid.
+	Pod, UID string
+	// Dial connects to a port of the pod. Required.
+	Dial DialFunc
+	// CreationTimeout is how long a pair waits for its second stream;
+	// zero means DefaultCreationTimeout.
+	CreationTimeout time.Duration
+	// MaxPendingPairs bounds incomplete pairs; zero means
+	// DefaultMaxPendingPairs.
+	MaxPendingPairs int
+	// Observer receives counts; nil means NopObserver.
+	Observer Observer
+	// Log receives per-stream events at debug level; nil discards them.
+	Log *slog.Logger
+}
+
+var sessionSeq atomic.Uint64
+
+// Session is the portforward.k8s.io protocol over one multiplexed
+// connection: streams arrive through Accept, are paired, and each complete
+// pair is forwarded to the pod. Create it with NewSession, hand Accept to
+// the engine, then call Run.
+type Session struct {
+	cfg Config
+	id  uint64
+	obs Observer
+	log *slog.Logger
+
+	ctx    context.Context // canceled when Run ends; parent of forwards
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup // forwards and drainers
+
+	mu       sync.Mutex
+	pairs    *pairTable
+	active   int  // forwards running
+	draining bool // no new pairs; Run ends when active drops to 0
+	closed   bool
+	idle     chan struct{} // closed when draining and active == 0
+}
+
+// NewSession returns a session that is ready to Accept streams.
+func NewSession(cfg Config) *Session {
+	if cfg.CreationTimeout <= 0 {
+		cfg.CreationTimeout = DefaultCreationTimeout
+	}
+	if cfg.MaxPendingPairs <= 0 {
+		cfg.MaxPendingPairs = DefaultMaxPendingPairs
+	}
+	s := &Session{
+		cfg:   cfg,
+		id:    sessionSeq.Add(1),
+		obs:   cfg.Observer,
+		log:   cfg.Log,
+		pairs: newPairTable(cfg.MaxPendingPairs),
+		idle:  make(chan struct{}),
+	}
+	if s.obs == nil {
+		s.obs = NopObserver{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	return s
+}
+
+// Accept is the session's AcceptFunc. It validates the stream's headers
+// and files it into its pair; it never blocks.
+func (s *Session) Accept(st Stream) error {
+	info, err := parseStreamHeaders(st.Headers(), st.ID())
+	if err != nil {
+		s.reject(st, err)
+		return err
+	}
+	s.mu.Lock()
+	if s.draining || s.closed {
+		s.mu.Unlock()
+		s.reject(st, ErrDraining)
+		return ErrDraining
+	}
+	p, created, err := s.pairs.add(st, info)
+	if err != nil {
+		s.mu.Unlock()
+		s.reject(st, err)
+		return err
+	}
+	if p.complete() {
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		s.active++
+		s.wg.Add(1)
+		s.mu.Unlock()
+		s.log.Debug("stream pair complete", "session", s.id, "request", p.requestID, "port", p.port)
+		go s.forward(p)
+		return nil
+	}
+	if created {
+		p.timer = time.AfterFunc(s.cfg.CreationTimeout, func() { s.expire(p) })
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Session) reject(st Stream, err error) {
+	s.obs.StreamRejected(ResultRejected)
+	s.log.Debug("stream rejected", "session", s.id, "stream", st.ID(), "err", err)
+}
+
+// expire ends a pair whose second stream did not come in time, the way the
+// kubelet does: the text goes to the error stream if there is one.
+func (s *Session) expire(p *pair) {
+	s.mu.Lock()
+	removed := s.pairs.remove(p)
+	s.mu.Unlock()
+	if !removed {
+		return
+	}
+	s.obs.StreamRejected(ResultTimeout)
+	msg := fmt.Sprintf("(conn=%d, request=%s) timed out waiting for streams", s.id, p.requestID)
+	s.log.Debug("stream pair timed out", "session", s.id, "request", p.requestID)
+	if p.errs != nil {
+		p.errs.Write([]byte(msg))
+		p.errs.CloseWrite()
+		p.errs.Reset()
+	}
+	if p.data != nil {
+		p.data.Reset()
+	}
+}
+
+// forward serves one complete pair: dial, pump, and end both streams.
+func (s *Session) forward(p *pair) {
+	defer s.forwardDone()
+	s.obs.ForwardStarted()
+
+	// Clients half-close the error stream at once and never write to it;
+	// reading it to the end keeps a misbehaving one from stalling the
+	// connection's frame reader.
+	s.wg.Add(1)
+	go s.discard(p.errs)
+
+	pod, err := s.cfg.Dial(s.ctx, p.port)
+	if err != nil {
+		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, s.cfg.Pod, s.cfg.UID, err)
+		s.log.Info("dial failed", "session", s.id, "request", p.requestID, "port", p.port, "err", err)
+		s.obs.ForwardEnded(ResultDialError)
+		p.errs.Write([]byte(msg))
+		p.errs.Reset()
+		p.data.Reset()
+		return
+	}
+	res := Pump(s.ctx, p.data, pod, s.obs)
+	s.log.Debug("forward done", "session", s.id, "request", p.requestID, "port", p.port,
+		"result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
+	s.obs.ForwardEnded(res.Result)
+	// Nothing is written for a reset: kubectl ≥ 1.23 ends the whole session
+	// on any error-stream text, and a peer reset concerns this connection
+	// only.
+	p.errs.CloseWrite()
+	p.errs.Reset() // local release; our FIN went first
+	p.data.Reset()
+}
+
+func (s *Session) discard(st Stream) {
+	defer s.wg.Done()
+	io.Copy(io.Discard, st)
+}
+
+func (s *Session) forwardDone() {
+	s.mu.Lock()
+	s.active--
+	if s.draining && s.active == 0 {
+		s.closeIdle()
+	}
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// closeIdle closes s.idle once; s.mu must be held.
+func (s *Session) closeIdle() {
+	select {
+	case <-s.idle:
+	default:
+		close(s.idle)
+	}
+}
+
+// Drain stops the session from taking new pairs; Run returns once the
+// forwards in flight are done. Streams of incomplete pairs are reset.
+func (s *Session) Drain() {
+	s.mu.Lock()
+	s.draining = true
+	pending := s.pairs.drain()
+	if s.active == 0 {
+		s.closeIdle()
+	}
+	s.mu.Unlock()
+	resetPairs(pending)
+}
+
+// Run serves the session until conn ends, ctx is done, or a Drain has
+// finished. It then closes conn, aborts forwards still running, and returns
+// once every goroutine of the session has ended.
+func (s *Session) Run(ctx context.Context, conn Conn) {
+	select {
+	case <-conn.Done():
+	case <-ctx.Done():
+	case <-s.idle:
+	}
+	s.mu.Lock()
+	s.closed = true
+	pending := s.pairs.drain()
+	s.mu.Unlock()
+	for _, p := range pending {
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+	}
+	resetPairs(pending)
+	s.cancel(errors.New("session closed"))
+	conn.Close()
+	s.wg.Wait()
+}
+
+func resetPairs(ps []*pair) {
+	for _, p := range ps {
+		if p.data != nil {
+			p.data.Reset()
+		}
+		if p.errs != nil {
+			p.errs.Reset()
+		}
+	}
+}

@@ -1,0 +1,390 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/streaming/pkg/httpstream"
+	"k8s.io/streaming/pkg/httpstream/spdy"
+)
+
+// countingObserver records results so tests can assert them.
+type countingObserver struct {
+	mu       sync.Mutex
+	started  int
+	ended    map[string]int
+	rejected map[string]int
+}
+
+func newCountingObserver() *countingObserver {
+	return &countingObserver{ended: map[string]int{}, rejected: map[string]int{}}
+}
+func (o *countingObserver) ForwardStarted()            { o.mu.Lock(); o.started++; o.mu.Unlock() }
+func (o *countingObserver) ForwardEnded(r string)      { o.mu.Lock(); o.ended[r]++; o.mu.Unlock() }
+func (o *countingObserver) StreamRejected(r string)    { o.mu.Lock(); o.rejected[r]++; o.mu.Unlock() }
+func (o *countingObserver) Transferred(Direction, int) {}
+func (o *countingObserver) get(m func(*countingObserver) int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return m(o)
+}
+
+// echoPod is a pod-side TCP server that echoes each connection until EOF.
+func echoPod(t *testing.T) (port uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func loopbackDial(ctx context.Context, port uint16) (PodConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+type sessionRig struct {
+	client  httpstream.Connection
+	session *Session
+	obs     *countingObserver
+	runDone chan struct{}
+}
+
+// newSessionRig connects apimachinery's SPDY client (the one client-go's
+// port-forward uses) to a Session over a real loopback TCP connection.
+func newSessionRig(t *testing.T, cfg Config) *sessionRig {
+	t.Helper()
+	c, s := tcpPair(t)
+	r := &sessionRig{obs: newCountingObserver(), runDone: make(chan struct{})}
+	if cfg.Dial == nil {
+		cfg.Dial = loopbackDial
+	}
+	cfg.Observer = r.obs
+	r.session = NewSession(cfg)
+	conn, err := ServeSPDY(s, r.session.Accept, SPDYOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		r.session.Run(context.Background(), conn)
+		close(r.runDone)
+	}()
+	client, err := spdy.NewClientConnection(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client = client
+	t.Cleanup(func() {
+		client.Close()
+		r.waitRun(t)
+	})
+	return r
+}
+
+func (r *sessionRig) waitRun(t *testing.T) {
+	t.Helper()
+	select {
+	case <-r.runDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Session.Run did not return")
+	}
+}
+
+func streamHeaders(typ string, port uint16, requestID string) http.Header {
+	h := http.Header{}
+	h.Set(HeaderStreamType, typ)
+	h.Set(HeaderPort, strconv.Itoa(int(port)))
+	if requestID != "" {
+		h.Set(HeaderRequestID, requestID)
+	}
+	return h
+}
+
+// openPair does what client-go's handleConnection does: an error stream,
+// half-closed at once, then the data stream.
+func (r *sessionRig) openPair(t *testing.T, port uint16, requestID string) (data, errs httpstream.Stream) {
+	t.Helper()
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, requestID))
+	if err != nil {
+		t.Fatalf("create error stream: %v", err)
+	}
+	errs.Close()
+	data, err = r.client.CreateStream(streamHeaders(StreamTypeData, port, requestID))
+	if err != nil {
+		t.Fatalf("create data stream: %v", err)
+	}
+	return data, errs
+}
+
+func readErrorStream(t *testing.T, errs httpstream.Stream) string {
+	t.Helper()
+	ch := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(errs)
+		ch <- string(b)
+	}()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("error stream did not end")
+		return ""
+	}
+}
+
+func echoThrough(t *testing.T, data httpstream.Stream, msg string) {
+	t.Helper()
+	if _, err := data.Write([]byte(msg)); err != nil {
+		t.Fatalf("write data stream: %v", err)
+	}
+	data.Close()
+	got, err := io.ReadAll(data)
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
+	}
+}
+
+func TestSessionForwardsPair(t *testing.T) {
+	r := newSessionRig(t, Config{Pod: "ns/pod"})
+	port := echoPod(t)
+	data, errs := r.openPair(t, port, "0")
+	echoThrough(t, data, "hello")
+	if msg := readErrorStream(t, errs); msg != "" {
+		t.Fatalf("error stream: got %q, want nothing", msg)
+	}
+	data.Reset() // as client-go does
+	// A second connection on the same session.
+	data, errs = r.openPair(t, port, "1")
+	echoThrough(t, data, "again")
+	if msg := readErrorStream(t, errs); msg != "" {
+		t.Fatalf("second error stream: got %q, want nothing", msg)
+	}
+}
+
+func TestSessionLegacyRequestIDs(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	port := echoPod(t)
+	// No requestID: the error stream (id 1) and the data stream (id 3)
+	// pair through the kubelet's id/id-2 rule.
+	data, errs := r.openPair(t, port, "")
+	if data.Identifier() != errs.Identifier()+2 {
+		t.Fatalf("stream ids %d and %d are not consecutive", errs.Identifier(), data.Identifier())
+	}
+	echoThrough(t, data, "legacy")
+	if msg := readErrorStream(t, errs); msg != "" {
+		t.Fatalf("error stream: got %q", msg)
+	}
+}
+
+func TestSessionRejectsBadStreamsAndLivesOn(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	port := echoPod(t)
+	bad := []http.Header{
+		{"Streamtype": {"data"}, "Requestid": {"9"}},                    // no port
+		{"Streamtype": {"data"}, "Port": {"abc"}, "Requestid": {"9"}},   // bad port
+		{"Streamtype": {"data"}, "Port": {"0"}, "Requestid": {"9"}},     // port 0
+		{"Streamtype": {"bogus"}, "Port": {"80"}, "Requestid": {"9"}},   // bad type
+		{"Port": {"80"}, "Requestid": {"9"}},                            // no type
+		{"Streamtype": {"data"}, "Port": {"70000"}, "Requestid": {"9"}}, // > 65535
+	}
+	for _, h := range bad {
+		if _, err := r.client.CreateStream(h); err == nil {
+			t.Errorf("CreateStream(%v): accepted, want reset", h)
+		}
+	}
+	if got := r.obs.get(func(o *countingObserver) int { return o.rejected[ResultRejected] }); got != len(bad) {
+		t.Errorf("rejected streams: got %d, want %d", got, len(bad))
+	}
+	data, errs := r.openPair(t, port, "1")
+	echoThrough(t, data, "still alive")
+	readErrorStream(t, errs)
+}
+
+func TestSessionPairTimeout(t *testing.T) {
+	r := newSessionRig(t, Config{CreationTimeout: 100 * time.Millisecond})
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, 80, "5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs.Close()
+	msg := readErrorStream(t, errs)
+	if !strings.Contains(msg, "request=5) timed out waiting for streams") {
+		t.Fatalf("error stream: got %q, want the kubelet's timeout text", msg)
+	}
+	if got := r.obs.get(func(o *countingObserver) int { return o.rejected[ResultTimeout] }); got != 1 {
+		t.Fatalf("timed-out pairs: got %d, want 1", got)
+	}
+	// The data stream arriving late starts a new pair instead of joining
+	// the expired one; the session still works.
+	port := echoPod(t)
+	data, errs := r.openPair(t, port, "6")
+	echoThrough(t, data, "after timeout")
+	readErrorStream(t, errs)
+}
+
+func TestSessionDialErrorIsWrittenAsKubeletText(t *testing.T) {
+	dialErr := errors.New("dial localhost:81: connection refused")
+	r := newSessionRig(t, Config{Pod: "ns/web", UID: "u-1", Dial: func(context.Context, uint16) (PodConn, error) {
+		return nil, dialErr
+	}})
+	data, errs := r.openPair(t, 81, "0")
+	want := "error forwarding port 81 to pod ns/web, uid u-1: dial localhost:81: connection refused"
+	if msg := readErrorStream(t, errs); msg != want {
+		t.Fatalf("error stream: got %q, want %q", msg, want)
+	}
+	if b, _ := io.ReadAll(data); len(b) != 0 {
+		t.Fatalf("data stream carried %q after a failed dial", b)
+	}
+	if got := r.obs.get(func(o *countingObserver) int { return o.ended[ResultDialError] }); got != 1 {
+		t.Fatalf("dial errors: got %d, want 1", got)
+	}
+}
+
+func TestSessionRejectsDuplicateStream(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	port := echoPod(t)
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, "3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs.Close()
+	if _, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, "3")); err == nil {
+		t.Fatal("second error stream for request 3 was accepted")
+	}
+	data, err := r.client.CreateStream(streamHeaders(StreamTypeData, port, "3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoThrough(t, data, "first pair intact")
+	if msg := readErrorStream(t, errs); msg != "" {
+		t.Fatalf("error stream: got %q", msg)
+	}
+}
+
+func TestSessionConcurrentPairs(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	port := echoPod(t)
+	const n = 100
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := strconv.Itoa(i)
+			errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, id))
+			if err != nil {
+				errc <- err
+				return
+			}
+			errs.Close()
+			data, err := r.client.CreateStream(streamHeaders(StreamTypeData, port, id))
+			if err != nil {
+				errc <- err
+				return
+			}
+			msg := strings.Repeat(id, 1000)
+			data.Write([]byte(msg))
+			data.Close()
+			got, err := io.ReadAll(data)
+			if err != nil || string(got) != msg {
+				errc <- fmt.Errorf("pair %s: echo %d bytes, %v", id, len(got), err)
+			}
+			data.Reset()
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+}
+
+func TestSessionDrainFinishesActiveForwards(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	port := echoPod(t)
+	data, errs := r.openPair(t, port, "0")
+	if _, err := data.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(data, buf); err != nil {
+		t.Fatal(err)
+	}
+	r.session.Drain()
+	if _, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, "1")); err == nil {
+		t.Fatal("a new stream was accepted while draining")
+	}
+	select {
+	case <-r.runDone:
+		t.Fatal("Run returned while a forward was active")
+	default:
+	}
+	// The active forward still completes normally.
+	data.Write([]byte("pong"))
+	data.Close()
+	rest, err := io.ReadAll(data)
+	if err != nil || string(rest) != "pong" {
+		t.Fatalf("after Drain: read %q, %v", rest, err)
+	}
+	readErrorStream(t, errs)
+	r.waitRun(t)
+}
+
+func TestSessionEndAbortsForwards(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	accepted := make(chan net.Conn, 1)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	r.openPair(t, port, "0")
+	pod := <-accepted
+	defer pod.Close()
+	r.client.Close() // the client goes away with the forward open
+	r.waitRun(t)
+	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(pod); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("pod connection after session end: %v, want it closed", err)
+	}
+	if got := r.obs.get(func(o *countingObserver) int { return o.ended[ResultAborted] + o.ended[ResultReset] }); got != 1 {
+		t.Fatalf("aborted forwards: got %d, want 1 (%v)", got, r.obs.ended)
+	}
+}
