@@ -1,0 +1,128 @@
+package server
+
+import (
+	"net/http"
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/portforwardd/portforwardd/streams"
+)
+
+const namespace = "portforwardd"
+
+// Metrics are portforwardd's Prometheus metrics, in a private registry.
+// Labels are bounded: protocol, result, direction and reason come from
+// fixed sets; pods, ports and UIDs never appear.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	sessionsActive  *prometheus.GaugeVec
+	sessionsTotal   *prometheus.CounterVec
+	streamsActive   *prometheus.GaugeVec
+	streamsTotal    *prometheus.CounterVec
+	bytes           *prometheus.CounterVec
+	dialDuration    prometheus.Histogram
+	dialErrors      *prometheus.CounterVec
+	upgradeFailures *prometheus.CounterVec
+}
+
+// NewMetrics registers portforwardd's metrics and the Go and process
+// collectors in a new registry. version labels portforwardd_build_info.
+func NewMetrics(version string) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		sessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sessions_active",
+			Help: "Upgraded port-forward connections being served.",
+		}, []string{"protocol"}),
+		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sessions_total",
+			Help: "Upgraded port-forward connections that ended, by how they ended.",
+		}, []string{"protocol", "result"}),
+		streamsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "streams_active",
+			Help: "Forwarded connections (stream pairs) being served.",
+		}, []string{"protocol"}),
+		streamsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "streams_total",
+			Help: "Forwarded connections and rejected streams, by result.",
+		}, []string{"protocol", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "bytes_total",
+			Help: "Bytes forwarded, by direction.",
+		}, []string{"protocol", "direction"}),
+		dialDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "dial_duration_seconds",
+			Help:    "Time to enter a pod's network namespace and connect, successful or not.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10), // 50µs .. 13s
+		}),
+		dialErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dial_errors_total",
+			Help: "Failed dials into pods, by reason.",
+		}, []string{"reason"}),
+		upgradeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upgrade_failures_total",
+			Help: "Requests answered without an upgrade, by reason.",
+		}, []string{"reason"}),
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
+		m.bytes, m.dialDuration, m.dialErrors, m.upgradeFailures, buildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4})
+}
+
+// observer returns a streams.Observer for one protocol, with its label
+// values resolved once so the per-chunk byte count is a single add.
+func (m *Metrics) observer(protocol string) *observer {
+	return &observer{
+		m:        m,
+		protocol: protocol,
+		active:   m.streamsActive.WithLabelValues(protocol),
+		up:       m.bytes.WithLabelValues(protocol, streams.ClientToPod.String()),
+		down:     m.bytes.WithLabelValues(protocol, streams.PodToClient.String()),
+	}
+}
+
+type observer struct {
+	m        *Metrics
+	protocol string
+	active   prometheus.Gauge
+	up, down prometheus.Counter
+}
+
+var _ streams.Observer = (*observer)(nil)
+
+func (o *observer) ForwardStarted() { o.active.Inc() }
+
+func (o *observer) ForwardEnded(result string) {
+	o.active.Dec()
+	o.m.streamsTotal.WithLabelValues(o.protocol, result).Inc()
+}
+
+func (o *observer) StreamRejected(result string) {
+	o.m.streamsTotal.WithLabelValues(o.protocol, result).Inc()
+}
+
+func (o *observer) Transferred(d streams.Direction, n int) {
+	if d == streams.ClientToPod {
+		o.up.Add(float64(n))
+	} else {
+		o.down.Add(float64(n))
+	}
+}

@@ -1,0 +1,292 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/portforwardd/portforwardd/nsenter"
+	"github.com/portforwardd/portforwardd/streams"
+)
+
+// Dialer connects to a port inside a network namespace. nsenter.Dialer is
+// the production one.
+type Dialer interface {
+	Dial(ctx context.Context, t nsenter.Target, port uint16) (*net.TCPConn, error)
+}
+
+// Config configures a Server. Zero durations mean the defaults named.
+type Config struct {
+	// Resolver maps pods to network namespaces. Required.
+	Resolver nsenter.Resolver
+	// Dialer dials inside a namespace; nil means nsenter.Dialer{}.
+	Dialer Dialer
+	// StreamIdleTimeout closes a session with no frame in either direction
+	// for this long; zero disables it. The daemon's default is 4h.
+	StreamIdleTimeout time.Duration
+	// StreamCreationTimeout is how long the first stream of a pair waits
+	// for the second; zero means streams.DefaultCreationTimeout.
+	StreamCreationTimeout time.Duration
+	// Metrics receives counts; nil means a private, unexported set.
+	Metrics *Metrics
+	// Log receives lifecycle events; nil discards them.
+	Log *slog.Logger
+}
+
+// Server serves port-forward requests. Use it as the http.Handler of the
+// forwarding listener (see NewHTTPServer) and call Drain on shutdown.
+type Server struct {
+	cfg    Config
+	dialer Dialer
+	m      *Metrics
+	log    *slog.Logger
+
+	ctx    context.Context // ends every session when canceled
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[*streams.Session]struct{}
+	serving  bool // the listener is up
+	draining bool
+	wg       sync.WaitGroup // one per session
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg, dialer: cfg.Dialer, m: cfg.Metrics, log: cfg.Log, sessions: map[*streams.Session]struct{}{}}
+	if s.dialer == nil {
+		s.dialer = nsenter.Dialer{}
+	}
+	if s.m == nil {
+		s.m = NewMetrics("")
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// NewHTTPServer returns the http.Server for the forwarding listener: header
+// reads are bounded in time and size; upgraded connections have no
+// deadline (the session's idle timeout governs them).
+func (s *Server) NewHTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// ServeHTTP answers one port-forward request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	pod, ok := parseRoute(r.URL.EscapedPath())
+	if !ok {
+		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "no_route", msg: "404 page not found"})
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
+			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {"GET, POST"}}})
+		return
+	}
+	if err := pod.Validate(); err != nil {
+		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "invalid_pod", msg: err.Error()})
+		return
+	}
+	if !s.accepting() {
+		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
+		return
+	}
+	target, err := s.cfg.Resolver.Resolve(r.Context(), pod)
+	switch {
+	case errors.Is(err, nsenter.ErrPodNotFound):
+		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "not_found", msg: "pod does not exist"})
+		return
+	case err != nil:
+		s.log.Warn("resolve pod", "pod", pod.String(), "err", err)
+		s.fail(w, r, &requestError{status: http.StatusInternalServerError, reason: "resolve",
+			msg: fmt.Sprintf("unable to find the network namespace of pod %s", pod)})
+		return
+	}
+	if isWebSocket(r.Header) {
+		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "unsupported",
+			msg: "unable to upgrade: WebSocket port-forwarding is not supported by this server; use SPDY/3.1"})
+		return
+	}
+	if rerr := checkSPDYUpgrade(r.Header); rerr != nil {
+		s.fail(w, r, rerr)
+		return
+	}
+	protocol, rerr := negotiateProtocol(r.Header)
+	if rerr != nil {
+		s.fail(w, r, rerr)
+		return
+	}
+	s.serveSPDY(w, r, pod, target, protocol)
+}
+
+// fail answers a request that will not be upgraded and closes its
+// connection: after a refused upgrade the client's next bytes may be
+// anything.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
+	s.m.upgradeFailures.WithLabelValues(e.reason).Inc()
+	s.log.Info("request refused", "path", r.URL.EscapedPath(), "method", r.Method, "remote", r.RemoteAddr,
+		"status", e.status, "reason", e.reason, "msg", e.msg)
+	for k, vs := range e.header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.Header().Set("Connection", "close")
+	http.Error(w, e.msg, e.status)
+}
+
+const protocolSPDY = "spdy"
+
+func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, protocol string) {
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", upgradeSPDY31)
+	w.Header().Set(headerProtocolVersion, protocol)
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	raw, bufrw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.m.upgradeFailures.WithLabelValues("hijack").Inc()
+		s.log.Warn("hijack", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	raw.SetDeadline(time.Time{}) // no inherited server deadline; the idle timeout governs
+	var conn net.Conn = raw
+	if bufrw.Reader.Buffered() > 0 {
+		conn = &bufferedConn{Conn: raw, r: bufrw.Reader}
+	}
+
+	obs := s.m.observer(protocolSPDY)
+	sess := streams.NewSession(streams.Config{
+		Pod:             pod.String(),
+		UID:             pod.UID,
+		Dial:            s.dialFunc(target),
+		CreationTimeout: s.cfg.StreamCreationTimeout,
+		Observer:        obs,
+		Log:             s.log.With("pod", pod.String(), "remote", r.RemoteAddr),
+	})
+	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{IdleTimeout: s.cfg.StreamIdleTimeout})
+	if err != nil {
+		s.m.upgradeFailures.WithLabelValues("engine").Inc()
+		s.log.Warn("start spdy session", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	s.runSession(sess, sc, protocolSPDY, pod, r.RemoteAddr)
+}
+
+// runSession registers sess for draining and serves it to the end.
+func (s *Server) runSession(sess *streams.Session, sc streams.Conn, protocol string, pod nsenter.Pod, remote string) {
+	s.mu.Lock()
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		sess.Drain()
+	}
+	active := s.m.sessionsActive.WithLabelValues(protocol)
+	active.Inc()
+	start := time.Now()
+	s.log.Info("session started", "pod", pod.String(), "protocol", protocol, "remote", remote)
+
+	sess.Run(s.ctx, sc)
+
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	result := "closed"
+	if s.draining {
+		result = "shutdown"
+	}
+	s.mu.Unlock()
+	active.Dec()
+	s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
+	s.log.Info("session ended", "pod", pod.String(), "protocol", protocol, "remote", remote,
+		"result", result, "duration", time.Since(start).Round(time.Millisecond))
+	s.wg.Done()
+}
+
+// dialFunc dials ports of one pod, recording latency and failures.
+func (s *Server) dialFunc(target nsenter.Target) streams.DialFunc {
+	return func(ctx context.Context, port uint16) (streams.PodConn, error) {
+		start := time.Now()
+		c, err := s.dialer.Dial(ctx, target, port)
+		s.m.dialDuration.Observe(time.Since(start).Seconds())
+		if err != nil {
+			s.m.dialErrors.WithLabelValues(nsenter.Reason(err)).Inc()
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+func (s *Server) accepting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.draining
+}
+
+// MarkServing records that the forwarding listener is up; /readyz then
+// answers 200 until Drain starts.
+func (s *Server) MarkServing() {
+	s.mu.Lock()
+	s.serving = true
+	s.mu.Unlock()
+}
+
+// Ready reports whether the server takes new sessions.
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serving && !s.draining
+}
+
+// Drain refuses new sessions and new streams, waits for the forwarded
+// connections in flight to finish, and returns when every session has
+// ended. When ctx is done first, the remaining sessions are closed at once;
+// Drain then still waits for them to end and returns ctx's error.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	sessions := make([]*streams.Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.Drain()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// bufferedConn reads first what net/http had already buffered.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
