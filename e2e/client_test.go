@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// forwardErrors records what client-go reports through
+// utilruntime.HandleError, keyed by local port: the "An error occurred
+// forwarding" messages are the error-stream texts kubectl prints.
+var forwardErrors = &errorLog{byPort: map[int][]string{}, waiters: map[int]chan struct{}{}}
+
+type errorLog struct {
+	mu      sync.Mutex
+	byPort  map[int][]string
+	waiters map[int]chan struct{}
+}
+
+func installErrorCapture() {
+	utilruntime.ErrorHandlers = append(utilruntime.ErrorHandlers, forwardErrors.handle)
+}
+
+func (l *errorLog) handle(_ context.Context, err error, msg string, kv ...any) {
+	local := -1
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i] == "localPort" {
+			local, _ = strconv.Atoi(fmt.Sprint(kv[i+1]))
+		}
+	}
+	text := msg
+	if err != nil {
+		text = msg + ": " + err.Error()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.byPort[local] = append(l.byPort[local], text)
+	if ch, ok := l.waiters[local]; ok {
+		close(ch)
+		delete(l.waiters, local)
+	}
+}
+
+// wait returns the messages for a local port once there is one.
+func (l *errorLog) wait(t *testing.T, local int) []string {
+	t.Helper()
+	l.mu.Lock()
+	if msgs := l.byPort[local]; len(msgs) > 0 {
+		l.mu.Unlock()
+		return msgs
+	}
+	ch := make(chan struct{})
+	l.waiters[local] = ch
+	l.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("client-go reported no error for local port %d", local)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.byPort[local]...)
+}
+
+func (l *errorLog) get(local int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.byPort[local]...)
+}
+
+// forward is a running client-go port-forward, as `kubectl port-forward
+// POD :REMOTE` sets it up, listening on 127.0.0.1.
+type forward struct {
+	pf    *portforward.PortForwarder
+	local int
+	stop  chan struct{}
+	done  chan error
+}
+
+// startForward starts what kubectl runs for SPDY: client-go's SPDY round
+// tripper and dialer (POST to the kubelet-style route) under
+// tools/portforward.
+func startForward(t *testing.T, d *daemon, route string, remotePort int) *forward {
+	t.Helper()
+	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	f := &forward{stop: make(chan struct{}), done: make(chan error, 1)}
+	ready := make(chan struct{})
+	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pf = pf
+	go func() { f.done <- pf.ForwardPorts() }()
+	select {
+	case <-ready:
+	case err := <-f.done:
+		t.Fatalf("ForwardPorts: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("port-forward not ready")
+	}
+	ports, err := pf.GetPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.local = int(ports[0].Local)
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *forward) close() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+}
+
+// wait returns what ForwardPorts returned.
+func (f *forward) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-f.done:
+		f.done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("ForwardPorts did not return")
+		return nil
+	}
+}
+
+func (f *forward) dial(t *testing.T) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(f.local))
+	if err != nil {
+		t.Fatalf("dial the forwarded port: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+func (f *forward) errors() []string { return forwardErrors.get(f.local) }
+
+func hasSubstring(msgs []string, sub string) bool {
+	for _, m := range msgs {
+		if strings.Contains(m, sub) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemon is a running portforwardd process.
+type daemon struct {
+	cmd         *exec.Cmd
+	addr        string // port-forward listener
+	metricsAddr string
+	exited      chan struct{}
+	exitErr     error
+
+	mu   sync.Mutex
+	logs []string
+}
+
+// startDaemon runs the built binary on ephemeral loopback ports, with JSON
+// logs, and waits until both listeners are up (it reads their addresses
+// from the log).
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	requireE2E(t)
+	args = append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "debug"}, args...)
+	d := &daemon{cmd: exec.Command(daemonBin, args...), exited: make(chan struct{})}
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go d.readLogs(stderr, ready)
+	go func() {
+		d.exitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.exited
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", strings.Join(d.logLines(), "\n"))
+		}
+	})
+	select {
+	case <-ready:
+	case <-d.exited:
+		t.Fatalf("portforwardd exited during start-up: %v\n%s", d.exitErr, strings.Join(d.logLines(), "\n"))
+	case <-time.After(30 * time.Second):
+		t.Fatal("portforwardd did not report its listeners")
+	}
+	return d
+}
+
+func (d *daemon) readLogs(r io.Reader, ready chan<- struct{}) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	signalled := false
+	for sc.Scan() {
+		line := sc.Text()
+		d.mu.Lock()
+		d.logs = append(d.logs, line)
+		var rec struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			switch rec.Msg {
+			case "serving port-forward":
+				d.addr = rec.Addr
+			case "serving metrics":
+				d.metricsAddr = rec.Addr
+			}
+		}
+		if !signalled && d.addr != "" && d.metricsAddr != "" {
+			signalled = true
+			close(ready)
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *daemon) logLines() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.logs...)
+}
+
+func (d *daemon) url(path string) string { return "http://" + d.addr + path }
+
+// metric returns the value of one sample of /metrics, such as
+// `portforwardd_streams_total{protocol="spdy",result="ok"}`, or 0 if the
+// series does not exist yet.
+func (d *daemon) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// openFDs counts the daemon's open file descriptors.
+func (d *daemon) openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// signal sends sig and returns a channel that yields the exit code.
+func (d *daemon) signal(t *testing.T, sig syscall.Signal) <-chan int {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan int, 1)
+	go func() {
+		<-d.exited
+		ch <- d.cmd.ProcessState.ExitCode()
+	}()
+	return ch
+}
+
+// eventually polls cond until it holds or the deadline passes. It is for
+// state another process reaches in its own time (counts returning to a
+// baseline), not for ordering the test's own actions.
+func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not reached within %v: %s", timeout, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

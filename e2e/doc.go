@@ -1,0 +1,10 @@
+// Package e2e tests the built portforwardd binary end to end: it creates
+// network namespaces with `ip netns add`, runs pod servers inside them, and
+// drives the daemon with the Kubernetes client code kubectl runs
+// (client-go's tools/portforward over SPDY).
+//
+// The tests need root and iproute2. Without root they skip, unless
+// PORTFORWARDD_E2E_REQUIRED=1 (set by .ci/run) turns the skip into a
+// failure. PORTFORWARDD_E2E_RACE=1 builds the daemon with the race
+// detector.
+package e2e
