@@ -103,12 +103,16 @@ func (d *daemon) logLines() []string {
 
 func (d *daemon) url(path string) string { return "http://" + d.addr + path }
 
+// scrapeClient holds no idle connection to the daemon, so scraping does
+// not change the daemon's fd count.
+var scrapeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+
 // metric returns the value of one sample of /metrics, such as
 // `portforwardd_streams_total{protocol="spdy",result="ok"}`, or 0 if the
 // series does not exist yet.
 func (d *daemon) metric(t *testing.T, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + d.metricsAddr + "/metrics")
+	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

@@ -1,0 +1,215 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNoLeaksAfterThousandConnections forwards 1000 connections and checks
+// that the daemon's open fds and goroutines return to where they were, both
+// while the session stays open and after it ends.
+func TestNoLeaksAfterThousandConnections(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	fds0, gr0 := d.openFDs(t), d.metric(t, "go_goroutines")
+
+	f := startForward(t, d, p.route(), port(ln))
+	if err := echoRandom(f.local, 1024); err != nil { // warm-up: the session exists
+		t.Fatal(err)
+	}
+	settle := func(wantFDs int, wantGR float64) {
+		t.Helper()
+		eventually(t, 20*time.Second, func() (bool, string) {
+			fds, gr := d.openFDs(t), d.metric(t, "go_goroutines")
+			return fds <= wantFDs && gr <= wantGR, fmt.Sprintf("fds %d (want %d), goroutines %v (want %v)", fds, wantFDs, gr, wantGR)
+		})
+	}
+	settle(fds0+2, gr0+100) // let the warm-up connection finish
+	fds1, gr1 := d.openFDs(t), d.metric(t, "go_goroutines")
+
+	const total, parallel = 1000, 20
+	var wg sync.WaitGroup
+	errc := make(chan error, total)
+	sem := make(chan struct{}, parallel)
+	for range total {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errc <- echoRandom(f.local, 4096)
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := d.metric(t, `portforwardd_streams_total{protocol="spdy",result="ok"}`); got != total+1 {
+		t.Errorf("streams_total{result=ok}: got %v, want %d", got, total+1)
+	}
+	settle(fds1, gr1) // session still open: per-connection state is gone
+	f.close()
+	if err := f.wait(t); err != nil {
+		t.Fatalf("ForwardPorts: %v", err)
+	}
+	settle(fds0, gr0) // session closed: back to the daemon's idle state
+}
+
+// TestMetricsAndHealth checks the metrics a forward produces and the
+// health endpoints.
+func TestMetricsAndHealth(t *testing.T) {
+	d := startDaemon(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + d.metricsAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", path, resp.Status)
+		}
+	}
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	f := startForward(t, d, p.route(), port(ln))
+	if err := echoRandom(f.local, 12345); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, `portforwardd_streams_total{protocol="spdy",result="ok"}`)
+		return got == 1, fmt.Sprintf("streams_total{result=ok} = %v", got)
+	})
+	want := map[string]float64{
+		`portforwardd_sessions_active{protocol="spdy"}`:                       1,
+		`portforwardd_streams_active{protocol="spdy"}`:                        0,
+		`portforwardd_bytes_total{direction="client_to_pod",protocol="spdy"}`: 12345,
+		`portforwardd_bytes_total{direction="pod_to_client",protocol="spdy"}`: 12345,
+		`portforwardd_dial_duration_seconds_count`:                            1,
+	}
+	for series, v := range want {
+		if got := d.metric(t, series); got != v {
+			t.Errorf("%s: got %v, want %v", series, got, v)
+		}
+	}
+	for _, series := range []string{"go_goroutines", "process_open_fds"} {
+		if d.metric(t, series) <= 0 {
+			t.Errorf("%s missing", series)
+		}
+	}
+	f.close()
+	f.wait(t)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, `portforwardd_sessions_total{protocol="spdy",result="closed"}`)
+		return got == 1, fmt.Sprintf("sessions_total{result=closed} = %v", got)
+	})
+}
+
+// TestSIGTERMDrainsActiveTransfers: on SIGTERM the daemon stops taking
+// sessions and streams, lets the transfer in flight finish, and exits 0.
+func TestSIGTERMDrainsActiveTransfers(t *testing.T) {
+	d := startDaemon(t, "--drain-timeout", "30s")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	release := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("first half,"))
+		<-release
+		c.Write([]byte("second half"))
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	}()
+	f := startForward(t, d, p.route(), port(ln))
+	c := f.dial(t)
+	buf := make([]byte, len("first half,"))
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+
+	exit := d.signal(t, syscall.SIGTERM)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		resp, err := http.Get("http://" + d.metricsAddr + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable, "readyz " + resp.Status
+	})
+	// No new sessions: the listener is closed.
+	if c, err := net.DialTimeout("tcp4", d.addr, time.Second); err == nil {
+		c.Close()
+		t.Error("the forwarding listener still accepts connections while draining")
+	}
+	// No new streams on the open session.
+	c2 := f.dial(t)
+	c2.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if b, _ := io.ReadAll(c2); len(b) != 0 {
+		t.Errorf("a new connection while draining got %q", b)
+	}
+	select {
+	case code := <-exit:
+		t.Fatalf("daemon exited (%d) with a transfer in flight", code)
+	default:
+	}
+	close(release)
+	rest, err := io.ReadAll(c)
+	if err != nil || string(rest) != "second half" {
+		t.Fatalf("in-flight transfer after SIGTERM: %q, %v", rest, err)
+	}
+	c.Close()
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit code %d, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not exit after its last transfer finished")
+	}
+	logs := strings.Join(d.logLines(), "\n")
+	if !strings.Contains(logs, `"msg":"stopped"`) {
+		t.Errorf("no 'stopped' log line:\n%s", logs)
+	}
+}
+
+// TestDrainTimeoutClosesStuckTransfers: a transfer that does not finish
+// within --drain-timeout is closed and the daemon still exits 0.
+func TestDrainTimeoutClosesStuckTransfers(t *testing.T) {
+	d := startDaemon(t, "--drain-timeout", "300ms")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	f := startForward(t, d, p.route(), port(ln))
+	c := f.dial(t)
+	echoOnce(t, c, "open")
+	exit := d.signal(t, syscall.SIGTERM)
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit code %d, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not exit after its drain timeout")
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("stuck connection after drain timeout: %v, want it closed", err)
+	}
+}
