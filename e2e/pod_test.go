@@ -7,13 +7,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
 )
 
 var podSeq atomic.Int64
@@ -51,31 +50,12 @@ func (p *pod) remove(t *testing.T) { ipCmd(t, "netns", "del", p.netnsName) }
 
 func (p *pod) route() string { return "/portForward/" + p.namespace + "/" + p.name }
 
-// listen opens a listener inside the pod's namespace: the socket is created
-// on a locked thread switched into it, then the thread switches back.
+// listen opens a listener inside the pod's namespace.
 func (p *pod) listen(t *testing.T, network, addr string) net.Listener {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	ln, err := nsentertest.Listen(p.path, network, addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(p.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	ln, lerr := net.Listen(network, addr)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the test's netns: %v", err))
-	}
-	if lerr != nil {
-		t.Fatalf("listen %s %s in pod %s: %v", network, addr, p.netnsName, lerr)
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln

@@ -6,12 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
 )
 
 var netnsSeq atomic.Int64
@@ -43,31 +42,12 @@ func newNetns(t *testing.T) (name, path string) {
 	return name, filepath.Join(DefaultNetnsDir, name)
 }
 
-// listenIn opens a listener inside the namespace at path, on this test's own
-// locked thread, and switches back.
+// listenIn opens a listener inside the namespace at path.
 func listenIn(t *testing.T, path, network, addr string) net.Listener {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	ln, err := nsentertest.Listen(path, network, addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		t.Fatal(err)
-	}
-	ln, lerr := net.Listen(network, addr)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the test's netns: %v", err))
-	}
-	if lerr != nil {
-		t.Fatalf("listen %s %s in %s: %v", network, addr, path, lerr)
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
