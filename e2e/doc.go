@@ -4,7 +4,7 @@
 // (client-go's tools/portforward over SPDY).
 //
 // The tests need root and iproute2. Without root they skip, unless
-// PORTFORWARDD_E2E_REQUIRED=1 (set by .ci/run) turns the skip into a
+// PORTFORWARDD_REQUIRE_ROOT=1 (set by .ci/run) turns the skip into a
 // failure. PORTFORWARDD_E2E_RACE=1 builds the daemon with the race
 // detector.
 package e2e

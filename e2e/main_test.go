@@ -17,8 +17,8 @@ func TestMain(m *testing.M) {
 
 func runMain(m *testing.M) int {
 	if reason := missingPrerequisite(); reason != "" {
-		if os.Getenv("PORTFORWARDD_E2E_REQUIRED") == "1" {
-			fmt.Fprintf(os.Stderr, "e2e: %s, and PORTFORWARDD_E2E_REQUIRED=1\n", reason)
+		if os.Getenv("PORTFORWARDD_REQUIRE_ROOT") == "1" {
+			fmt.Fprintf(os.Stderr, "e2e: %s, and PORTFORWARDD_REQUIRE_ROOT=1\n", reason)
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "e2e: skipping: %s\n", reason)

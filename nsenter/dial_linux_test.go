@@ -129,6 +129,9 @@ func TestDialRejectsPathsThatAreNotNetns(t *testing.T) {
 func TestDialLeavesNoTrace(t *testing.T) {
 	_, path := newNetns(t)
 	ln := listenIn(t, path, "tcp4", "127.0.0.1:0")
+	// The server side lives in this process too: count its closes so the
+	// fd count is read only when every accepted connection is gone.
+	closed := make(chan struct{}, 1001)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -136,15 +139,20 @@ func TestDialLeavesNoTrace(t *testing.T) {
 				return
 			}
 			c.Close()
+			closed <- struct{}{}
 		}
 	}()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	// One warm-up dial lets the runtime create what it keeps (netpoller, threads).
 	dialAndClose(t, path, port)
+	<-closed
 
 	fds0, threads0 := countDir(t, "/proc/self/fd"), countDir(t, "/proc/self/task")
 	for range 1000 {
 		dialAndClose(t, path, port)
+	}
+	for range 1000 {
+		<-closed
 	}
 	fds1, threads1 := countDir(t, "/proc/self/fd"), countDir(t, "/proc/self/task")
 	if fds1 != fds0 {

@@ -18,6 +18,9 @@ var netnsSeq atomic.Int64
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
+		if os.Getenv("PORTFORWARDD_REQUIRE_ROOT") == "1" {
+			t.Fatal("needs root, and PORTFORWARDD_REQUIRE_ROOT=1")
+		}
 		t.Skip("needs root (CI runs these as root)")
 	}
 }

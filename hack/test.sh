@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check and test: gofmt, go vet, the no-exec rule, and
+# `go test -race` over all packages, including the root tests and the e2e
+# suite against the built (race-enabled) daemon. Run it as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== the daemon never executes programs"
+if go list -deps ./cmd/portforwardd | grep -qx 'os/exec'; then
+	echo "os/exec is in the daemon's dependency graph:"
+	go list -f '{{.ImportPath}}: {{join .Imports " "}}' $(go list -deps ./cmd/portforwardd) | grep 'os/exec' | cut -d: -f1
+	exit 1
+fi
+
+echo "== go test -race"
+export PORTFORWARDD_REQUIRE_ROOT="${PORTFORWARDD_REQUIRE_ROOT:-1}"
+export PORTFORWARDD_E2E_RACE="${PORTFORWARDD_E2E_RACE:-1}"
+go test -race -count=1 -timeout 30m "$@" ./...
