@@ -30,7 +30,7 @@ func readAll(t *testing.T, c net.Conn) string {
 func TestDialReachesOnlyTheNamespace(t *testing.T) {
 	_, path := newNetns(t)
 	inside := listenIn(t, path, "tcp4", "127.0.0.1:0")
-	serveGreeting(inside, "pod")
+	serveGreeting(t, inside, "pod")
 	port := inside.Addr().(*net.TCPAddr).Port
 
 	outside, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
@@ -38,7 +38,7 @@ func TestDialReachesOnlyTheNamespace(t *testing.T) {
 		t.Skipf("port %d is taken in the host netns: %v", port, err)
 	}
 	defer outside.Close()
-	serveGreeting(outside, "host")
+	serveGreeting(t, outside, "host")
 
 	c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
 	if err != nil {
@@ -53,7 +53,7 @@ func TestDialReachesOnlyTheNamespace(t *testing.T) {
 func TestDialFallsBackToIPv6(t *testing.T) {
 	_, path := newNetns(t)
 	ln := listenIn(t, path, "tcp6", "[::1]:0")
-	serveGreeting(ln, "v6")
+	serveGreeting(t, ln, "v6")
 	port := ln.Addr().(*net.TCPAddr).Port
 
 	c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))

@@ -56,9 +56,13 @@ func listenIn(t *testing.T, path, network, addr string) net.Listener {
 	return ln
 }
 
-// serveGreeting accepts connections on ln and writes greeting to each.
-func serveGreeting(ln net.Listener, greeting string) {
+// serveGreeting writes greeting to each connection on ln and closes it. It
+// handles one connection at a time and, when the test ends, closes ln and
+// waits until the last connection is closed, so no fd outlives the test.
+func serveGreeting(t *testing.T, ln net.Listener, greeting string) {
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -68,4 +72,8 @@ func serveGreeting(ln net.Listener, greeting string) {
 			c.Close()
 		}
 	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
 }
