@@ -55,27 +55,29 @@ func (d Dialer) Dial(ctx context.Context, t Target, port uint16) (*net.TCPConn, 
 func dialInNetns(ctx context.Context, target netns.NsHandle, path string, port uint16, timeout time.Duration, ch chan<- dialResult) {
 	runtime.LockOSThread()
 	// No deferred UnlockOSThread: a thread that cannot return to its own
-	// namespace must die with this goroutine.
+	// namespace must die with this goroutine. Every fd is closed before the
+	// result is sent, so the caller never sees one still open.
 	orig, err := netns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
 		ch <- dialResult{err: fmt.Errorf("get current netns: %w", err)}
 		return
 	}
-	defer orig.Close()
-
 	if err := netns.Set(target); err != nil {
 		// A failed setns leaves the thread where it was.
+		orig.Close()
 		runtime.UnlockOSThread()
 		ch <- dialResult{err: fmt.Errorf("enter netns %s: %w", path, err)}
 		return
 	}
 	conn, dialErr := dialLoopback(ctx, port, timeout)
-	if err := netns.Set(orig); err != nil {
+	backErr := netns.Set(orig)
+	orig.Close()
+	if backErr != nil {
 		if conn != nil {
 			conn.Close()
 		}
-		ch <- dialResult{err: fmt.Errorf("leave netns %s: %w", path, err)}
+		ch <- dialResult{err: fmt.Errorf("leave netns %s: %w", path, backErr)}
 		return // still locked: the runtime terminates this thread
 	}
 	runtime.UnlockOSThread()
