@@ -188,3 +188,39 @@ func echoOnce(t *testing.T, c *net.TCPConn, msg string) {
 		t.Fatalf("echo: got %q, %v; want %q", buf, err, msg)
 	}
 }
+
+// TestPodResetKeepsSession: a pod that resets one connection (as postgres
+// does, kubernetes#111825) must not end the kubectl session: nothing is
+// written on the error stream and the next connection works.
+func TestPodResetKeepsSession(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	first := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Read(make([]byte, 1))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close() // RST
+		close(first)
+		serveEcho(ln)
+	}()
+	f := startForward(t, d, p.route(), port(ln))
+	c := f.dial(t)
+	c.Write([]byte("x"))
+	<-first
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	io.ReadAll(c)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, `portforwardd_streams_total{protocol="spdy",result="reset"}`)
+		return got == 1, fmt.Sprintf("streams_total{result=reset} = %v", got)
+	})
+	c2 := f.dial(t)
+	echoOnce(t, c2, "session survived the reset")
+	if hasSubstring(f.errors(), "An error occurred forwarding") {
+		t.Fatalf("the reset reached the error stream: %q", f.errors())
+	}
+}
