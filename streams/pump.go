@@ -47,8 +47,8 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 	stop := context.AfterFunc(ctx, func() { p.abort(ResultAborted, context.Cause(ctx)) })
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go p.clientToPod(&wg)
-	go p.podToClient(&wg)
+	go p.copyHalf(&wg, ClientToPod, pod, client, pod.CloseWrite, &p.up)
+	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down)
 	wg.Wait()
 	stop()
 
@@ -93,55 +93,28 @@ func (p *pump) aborted() bool {
 	return p.result != ""
 }
 
-func (p *pump) clientToPod(wg *sync.WaitGroup) {
+// copyHalf moves one direction until src ends. On EOF it passes the
+// half-close on with closeWrite; any other error aborts the whole pump.
+// It is a named method so both directions show up in stack dumps.
+func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64) {
 	defer wg.Done()
 	buf := bufPool.Get().(*[bufSize]byte)
 	defer bufPool.Put(buf)
 	for {
-		n, rerr := p.client.Read(buf[:])
+		n, rerr := src.Read(buf[:])
 		if n > 0 {
-			if _, werr := p.pod.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
 				p.abort(ResultReset, werr)
 				return
 			}
-			p.up += int64(n)
-			p.obs.Transferred(ClientToPod, n)
-		}
-		switch {
-		case rerr == nil:
-		case rerr == io.EOF:
-			if !p.aborted() {
-				if err := p.pod.CloseWrite(); err != nil {
-					p.abort(ResultReset, err)
-				}
-			}
-			return
-		default:
-			p.abort(ResultReset, rerr)
-			return
-		}
-	}
-}
-
-func (p *pump) podToClient(wg *sync.WaitGroup) {
-	defer wg.Done()
-	buf := bufPool.Get().(*[bufSize]byte)
-	defer bufPool.Put(buf)
-	for {
-		n, rerr := p.pod.Read(buf[:])
-		if n > 0 {
-			if _, werr := p.client.Write(buf[:n]); werr != nil {
-				p.abort(ResultReset, werr)
-				return
-			}
-			p.down += int64(n)
-			p.obs.Transferred(PodToClient, n)
+			*count += int64(n)
+			p.obs.Transferred(dir, n)
 		}
 		switch {
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
 			if !p.aborted() {
-				if err := p.client.CloseWrite(); err != nil {
+				if err := closeWrite(); err != nil {
 					p.abort(ResultReset, err)
 				}
 			}
