@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
@@ -90,20 +91,50 @@ type forward struct {
 	done  chan error
 }
 
-// startForward starts what kubectl runs for SPDY: client-go's SPDY round
-// tripper and dialer (POST to the kubelet-style route) under
-// tools/portforward.
-func startForward(t *testing.T, d *daemon, route string, remotePort int) *forward {
+// transport is a way kubectl reaches the daemon.
+type transport struct {
+	name     string
+	protocol string // the protocol label the daemon's metrics use for it
+	dialer   func(t *testing.T, d *daemon, route string) httpstream.Dialer
+}
+
+// transports are the dialers kubectl builds: plain SPDY (kubectl < 1.31 or
+// KUBECTL_PORT_FORWARD_WEBSOCKETS=false), and the WebSocket tunnel with
+// SPDY as the fallback (kubectl ≥ 1.31, createDialer).
+var transports = []transport{
+	{"spdy", "spdy", spdyDialer},
+	{"websocket", "spdy_websocket", tunnelDialer},
+}
+
+func spdyDialer(t *testing.T, d *daemon, route string) httpstream.Dialer {
 	t.Helper()
-	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
+	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	return spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+}
+
+func tunnelDialer(t *testing.T, d *daemon, route string) httpstream.Dialer {
+	t.Helper()
+	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
+	tunnel, err := portforward.NewSPDYOverWebsocketDialer(u, &rest.Config{Host: "http://" + d.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return portforward.NewFallbackDialer(tunnel, spdyDialer(t, d, route), func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+}
+
+// startForward starts client-go's tools/portforward with tr's dialer, as
+// `kubectl port-forward POD :REMOTE` does, listening on 127.0.0.1.
+func startForward(t *testing.T, d *daemon, tr transport, route string, remotePort int) *forward {
+	t.Helper()
 	f := &forward{stop: make(chan struct{}), done: make(chan error, 1)}
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
+	pf, err := portforward.NewOnAddresses(tr.dialer(t, d, route), []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +153,12 @@ func startForward(t *testing.T, d *daemon, route string, remotePort int) *forwar
 	}
 	f.local = int(ports[0].Local)
 	t.Cleanup(f.close)
+	// The session must run over the transport under test, not a fallback.
+	// (The daemon counts it just after the 101 goes out.)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, tr.protocol))
+		return got >= 1, fmt.Sprintf("no %s session is active after the %s dialer connected", tr.protocol, tr.name)
+	})
 	return f
 }
 
@@ -165,4 +202,20 @@ func hasSubstring(msgs []string, sub string) bool {
 		}
 	}
 	return false
+}
+
+// eachCase runs body once per transport and pod bind mode.
+func eachCase(t *testing.T, body func(t *testing.T, tr transport, bindAddr string)) {
+	for _, tr := range transports {
+		for _, bm := range bindModes {
+			t.Run(tr.name+"/"+bm.name, func(t *testing.T) { body(t, tr, bm.addr) })
+		}
+	}
+}
+
+// eachTransport runs body once per transport.
+func eachTransport(t *testing.T, body func(t *testing.T, tr transport)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { body(t, tr) })
+	}
 }

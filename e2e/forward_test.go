@@ -32,10 +32,10 @@ func hashAll(r io.Reader) (n int64, sum [32]byte, err error) {
 // checks sha256, with the pod bound to 127.0.0.1 and to 0.0.0.0.
 func TestBulkGiB(t *testing.T) {
 	d := startDaemon(t)
-	for _, bm := range bindModes {
-		t.Run(bm.name+"/client_to_pod", func(t *testing.T) {
+	eachCase(t, func(t *testing.T, tr transport, bindAddr string) {
+		t.Run("client_to_pod", func(t *testing.T) {
 			p := newPod(t)
-			ln := p.listen(t, "tcp4", bm.addr)
+			ln := p.listen(t, "tcp4", bindAddr)
 			type result struct {
 				n   int64
 				sum [32]byte
@@ -52,7 +52,7 @@ func TestBulkGiB(t *testing.T) {
 				n, sum, err := hashAll(c)
 				got <- result{n, sum, err}
 			}()
-			f := startForward(t, d, p.route(), port(ln))
+			f := startForward(t, d, tr, p.route(), port(ln))
 			c := f.dial(t)
 			src, want := randomStream(gib)
 			if _, err := io.Copy(c, src); err != nil {
@@ -64,9 +64,9 @@ func TestBulkGiB(t *testing.T) {
 				t.Fatalf("pod received %d bytes (err %v), sha256 match %v; want %d", r.n, r.err, r.sum == want(), gib)
 			}
 		})
-		t.Run(bm.name+"/pod_to_client", func(t *testing.T) {
+		t.Run("pod_to_client", func(t *testing.T) {
 			p := newPod(t)
-			ln := p.listen(t, "tcp4", bm.addr)
+			ln := p.listen(t, "tcp4", bindAddr)
 			sums := make(chan [32]byte, 1)
 			go func() {
 				c, err := ln.Accept()
@@ -80,48 +80,46 @@ func TestBulkGiB(t *testing.T) {
 				c.(*net.TCPConn).CloseWrite()
 				io.Copy(io.Discard, c)
 			}()
-			f := startForward(t, d, p.route(), port(ln))
+			f := startForward(t, d, tr, p.route(), port(ln))
 			c := f.dial(t)
 			n, sum, err := hashAll(c)
 			if err != nil || n != gib || sum != <-sums {
 				t.Fatalf("client received %d bytes (err %v); want %d with matching sha256", n, err, gib)
 			}
 		})
-	}
+	})
 }
 
 // TestConcurrentConnections runs 100 forwarded connections at once through
 // one session, each with its own data, all verified.
 func TestConcurrentConnections(t *testing.T) {
 	d := startDaemon(t)
-	for _, bm := range bindModes {
-		t.Run(bm.name, func(t *testing.T) {
-			p := newPod(t)
-			ln := p.listen(t, "tcp4", bm.addr)
-			serveEcho(ln)
-			f := startForward(t, d, p.route(), port(ln))
-			const n, size = 100, 256 << 10
-			var wg sync.WaitGroup
-			errc := make(chan error, n)
-			for range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errc <- echoRandom(f.local, size)
-				}()
+	eachCase(t, func(t *testing.T, tr transport, bindAddr string) {
+		p := newPod(t)
+		ln := p.listen(t, "tcp4", bindAddr)
+		serveEcho(ln)
+		f := startForward(t, d, tr, p.route(), port(ln))
+		const n, size = 100, 256 << 10
+		var wg sync.WaitGroup
+		errc := make(chan error, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errc <- echoRandom(f.local, size)
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			if err != nil {
+				t.Error(err)
 			}
-			wg.Wait()
-			close(errc)
-			for err := range errc {
-				if err != nil {
-					t.Error(err)
-				}
-			}
-			if errs := f.errors(); len(errs) != 0 {
-				t.Errorf("client-go reported errors: %q", errs)
-			}
-		})
-	}
+		}
+		if errs := f.errors(); len(errs) != 0 {
+			t.Errorf("client-go reported errors: %q", errs)
+		}
+	})
 }
 
 // echoRandom sends size random bytes through the forward to an echo server
@@ -149,37 +147,41 @@ func echoRandom(local, size int) error {
 // TestIPv6OnlyPod reaches a pod server that listens only on [::1].
 func TestIPv6OnlyPod(t *testing.T) {
 	d := startDaemon(t)
-	p := newPod(t)
-	ln := p.listen(t, "tcp6", "[::1]:0")
-	serveEcho(ln)
-	f := startForward(t, d, p.route(), port(ln))
-	if err := echoRandom(f.local, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if errs := f.errors(); len(errs) != 0 {
-		t.Errorf("client-go reported errors: %q", errs)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		p := newPod(t)
+		ln := p.listen(t, "tcp6", "[::1]:0")
+		serveEcho(ln)
+		f := startForward(t, d, tr, p.route(), port(ln))
+		if err := echoRandom(f.local, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if errs := f.errors(); len(errs) != 0 {
+			t.Errorf("client-go reported errors: %q", errs)
+		}
+	})
 }
 
 // TestNothingListening: the kubelet's error text reaches the client.
 func TestNothingListening(t *testing.T) {
 	d := startDaemon(t)
-	p := newPod(t)
-	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	remote := port(ln)
-	ln.Close() // nothing listens on remote any more
-	f := startForward(t, d, p.route(), remote)
-	c := f.dial(t)
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if b, _ := io.ReadAll(c); len(b) != 0 {
-		t.Fatalf("read %q from a port nothing listens on", b)
-	}
-	msgs := forwardErrors.wait(t, f.local)
-	want := fmt.Sprintf("An error occurred forwarding: error forwarding port %d to pod %s/%s, uid : ", remote, p.namespace, p.name)
-	if !hasSubstring(msgs, want) || !hasSubstring(msgs, "connect: connection refused") {
-		t.Fatalf("client-go errors %q; want %q with connection refused", msgs, want)
-	}
-	if got := d.metric(t, `portforwardd_dial_errors_total{reason="refused"}`); got != 1 {
-		t.Errorf("dial_errors_total{reason=refused}: got %v, want 1", got)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		p := newPod(t)
+		ln := p.listen(t, "tcp4", "127.0.0.1:0")
+		remote := port(ln)
+		ln.Close() // nothing listens on remote any more
+		f := startForward(t, d, tr, p.route(), remote)
+		c := f.dial(t)
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if b, _ := io.ReadAll(c); len(b) != 0 {
+			t.Fatalf("read %q from a port nothing listens on", b)
+		}
+		msgs := forwardErrors.wait(t, f.local)
+		want := fmt.Sprintf("An error occurred forwarding: error forwarding port %d to pod %s/%s, uid : ", remote, p.namespace, p.name)
+		if !hasSubstring(msgs, want) || !hasSubstring(msgs, "connect: connection refused") {
+			t.Fatalf("client-go errors %q; want %q with connection refused", msgs, want)
+		}
+		if got := d.metric(t, `portforwardd_dial_errors_total{reason="refused"}`); got < 1 {
+			t.Errorf("dial_errors_total{reason=refused}: got %v, want at least 1", got)
+		}
+	})
 }

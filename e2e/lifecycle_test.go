@@ -17,54 +17,56 @@ import (
 // while the session stays open and after it ends.
 func TestNoLeaksAfterThousandConnections(t *testing.T) {
 	d := startDaemon(t)
-	p := newPod(t)
-	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	serveEcho(ln)
-	fds0, gr0 := d.openFDs(t), d.metric(t, "go_goroutines")
+	eachTransport(t, func(t *testing.T, tr transport) {
+		p := newPod(t)
+		ln := p.listen(t, "tcp4", "127.0.0.1:0")
+		serveEcho(ln)
+		fds0, gr0 := d.openFDs(t), d.metric(t, "go_goroutines")
 
-	f := startForward(t, d, p.route(), port(ln))
-	if err := echoRandom(f.local, 1024); err != nil { // warm-up: the session exists
-		t.Fatal(err)
-	}
-	settle := func(wantFDs int, wantGR float64) {
-		t.Helper()
-		eventually(t, 20*time.Second, func() (bool, string) {
-			fds, gr := d.openFDs(t), d.metric(t, "go_goroutines")
-			return fds <= wantFDs && gr <= wantGR, fmt.Sprintf("fds %d (want %d), goroutines %v (want %v)", fds, wantFDs, gr, wantGR)
-		})
-	}
-	settle(fds0+2, gr0+100) // let the warm-up connection finish
-	fds1, gr1 := d.openFDs(t), d.metric(t, "go_goroutines")
-
-	const total, parallel = 1000, 20
-	var wg sync.WaitGroup
-	errc := make(chan error, total)
-	sem := make(chan struct{}, parallel)
-	for range total {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			errc <- echoRandom(f.local, 4096)
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if err != nil {
+		f := startForward(t, d, tr, p.route(), port(ln))
+		if err := echoRandom(f.local, 1024); err != nil { // warm-up: the session exists
 			t.Fatal(err)
 		}
-	}
-	if got := d.metric(t, `portforwardd_streams_total{protocol="spdy",result="ok"}`); got != total+1 {
-		t.Errorf("streams_total{result=ok}: got %v, want %d", got, total+1)
-	}
-	settle(fds1, gr1) // session still open: per-connection state is gone
-	f.close()
-	if err := f.wait(t); err != nil {
-		t.Fatalf("ForwardPorts: %v", err)
-	}
-	settle(fds0, gr0) // session closed: back to the daemon's idle state
+		settle := func(wantFDs int, wantGR float64) {
+			t.Helper()
+			eventually(t, 20*time.Second, func() (bool, string) {
+				fds, gr := d.openFDs(t), d.metric(t, "go_goroutines")
+				return fds <= wantFDs && gr <= wantGR, fmt.Sprintf("fds %d (want %d), goroutines %v (want %v)", fds, wantFDs, gr, wantGR)
+			})
+		}
+		settle(fds0+2, gr0+100) // let the warm-up connection finish
+		fds1, gr1 := d.openFDs(t), d.metric(t, "go_goroutines")
+
+		const total, parallel = 1000, 20
+		var wg sync.WaitGroup
+		errc := make(chan error, total)
+		sem := make(chan struct{}, parallel)
+		for range total {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				errc <- echoRandom(f.local, 4096)
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := d.metric(t, fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result="ok"}`, tr.protocol)); got != total+1 {
+			t.Errorf("streams_total{result=ok}: got %v, want %d", got, total+1)
+		}
+		settle(fds1, gr1) // session still open: per-connection state is gone
+		f.close()
+		if err := f.wait(t); err != nil {
+			t.Fatalf("ForwardPorts: %v", err)
+		}
+		settle(fds0, gr0) // session closed: back to the daemon's idle state
+	})
 }
 
 // TestMetricsAndHealth checks the metrics a forward produces and the
@@ -84,7 +86,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(ln)
-	f := startForward(t, d, p.route(), port(ln))
+	f := startForward(t, d, transports[0], p.route(), port(ln))
 	if err := echoRandom(f.local, 12345); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func TestSIGTERMDrainsActiveTransfers(t *testing.T) {
 		c.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, c)
 	}()
-	f := startForward(t, d, p.route(), port(ln))
+	f := startForward(t, d, transports[0], p.route(), port(ln))
 	c := f.dial(t)
 	buf := make([]byte, len("first half,"))
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -196,7 +198,7 @@ func TestDrainTimeoutClosesStuckTransfers(t *testing.T) {
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(ln)
-	f := startForward(t, d, p.route(), port(ln))
+	f := startForward(t, d, transports[0], p.route(), port(ln))
 	c := f.dial(t)
 	echoOnce(t, c, "open")
 	exit := d.signal(t, syscall.SIGTERM)

@@ -51,7 +51,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	sessions map[*streams.Session]struct{}
+	sessions map[*sessionEntry]struct{}
 	serving  bool // the listener is up
 	draining bool
 	wg       sync.WaitGroup // one per session
@@ -59,7 +59,7 @@ type Server struct {
 
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, dialer: cfg.Dialer, m: cfg.Metrics, log: cfg.Log, sessions: map[*streams.Session]struct{}{}}
+	s := &Server{cfg: cfg, dialer: cfg.Dialer, m: cfg.Metrics, log: cfg.Log, sessions: map[*sessionEntry]struct{}{}}
 	if s.dialer == nil {
 		s.dialer = nsenter.Dialer{}
 	}
@@ -106,6 +106,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
 		return
 	}
+	// The kubelet validates the v4 query before it looks the pod up.
+	var choice wsChoice
+	var ports []uint16
+	isWS := isWebSocket(r.Header)
+	if isWS {
+		var rerr *requestError
+		if choice, rerr = negotiateWebSocket(r.Header); rerr == nil && !choice.tunnel {
+			ports, rerr = parsePortQuery(r.URL.Query())
+		}
+		if rerr != nil {
+			s.fail(w, r, rerr)
+			return
+		}
+	}
 	target, err := s.cfg.Resolver.Resolve(r.Context(), pod)
 	switch {
 	case errors.Is(err, nsenter.ErrPodNotFound):
@@ -117,9 +131,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg: fmt.Sprintf("unable to find the network namespace of pod %s", pod)})
 		return
 	}
-	if isWebSocket(r.Header) {
-		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "unsupported",
-			msg: "unable to upgrade: WebSocket port-forwarding is not supported by this server; use SPDY/3.1"})
+	if isWS {
+		s.serveWebSocket(w, r, pod, target, choice, ports)
 		return
 	}
 	if rerr := checkSPDYUpgrade(r.Header); rerr != nil {
@@ -150,7 +163,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
 	http.Error(w, e.msg, e.status)
 }
 
-const protocolSPDY = "spdy"
+// Values of the protocol label of the metrics.
+const (
+	protocolSPDY     = "spdy"
+	protocolTunnel   = "spdy_websocket"
+	protocolV4Binary = "websocket_v4"
+	protocolV4Base64 = "websocket_v4_base64"
+)
 
 func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, protocol string) {
 	w.Header().Set("Connection", "Upgrade")
@@ -169,43 +188,52 @@ func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.P
 		conn = &bufferedConn{Conn: raw, r: bufrw.Reader}
 	}
 
-	obs := s.m.observer(protocolSPDY)
+	s.runSPDY(conn, protocolSPDY, pod, target, r.RemoteAddr)
+}
+
+// runSPDY serves a port-forward SPDY session on conn, an upgraded HTTP
+// connection or a WebSocket tunnel.
+func (s *Server) runSPDY(conn net.Conn, protocol string, pod nsenter.Pod, target nsenter.Target, remote string) {
 	sess := streams.NewSession(streams.Config{
 		Pod:             pod.String(),
 		UID:             pod.UID,
 		Dial:            s.dialFunc(target),
 		CreationTimeout: s.cfg.StreamCreationTimeout,
-		Observer:        obs,
-		Log:             s.log.With("pod", pod.String(), "remote", r.RemoteAddr),
+		Observer:        s.m.observer(protocol),
+		Log:             s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol),
 	})
 	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{IdleTimeout: s.cfg.StreamIdleTimeout})
 	if err != nil {
 		s.m.upgradeFailures.WithLabelValues("engine").Inc()
-		s.log.Warn("start spdy session", "remote", r.RemoteAddr, "err", err)
+		s.log.Warn("start spdy session", "remote", remote, "err", err)
 		return
 	}
-	s.runSession(sess, sc, protocolSPDY, pod, r.RemoteAddr)
+	s.runSession(sess.Drain, protocol, pod, remote, func(ctx context.Context) { sess.Run(ctx, sc) })
 }
 
-// runSession registers sess for draining and serves it to the end.
-func (s *Server) runSession(sess *streams.Session, sc streams.Conn, protocol string, pod nsenter.Pod, remote string) {
+// sessionEntry is a session in the drain registry.
+type sessionEntry struct{ drain func() }
+
+// runSession registers a session for draining and runs it to the end.
+func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remote string, run func(context.Context)) {
+	e := &sessionEntry{drain: drain}
 	s.mu.Lock()
-	s.sessions[sess] = struct{}{}
+	s.sessions[e] = struct{}{}
 	s.wg.Add(1)
 	draining := s.draining
 	s.mu.Unlock()
 	if draining {
-		sess.Drain()
+		drain()
 	}
 	active := s.m.sessionsActive.WithLabelValues(protocol)
 	active.Inc()
 	start := time.Now()
 	s.log.Info("session started", "pod", pod.String(), "protocol", protocol, "remote", remote)
 
-	sess.Run(s.ctx, sc)
+	run(s.ctx)
 
 	s.mu.Lock()
-	delete(s.sessions, sess)
+	delete(s.sessions, e)
 	result := "closed"
 	if s.draining {
 		result = "shutdown"
@@ -260,13 +288,13 @@ func (s *Server) Ready() bool {
 func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
-	sessions := make([]*streams.Session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
+	sessions := make([]*sessionEntry, 0, len(s.sessions))
+	for e := range s.sessions {
+		sessions = append(sessions, e)
 	}
 	s.mu.Unlock()
-	for _, sess := range sessions {
-		sess.Drain()
+	for _, e := range sessions {
+		e.drain()
 	}
 	done := make(chan struct{})
 	go func() {

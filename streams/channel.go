@@ -1,0 +1,267 @@
+package streams
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Limits of the WebSocket v4 channel protocol.
+const (
+	// MaxChannelPorts bounds the ports of one v4 WebSocket; channel ids
+	// are one byte (or one ASCII character in base64 mode).
+	MaxChannelPorts = 64
+	// maxWSMessage is the largest message accepted, x/net/websocket's
+	// default, which the kubelet's wsstream uses. Messages are streamed,
+	// so this bounds time, not memory.
+	maxWSMessage = 32 << 20
+	// channelInbox bounds the bytes queued for one port whose pod is not
+	// reading. v4 has no flow control: past this the reader waits.
+	channelInbox = 256 << 10
+)
+
+// ChannelConfig configures ServeChannels.
+type ChannelConfig struct {
+	// Ports are forwarded in order: port i uses channel 2i for data and
+	// 2i+1 for errors.
+	Ports []uint16
+	// Base64 selects v4.base64.channel.k8s.io framing: an ASCII digit
+	// channel id and a base64 payload in text messages.
+	Base64 bool
+	// Pod and UID appear in error texts.
+	Pod, UID string
+	// Dial connects to a port of the pod. Required.
+	Dial DialFunc
+	// IdleTimeout closes the WebSocket after this long without a message
+	// either way; zero disables it.
+	IdleTimeout time.Duration
+	// Observer receives counts; nil means NopObserver.
+	Observer Observer
+	// Log receives per-port events; nil discards them.
+	Log *slog.Logger
+}
+
+// ServeChannels speaks the WebSocket v4 channel protocol of the kubelet's
+// port-forward on an upgraded WebSocket: it announces every port on its
+// data and error channels (uint16, little endian), dials each port at once,
+// and pumps each port's data channel to its pod connection. A failed dial
+// is written as the kubelet's text on the port's error channel; the other
+// ports go on. v4 has no half-close: a port ends when its pod connection
+// does. When every port has ended ServeChannels sends a close frame (1000)
+// and closes ws; when the WebSocket ends first, or ctx is done, every pod
+// connection is closed. ServeChannels returns when all of that is over.
+func ServeChannels(ctx context.Context, ws *websocket.Conn, cfg ChannelConfig) {
+	s := &chanSession{ws: ws, cfg: cfg, obs: cfg.Observer, log: cfg.Log}
+	if s.obs == nil {
+		s.obs = NopObserver{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.run(ctx)
+}
+
+type chanSession struct {
+	ws  *websocket.Conn
+	cfg ChannelConfig
+	obs Observer
+	log *slog.Logger
+
+	wmu     sync.Mutex // one message writer at a time; guards scratch
+	scratch []byte     // the message being written, reused
+	ports   []*chanPort
+}
+
+func (s *chanSession) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.ws.SetReadLimit(maxWSMessage)
+	s.touch()
+	s.ws.SetPingHandler(func(data string) error {
+		s.touch()
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		return s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+
+	for i, port := range s.cfg.Ports {
+		s.ports = append(s.ports, &chanPort{s: s, index: i, port: port, in: newInbox(channelInbox)})
+	}
+	for _, p := range s.ports {
+		var prefix [2]byte
+		binary.LittleEndian.PutUint16(prefix[:], p.port)
+		if s.write(p.dataChannel(), prefix[:]) != nil || s.write(p.errorChannel(), prefix[:]) != nil {
+			s.ws.Close()
+			return
+		}
+	}
+
+	readDone := make(chan struct{})
+	go s.readLoop(readDone)
+	var wg sync.WaitGroup
+	for _, p := range s.ports {
+		wg.Add(1)
+		go p.forward(ctx, &wg)
+	}
+	allDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(allDone)
+	}()
+
+	select {
+	case <-allDone:
+		s.wmu.Lock()
+		s.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		s.wmu.Unlock()
+	case <-readDone: // the client went away: abort what is left
+	case <-ctx.Done():
+	}
+	cancel()
+	s.ws.Close()
+	<-readDone
+	<-allDone
+}
+
+// touch pushes the idle deadline out, as the kubelet's resetTimeout does
+// on every message.
+func (s *chanSession) touch() {
+	if s.cfg.IdleTimeout > 0 {
+		d := time.Now().Add(s.cfg.IdleTimeout)
+		s.ws.SetReadDeadline(d)
+	}
+}
+
+// readLoop delivers data-channel messages to their ports. Messages for
+// error channels, unknown channels, empty messages and undecodable base64
+// are dropped, as the kubelet drops them.
+func (s *chanSession) readLoop(done chan<- struct{}) {
+	defer close(done)
+	defer func() {
+		for _, p := range s.ports {
+			p.in.abort(fmt.Errorf("websocket closed: %w", ErrReset))
+		}
+	}()
+	var hdr [1]byte
+	buf := bufPool.Get().(*[bufSize]byte)
+	defer bufPool.Put(buf)
+	for {
+		_, r, err := s.ws.NextReader()
+		if err != nil {
+			s.log.Debug("websocket read ended", "err", err)
+			return
+		}
+		s.touch()
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			continue // empty message
+		}
+		ch := int(hdr[0])
+		if s.cfg.Base64 {
+			ch -= '0'
+		}
+		if ch < 0 || ch%2 != 0 || ch/2 >= len(s.ports) {
+			s.log.Debug("message for an unknown or error channel dropped", "channel", ch)
+			continue
+		}
+		p := s.ports[ch/2]
+		if s.cfg.Base64 {
+			r = base64.NewDecoder(base64.StdEncoding, r)
+		}
+		for {
+			n, err := r.Read(buf[:])
+			if n > 0 {
+				p.in.put(buf[:n])
+			}
+			if err != nil {
+				if err != io.EOF {
+					s.log.Debug("message dropped", "channel", ch, "err", err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// write sends one message on channel ch: the channel id, then the
+// payload (in base64 mode an ASCII digit and base64 text).
+func (s *chanSession) write(ch byte, payload []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.cfg.IdleTimeout > 0 {
+		s.ws.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	}
+	typ := websocket.BinaryMessage
+	if s.cfg.Base64 {
+		typ = websocket.TextMessage
+		s.scratch = append(s.scratch[:0], '0'+ch)
+		s.scratch = base64.StdEncoding.AppendEncode(s.scratch, payload)
+	} else {
+		s.scratch = append(append(s.scratch[:0], ch), payload...)
+	}
+	return s.ws.WriteMessage(typ, s.scratch)
+}
+
+// chanPort is one port of a v4 WebSocket; it is the Stream its pump reads
+// and writes.
+type chanPort struct {
+	s     *chanSession
+	index int
+	port  uint16
+	in    *inbox
+}
+
+var _ Stream = (*chanPort)(nil)
+
+func (p *chanPort) dataChannel() byte  { return byte(2 * p.index) }
+func (p *chanPort) errorChannel() byte { return byte(2*p.index + 1) }
+
+func (p *chanPort) forward(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	p.s.obs.ForwardStarted()
+	pod, err := p.s.cfg.Dial(ctx, p.port)
+	if err != nil {
+		p.s.obs.ForwardEnded(ResultDialError)
+		p.s.log.Info("dial failed", "port", p.port, "err", err)
+		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, p.s.cfg.Pod, p.s.cfg.UID, err)
+		p.s.write(p.errorChannel(), []byte(msg))
+		p.in.abort(ErrReset)
+		return
+	}
+	res := Pump(ctx, p, pod, p.s.obs)
+	p.s.log.Debug("forward done", "port", p.port, "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
+	p.s.obs.ForwardEnded(res.Result)
+}
+
+func (p *chanPort) Read(b []byte) (int, error) { return p.in.Read(b) }
+
+func (p *chanPort) Write(b []byte) (int, error) {
+	if err := p.s.write(p.dataChannel(), b); err != nil {
+		return 0, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrReset, err)
+	}
+	return len(b), nil
+}
+
+// CloseWrite ends the port: v4 cannot tell the client that the pod closed,
+// so once it has, what the client still sends has nowhere to go.
+func (p *chanPort) CloseWrite() error {
+	p.in.finish(io.EOF)
+	return nil
+}
+
+// Reset drops the port's queued input; v4 has no reset on the wire.
+func (p *chanPort) Reset() error {
+	p.in.abort(ErrReset)
+	return nil
+}
+
+func (p *chanPort) Headers() http.Header { return nil }
+func (p *chanPort) ID() uint32           { return uint32(p.dataChannel()) }

@@ -1,0 +1,97 @@
+package streams
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// WebSocketNetConn returns ws as a net.Conn whose byte stream is the
+// concatenation of the payloads of ws's binary messages, in both
+// directions: message boundaries mean nothing. It is how SPDY runs over a
+// WebSocket (subprotocol SPDY/3.1+portforward.k8s.io); client-go's
+// TunnelingConnection is the client side of the same mapping.
+//
+// Read returns io.EOF after a close frame with status 1000 and an error for
+// a text message. Each Write sends one binary message. Close sends a close
+// frame with status 1000, then closes the connection.
+func WebSocketNetConn(ws *websocket.Conn) net.Conn {
+	return &wsNetConn{ws: ws}
+}
+
+var errTextMessage = errors.New("websocket tunnel: text message received, binary expected")
+
+type wsNetConn struct {
+	ws *websocket.Conn
+
+	r io.Reader // the message being read; owned by the reading goroutine
+
+	wmu       sync.Mutex // one message writer at a time, as gorilla requires
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (c *wsNetConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			typ, r, err := c.ws.NextReader()
+			if err != nil {
+				if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				return 0, errTextMessage
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if err == io.EOF {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsNetConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsNetConn) Close() error {
+	c.closeOnce.Do(func() {
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		c.closeErr = c.ws.Close()
+	})
+	return c.closeErr
+}
+
+func (c *wsNetConn) LocalAddr() net.Addr  { return c.ws.LocalAddr() }
+func (c *wsNetConn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
+
+func (c *wsNetConn) SetDeadline(t time.Time) error {
+	if err := c.ws.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.ws.SetWriteDeadline(t)
+}
+
+func (c *wsNetConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+func (c *wsNetConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+
+func (c *wsNetConn) String() string { return fmt.Sprintf("websocket %s", c.ws.RemoteAddr()) }
