@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 )
 
 // forwardErrors records what client-go reports through
@@ -95,36 +95,37 @@ type forward struct {
 type transport struct {
 	name     string
 	protocol string // the protocol label the daemon's metrics use for it
-	dialer   func(t *testing.T, d *daemon, route string) httpstream.Dialer
+	dialer   func(t *testing.T, d *daemon, route string) streamhttp.Dialer
 }
 
-// transports are the dialers kubectl builds: plain SPDY (kubectl < 1.31 or
+// transports are the dialers kubectl builds (k8s.io/kubectl
+// pkg/cmd/portforward createDialer): plain SPDY (kubectl < 1.31 or
 // KUBECTL_PORT_FORWARD_WEBSOCKETS=false), and the WebSocket tunnel with
-// SPDY as the fallback (kubectl ≥ 1.31, createDialer).
+// SPDY as the fallback (kubectl ≥ 1.31).
 var transports = []transport{
 	{"spdy", "spdy", spdyDialer},
 	{"websocket", "spdy_websocket", tunnelDialer},
 }
 
-func spdyDialer(t *testing.T, d *daemon, route string) httpstream.Dialer {
+func spdyDialer(t *testing.T, d *daemon, route string) streamhttp.Dialer {
 	t.Helper()
 	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
-	return spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	return spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
 }
 
-func tunnelDialer(t *testing.T, d *daemon, route string) httpstream.Dialer {
+func tunnelDialer(t *testing.T, d *daemon, route string) streamhttp.Dialer {
 	t.Helper()
 	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
-	tunnel, err := portforward.NewSPDYOverWebsocketDialer(u, &rest.Config{Host: "http://" + d.addr})
+	tunnel, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, &rest.Config{Host: "http://" + d.addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return portforward.NewFallbackDialer(tunnel, spdyDialer(t, d, route), func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	return portforward.NewFallbackDialerForStreaming(tunnel, spdyDialer(t, d, route), func(err error) bool {
+		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 	})
 }
 
@@ -134,7 +135,7 @@ func startForward(t *testing.T, d *daemon, tr transport, route string, remotePor
 	t.Helper()
 	f := &forward{stop: make(chan struct{}), done: make(chan error, 1)}
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddresses(tr.dialer(t, d, route), []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
+	pf, err := portforward.NewOnAddressesForStreaming(tr.dialer(t, d, route), []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,10 @@ type Config struct {
 	// StreamCreationTimeout is how long the first stream of a pair waits
 	// for the second; zero means streams.DefaultCreationTimeout.
 	StreamCreationTimeout time.Duration
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers (slow or never-finished upgrades); zero means
+	// DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
 	// Metrics receives counts; nil means a private, unexported set.
 	Metrics *Metrics
 	// Log receives lifecycle events; nil discards them.
@@ -79,11 +83,21 @@ func New(cfg Config) *Server {
 func (s *Server) NewHTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.readHeaderTimeout(),
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+}
+
+// DefaultReadHeaderTimeout is Config.ReadHeaderTimeout's default.
+const DefaultReadHeaderTimeout = 10 * time.Second
+
+func (s *Server) readHeaderTimeout() time.Duration {
+	if s.cfg.ReadHeaderTimeout > 0 {
+		return s.cfg.ReadHeaderTimeout
+	}
+	return DefaultReadHeaderTimeout
 }
 
 // ServeHTTP answers one port-forward request.

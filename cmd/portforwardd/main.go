@@ -37,6 +37,7 @@ type options struct {
 	creationTimeout       time.Duration
 	dialTimeout           time.Duration
 	drainTimeout          time.Duration
+	readHeaderTimeout     time.Duration
 	logLevel, logFormat   string
 	showVersion           bool
 }
@@ -52,6 +53,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.creationTimeout, "stream-creation-timeout", 30*time.Second, "how long the first stream of a pair waits for the second")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", nsenter.DefaultDialTimeout, "bound on each connect attempt inside a pod (127.0.0.1, then [::1])")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long forwarded connections may take to finish")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "how long a client may take to send its request headers")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -68,6 +70,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--stream-creation-timeout must be positive")
 	case o.dialTimeout <= 0:
 		return o, errors.New("--dial-timeout must be positive")
+	case o.readHeaderTimeout <= 0:
+		return o, errors.New("--read-header-timeout must be positive")
 	case o.drainTimeout < 0:
 		return o, errors.New("--drain-timeout must not be negative")
 	case o.listen == "":
@@ -145,6 +149,7 @@ func serve(o options, log *slog.Logger) error {
 		Dialer:                nsenter.Dialer{Timeout: o.dialTimeout},
 		StreamIdleTimeout:     o.idleTimeout,
 		StreamCreationTimeout: o.creationTimeout,
+		ReadHeaderTimeout:     o.readHeaderTimeout,
 		Metrics:               metrics,
 		Log:                   log,
 	})

@@ -19,8 +19,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,10 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 
 	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
 )
@@ -107,64 +101,109 @@ func run(size int64, runs, pings int, daemonBin string) error {
 		return err
 	}
 	defer d.stop()
-	local, stopForward, err := forwardSPDY(d.addr, "/portForward/bench/"+pod, podLn.Addr().(*net.TCPAddr).Port)
+	route := "/portForward/bench/" + pod
+	remote := podLn.Addr().(*net.TCPAddr).Port
+	spdyLocal, stopSPDY, err := forward(d.addr, route, remote, false)
 	if err != nil {
 		return err
 	}
-	defer stopForward()
-	direct := hostLn.Addr().String()
-	via := fmt.Sprintf("127.0.0.1:%d", local)
+	defer stopSPDY()
+	tunnelLocal, stopTunnel, err := forward(d.addr, route, remote, true)
+	if err != nil {
+		return err
+	}
+	defer stopTunnel()
+	paths := []path{
+		tcpPath("direct loopback", hostLn.Addr().String()),
+		tcpPath("SPDY (kubectl < 1.31)", fmt.Sprintf("127.0.0.1:%d", spdyLocal)),
+		tcpPath("WebSocket tunnel (kubectl ≥ 1.31)", fmt.Sprintf("127.0.0.1:%d", tunnelLocal)),
+		v4Path("WebSocket v4 binary", d.addr, route, remote),
+	}
 
-	fmt.Printf("portforwardd vs direct loopback: %s per transfer, median of %d interleaved runs, %d CPUs\n\n",
+	fmt.Printf("portforwardd: %s per transfer, median of %d interleaved runs, %d CPUs\n\n",
 		formatSize(size), runs, runtime.NumCPU())
-	fmt.Println("| workload | direct loopback | portforwardd (client-go SPDY) | ratio |")
-	fmt.Println("|---|---:|---:|---:|")
-	cpu0 := d.cpuSeconds()
-	var moved int64
+	fmt.Println("Each cell: the rate, then its ratio to direct loopback and to SPDY.")
+	fmt.Println()
+	header := "| workload |"
+	for _, p := range paths {
+		header += " " + p.name + " |"
+	}
+	fmt.Println(header)
+	fmt.Println("|---|" + strings.Repeat("---:|", len(paths)))
+
+	cpu := make([]float64, len(paths))
+	moved := make([]int64, len(paths))
 	for _, w := range []struct {
 		name string
-		fn   func(addr string, size int64) (time.Duration, error)
-	}{{"one stream client→pod", upload}, {"one stream pod→client", download}} {
-		var dDirect, dVia []time.Duration
+		fn   func(p path) (time.Duration, error)
+	}{
+		{"one stream client→pod", func(p path) (time.Duration, error) { return p.upload(size) }},
+		{"one stream pod→client", func(p path) (time.Duration, error) { return p.download(size) }},
+	} {
+		times := make([][]time.Duration, len(paths))
 		for range runs {
-			t1, err := w.fn(direct, size)
-			if err != nil {
-				return fmt.Errorf("%s direct: %w", w.name, err)
+			for i, p := range paths {
+				c0 := d.cpuSeconds()
+				t, err := w.fn(p)
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", w.name, p.name, err)
+				}
+				cpu[i] += d.cpuSeconds() - c0
+				moved[i] += size
+				times[i] = append(times[i], t)
 			}
-			t2, err := w.fn(via, size)
-			if err != nil {
-				return fmt.Errorf("%s via portforwardd: %w", w.name, err)
-			}
-			dDirect, dVia = append(dDirect, t1), append(dVia, t2)
-			moved += size
 		}
-		rd, rv := mibps(size, median(dDirect)), mibps(size, median(dVia))
-		fmt.Printf("| %s | %.0f MiB/s | %.0f MiB/s | %.3f |\n", w.name, rd, rv, rv/rd)
+		row := "| " + w.name + " |"
+		base, spdyRate := mibps(size, median(times[0])), mibps(size, median(times[1]))
+		for i := range paths {
+			r := mibps(size, median(times[i]))
+			if i == 0 {
+				row += fmt.Sprintf(" %.0f MiB/s |", r)
+			} else {
+				row += fmt.Sprintf(" %.0f MiB/s (%.3f, %.2f) |", r, r/base, r/spdyRate)
+			}
+		}
+		fmt.Println(row)
 	}
-	cpuPerGiB := (d.cpuSeconds() - cpu0) / (float64(moved) / (1 << 30))
 
-	var lDirect, lVia []time.Duration
+	lat := make([][]time.Duration, len(paths))
 	for range pings {
-		t1, err := setupEcho(direct)
-		if err != nil {
-			return fmt.Errorf("setup direct: %w", err)
+		for i, p := range paths {
+			t, err := p.setup()
+			if err != nil {
+				return fmt.Errorf("setup, %s: %w", p.name, err)
+			}
+			lat[i] = append(lat[i], t)
 		}
-		t2, err := setupEcho(via)
-		if err != nil {
-			return fmt.Errorf("setup via portforwardd: %w", err)
-		}
-		lDirect, lVia = append(lDirect, t1), append(lVia, t2)
 	}
-	fmt.Printf("| setup + 1-byte echo + close, p50 | %d µs | %d µs | %.1f× slower |\n",
-		median(lDirect).Microseconds(), median(lVia).Microseconds(), float64(median(lVia))/float64(median(lDirect)))
-	fmt.Printf("| daemon CPU per GiB forwarded | — | %.2f s | |\n", cpuPerGiB)
-	fmt.Printf("| daemon RSS at the end | — | %d MiB | |\n", d.rssMiB())
+	row := "| setup + 1-byte echo + close, p50 |"
+	base, spdyLat := median(lat[0]), median(lat[1])
+	for i := range paths {
+		m := median(lat[i])
+		if i == 0 {
+			row += fmt.Sprintf(" %d µs |", m.Microseconds())
+		} else {
+			row += fmt.Sprintf(" %d µs (%.1f×, %.2f×) |", m.Microseconds(), float64(m)/float64(base), float64(m)/float64(spdyLat))
+		}
+	}
+	fmt.Println(row)
+	row = "| daemon CPU per GiB moved |"
+	for i := range paths {
+		if i == 0 {
+			row += " — |"
+		} else {
+			row += fmt.Sprintf(" %.2f s |", cpu[i]/(float64(moved[i])/(1<<30)))
+		}
+	}
+	fmt.Println(row)
+	fmt.Printf("\ndaemon RSS at the end: %d MiB\n", d.rssMiB())
 	return nil
 }
 
 // The bench server speaks a one-byte command: 'S' sink (read to EOF, then
-// answer the byte count), 'R' source (read an 8-byte count, write that
-// many bytes, close), 'E' echo one byte.
+// answer the byte count), 'N' sink of an announced 8-byte count, 'R'
+// source (read an 8-byte count, write that many bytes, close), 'E' echo
+// one byte.
 func serveBench(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
@@ -193,6 +232,14 @@ func handleBench(c *net.TCPConn) {
 	case 'S':
 		n, _ := io.Copy(io.Discard, c)
 		binary.Write(c, binary.BigEndian, n)
+	case 'N': // like 'S' for a client that cannot half-close: the size comes first
+		var want int64
+		if binary.Read(c, binary.BigEndian, &want) != nil {
+			return
+		}
+		n, _ := io.CopyN(io.Discard, c, want)
+		binary.Write(c, binary.BigEndian, n)
+		io.Copy(io.Discard, c)
 	case 'R':
 		var n int64
 		if binary.Read(c, binary.BigEndian, &n) != nil {
@@ -219,64 +266,6 @@ func writeN(w io.Writer, n int64) error {
 		n -= int64(len(chunk))
 	}
 	return nil
-}
-
-func upload(addr string, size int64) (time.Duration, error) {
-	c, err := net.Dial("tcp4", addr)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	start := time.Now()
-	c.Write([]byte{'S'})
-	if err := writeN(c, size); err != nil {
-		return 0, err
-	}
-	c.(*net.TCPConn).CloseWrite()
-	var got int64
-	if err := binary.Read(c, binary.BigEndian, &got); err != nil {
-		return 0, err
-	}
-	if got != size {
-		return 0, fmt.Errorf("server got %d bytes, want %d", got, size)
-	}
-	return time.Since(start), nil
-}
-
-func download(addr string, size int64) (time.Duration, error) {
-	c, err := net.Dial("tcp4", addr)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	start := time.Now()
-	c.Write([]byte{'R'})
-	binary.Write(c, binary.BigEndian, size)
-	n, err := io.Copy(io.Discard, c)
-	if err != nil {
-		return 0, err
-	}
-	if n != size {
-		return 0, fmt.Errorf("got %d bytes, want %d", n, size)
-	}
-	return time.Since(start), nil
-}
-
-func setupEcho(addr string) (time.Duration, error) {
-	start := time.Now()
-	c, err := net.Dial("tcp4", addr)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte{'E'}); err != nil {
-		return 0, err
-	}
-	b := make([]byte, 1)
-	if _, err := io.ReadFull(c, b); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
 }
 
 type daemonProc struct {
@@ -335,35 +324,6 @@ func (d *daemonProc) rssMiB() int64 {
 		}
 	}
 	return 0
-}
-
-// forwardSPDY starts client-go's port-forward, as kubectl does, and returns
-// its local port.
-func forwardSPDY(daemonAddr, route string, remote int) (int, func(), error) {
-	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + daemonAddr})
-	if err != nil {
-		return 0, nil, err
-	}
-	u := &url.URL{Scheme: "http", Host: daemonAddr, Path: route}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
-	stop, ready := make(chan struct{}), make(chan struct{})
-	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remote)}, stop, ready, io.Discard, os.Stderr)
-	if err != nil {
-		return 0, nil, err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- pf.ForwardPorts() }()
-	select {
-	case <-ready:
-	case err := <-errc:
-		return 0, nil, fmt.Errorf("port-forward: %w", err)
-	}
-	ports, err := pf.GetPorts()
-	if err != nil {
-		close(stop)
-		return 0, nil, err
-	}
-	return int(ports[0].Local), func() { close(stop) }, nil
 }
 
 func median(ds []time.Duration) time.Duration {

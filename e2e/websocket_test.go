@@ -1,0 +1,501 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	streamspdy "k8s.io/streaming/pkg/httpstream/spdy"
+)
+
+// v4Client is a WebSocket v4 channel client, as the Kubernetes e2e test
+// and non-Go clients speak it.
+type v4Client struct {
+	t      *testing.T
+	ws     *websocket.Conn
+	base64 bool
+}
+
+func dialV4(t *testing.T, d *daemon, route string, ports []int, subprotocols ...string) (*v4Client, *http.Response, error) {
+	t.Helper()
+	q := url.Values{}
+	for _, p := range ports {
+		q.Add("port", strconv.Itoa(p))
+	}
+	u := url.URL{Scheme: "ws", Host: d.addr, Path: route, RawQuery: q.Encode()}
+	dialer := websocket.Dialer{Subprotocols: subprotocols, HandshakeTimeout: 10 * time.Second}
+	ws, resp, err := dialer.Dial(u.String(), nil)
+	if err != nil {
+		return nil, resp, err
+	}
+	t.Cleanup(func() { ws.Close() })
+	return &v4Client{t: t, ws: ws, base64: ws.Subprotocol() == "v4.base64.channel.k8s.io"}, resp, nil
+}
+
+// read returns the next message's channel and payload.
+func (c *v4Client) read() (byte, []byte) {
+	c.t.Helper()
+	c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	typ, msg, err := c.ws.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("read v4 message: %v", err)
+	}
+	if len(msg) == 0 {
+		c.t.Fatal("empty v4 message")
+	}
+	if !c.base64 {
+		if typ != websocket.BinaryMessage {
+			c.t.Fatalf("binary protocol sent message type %d", typ)
+		}
+		return msg[0], msg[1:]
+	}
+	if typ != websocket.TextMessage {
+		c.t.Fatalf("base64 protocol sent message type %d", typ)
+	}
+	payload, err := base64.StdEncoding.DecodeString(string(msg[1:]))
+	if err != nil {
+		c.t.Fatalf("base64 payload %q: %v", msg[1:], err)
+	}
+	return msg[0] - '0', payload
+}
+
+func (c *v4Client) write(ch byte, payload []byte) {
+	c.t.Helper()
+	var err error
+	if c.base64 {
+		err = c.ws.WriteMessage(websocket.TextMessage, append([]byte{'0' + ch}, base64.StdEncoding.EncodeToString(payload)...))
+	} else {
+		err = c.ws.WriteMessage(websocket.BinaryMessage, append([]byte{ch}, payload...))
+	}
+	if err != nil {
+		c.t.Fatalf("write channel %d: %v", ch, err)
+	}
+}
+
+// expectPrefixes checks the port announcements: data then error channel,
+// port after port, uint16 little endian.
+func (c *v4Client) expectPrefixes(ports ...int) {
+	c.t.Helper()
+	for i, p := range ports {
+		for _, want := range []byte{byte(2 * i), byte(2*i + 1)} {
+			ch, payload := c.read()
+			if ch != want || len(payload) != 2 || int(binary.LittleEndian.Uint16(payload)) != p {
+				c.t.Fatalf("port prefix: got channel %d %v, want channel %d port %d", ch, payload, want, p)
+			}
+		}
+	}
+}
+
+// readData reads data messages of channel ch until n bytes have arrived.
+func (c *v4Client) readData(ch byte, n int) string {
+	c.t.Helper()
+	var got []byte
+	for len(got) < n {
+		gotCh, payload := c.read()
+		if gotCh != ch {
+			c.t.Fatalf("message on channel %d (%q), want channel %d", gotCh, payload, ch)
+		}
+		got = append(got, payload...)
+	}
+	return string(got)
+}
+
+func TestWebSocketV4(t *testing.T) {
+	d := startDaemon(t)
+	for _, mode := range []struct{ name, subprotocol string }{
+		{"binary", "v4.channel.k8s.io"},
+		{"base64", "v4.base64.channel.k8s.io"},
+		{"no subprotocol", ""},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			p := newPod(t)
+			echo := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(echo)
+			greeter := p.listen(t, "tcp4", "0.0.0.0:0")
+			go func() {
+				c, err := greeter.Accept()
+				if err == nil {
+					c.Write([]byte("hello from the second port"))
+					io.Copy(io.Discard, c)
+					c.Close()
+				}
+			}()
+			var protos []string
+			if mode.subprotocol != "" {
+				protos = []string{mode.subprotocol}
+			}
+			c, _, err := dialV4(t, d, p.route(), []int{port(echo), port(greeter)}, protos...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.ws.Subprotocol(); got != mode.subprotocol {
+				t.Fatalf("subprotocol: got %q, want %q", got, mode.subprotocol)
+			}
+			c.expectPrefixes(port(echo), port(greeter))
+			if got := c.readData(2, len("hello from the second port")); got != "hello from the second port" {
+				t.Fatalf("second port: got %q", got)
+			}
+			c.write(9, []byte("unknown channel: dropped"))
+			c.write(1, []byte("error channel: dropped"))
+			c.write(0, []byte("ping through the first port"))
+			if got := c.readData(0, len("ping through the first port")); got != "ping through the first port" {
+				t.Fatalf("echo: got %q", got)
+			}
+			proto := map[string]string{"binary": "websocket_v4", "base64": "websocket_v4_base64", "no subprotocol": "websocket_v4"}[mode.name]
+			if got := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, proto)); got != 1 {
+				t.Errorf("sessions_active{protocol=%s}: got %v, want 1", proto, got)
+			}
+		})
+	}
+}
+
+// TestWebSocketV4ErrorChannel: a port nothing listens on gets the
+// kubelet's text on its error channel while the other port keeps working.
+func TestWebSocketV4ErrorChannel(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	closed := p.listen(t, "tcp4", "127.0.0.1:0")
+	dead := port(closed)
+	closed.Close()
+	echo := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(echo)
+	c, _, err := dialV4(t, d, p.route(), []int{dead, port(echo)}, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(dead, port(echo))
+	ch, msg := c.read()
+	want := fmt.Sprintf("error forwarding port %d to pod %s/%s, uid : ", dead, p.namespace, p.name)
+	if ch != 1 || !strings.HasPrefix(string(msg), want) || !strings.Contains(string(msg), "connection refused") {
+		t.Fatalf("got channel %d %q, want channel 1 %q… connection refused", ch, msg, want)
+	}
+	for i := range 3 {
+		m := fmt.Sprintf("still alive %d", i)
+		c.write(2, []byte(m))
+		if got := c.readData(2, len(m)); got != m {
+			t.Fatalf("second port echo: got %q, want %q", got, m)
+		}
+	}
+}
+
+// TestWebSocketV4ClosesWhenAllPortsEnd: once every port's pod connection
+// has ended the server sends a normal close frame.
+func TestWebSocketV4ClosesWhenAllPortsEnd(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("bye"))
+			c.Close()
+		}
+	}()
+	c, _, err := dialV4(t, d, p.route(), []int{port(ln)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(port(ln))
+	if got := c.readData(0, 3); got != "bye" {
+		t.Fatalf("got %q", got)
+	}
+	c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, _, err = c.ws.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after the last port ended: %v, want a close frame 1000", err)
+	}
+}
+
+// TestWebSocketV4ClientCloseClosesPod: closing the WebSocket closes the
+// pod connections.
+func TestWebSocketV4ClientCloseClosesPod(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	podSide := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			podSide <- c
+		}
+	}()
+	c, _, err := dialV4(t, d, p.route(), []int{port(ln)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(port(ln))
+	pc := <-podSide
+	defer pc.Close()
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	c.ws.Close()
+	pc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadAll(pc); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("pod connection after the WebSocket closed: %v, want closed", err)
+	}
+}
+
+func TestWebSocketV4BadPorts(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	tests := []struct{ query, want string }{
+		{"", `query parameter "port" is required`},
+		{"port=", `query parameter "port" cannot be empty`},
+		{"port=abc", `unable to parse "abc" as a port: `},
+		{"port=0", `port "0" must be > 0`},
+		{"port=65536", `unable to parse "65536" as a port: `},
+		{"port=80,x", `unable to parse "80,x" as a port: `},
+	}
+	for _, tt := range tests {
+		u := url.URL{Scheme: "ws", Host: d.addr, Path: p.route(), RawQuery: tt.query}
+		_, resp, err := (&websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}}).Dial(u.String(), nil)
+		if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil {
+			t.Errorf("?%s: got %v, want a refused handshake", tt.query, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(string(body), tt.want) {
+			t.Errorf("?%s: got %d %q, want 400 %q…", tt.query, resp.StatusCode, body, tt.want)
+		}
+	}
+	// An unsupported subprotocol is refused too.
+	u := url.URL{Scheme: "ws", Host: d.addr, Path: p.route(), RawQuery: "port=80"}
+	if _, resp, err := (&websocket.Dialer{Subprotocols: []string{"channel.k8s.io"}}).Dial(u.String(), nil); err == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("subprotocol channel.k8s.io: got %v, want 400", err)
+	}
+}
+
+// TestWebSocketFallsBackToSPDY: when the WebSocket upgrade is refused,
+// kubectl's fallback dialer tries SPDY; both attempts reach the daemon.
+func TestWebSocketFallsBackToSPDY(t *testing.T) {
+	d := startDaemon(t)
+	_, _, err := tunnelDialer(t, d, "/portForward/default/no-such-pod").Dial(portforward.PortForwardProtocolV1Name)
+	if err == nil {
+		t.Fatal("dial to an unknown pod succeeded")
+
+	}
+	if got := d.metric(t, `portforwardd_upgrade_failures_total{reason="not_found"}`); got != 2 {
+		t.Fatalf("upgrade_failures_total{reason=not_found}: got %v, want 2 (WebSocket, then SPDY)", got)
+	}
+}
+
+// TestTunnelIdleTimeout: the idle timeout works through the tunnel.
+func TestTunnelIdleTimeout(t *testing.T) {
+	d := startDaemon(t, "--stream-idle-timeout", "500ms")
+	p := newPod(t)
+	u := &url.URL{Scheme: "http", Host: d.addr, Path: p.route()}
+	dialer, err := portforward.NewSPDYOverWebsocketDialer(u, &rest.Config{Host: "http://" + d.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, proto, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
+	if err != nil || proto != portforward.PortForwardProtocolV1Name {
+		t.Fatalf("tunnel dial: %v, protocol %q", err, proto)
+	}
+	defer conn.Close()
+	// client-go pings every 10 s; with nothing else sent the server closes
+	// the tunnel after 500 ms.
+	select {
+	case <-conn.CloseChan():
+	case <-time.After(9 * time.Second):
+		t.Fatal("idle tunnel not closed")
+	}
+}
+
+// TestTunnelPingsKeepSessionAlive builds kubectl's tunnel from client-go's
+// parts (gorilla WebSocket, TunnelingConnection, SPDY client with pings),
+// pinging every 100 ms: the session outlives several idle timeouts.
+func TestTunnelPingsKeepSessionAlive(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	d := startDaemon(t, "--stream-idle-timeout", idle.String())
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	dialer := websocket.Dialer{Subprotocols: []string{"SPDY/3.1+portforward.k8s.io"}}
+	ws, _, err := dialer.Dial("ws://"+d.addr+p.route(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws.Subprotocol() != "SPDY/3.1+portforward.k8s.io" {
+		t.Fatalf("subprotocol %q", ws.Subprotocol())
+	}
+	conn, err := streamspdy.NewClientConnectionWithPings(portforward.NewTunnelingConnection("client", ws), 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	select {
+	case <-conn.CloseChan():
+		t.Fatal("the tunnel closed although the client pinged")
+	case <-time.After(4 * idle):
+	}
+	errs, err := conn.CreateStream(streamHeaders("error", strconv.Itoa(port(ln)), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs.Close()
+	data, err := conn.CreateStream(streamHeaders("data", strconv.Itoa(port(ln)), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data.Write([]byte("alive"))
+	data.Close()
+	if got, err := io.ReadAll(data); err != nil || string(got) != "alive" {
+		t.Fatalf("echo after %v of pings: %q, %v", 4*idle, got, err)
+	}
+}
+
+// rawWebSocket performs a WebSocket handshake by hand and returns the
+// connection for writing arbitrary frames.
+func rawWebSocket(t *testing.T, d *daemon, path, protocol string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: %s\r\n\r\n", path, protocol)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	return c, br
+}
+
+// frame encodes a masked client frame (opcode, payload length as given).
+func frame(opcode byte, payload []byte, claimedLen uint64) []byte {
+	b := []byte{0x80 | opcode}
+	switch {
+	case claimedLen < 126:
+		b = append(b, 0x80|byte(claimedLen))
+	case claimedLen <= 0xffff:
+		b = append(b, 0x80|126, byte(claimedLen>>8), byte(claimedLen))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, claimedLen)
+	}
+	b = append(b, 0, 0, 0, 0) // zero mask key: payload as is
+	return append(b, payload...)
+}
+
+// expectClosed waits for the server to close the connection, and returns
+// the close code it sent if any (0 for none).
+func expectClosed(t *testing.T, c net.Conn, br *bufio.Reader) int {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	code := 0
+	for {
+		hdr := make([]byte, 2)
+		if _, err := io.ReadFull(br, hdr); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("server did not close the connection")
+			}
+			return code
+		}
+		n := int(hdr[1] & 0x7f)
+		switch n {
+		case 126:
+			var l uint16
+			binary.Read(br, binary.BigEndian, &l)
+			n = int(l)
+		case 127:
+			var l uint64
+			binary.Read(br, binary.BigEndian, &l)
+			n = int(l)
+		}
+		payload := make([]byte, n)
+		io.ReadFull(br, payload)
+		if hdr[0]&0x0f == 8 && len(payload) >= 2 {
+			code = int(binary.BigEndian.Uint16(payload))
+		}
+	}
+}
+
+// TestWebSocketMalformedInput: bad frames, oversized messages, text in the
+// tunnel and handshakes that never finish are closed with bounded memory,
+// while another session keeps working.
+func TestWebSocketMalformedInput(t *testing.T) {
+	d := startDaemon(t, "--read-header-timeout", "500ms")
+	p := newPod(t)
+	echo := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(echo)
+	good, _, err := dialV4(t, d, p.route(), []int{port(echo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good.expectPrefixes(port(echo))
+	rss0 := d.rssMiB(t)
+	v4path := fmt.Sprintf("%s?port=%d", p.route(), port(echo))
+
+	t.Run("reserved opcode", func(t *testing.T) {
+		c, br := rawWebSocket(t, d, v4path, "v4.channel.k8s.io")
+		c.Write(frame(0x3, []byte("x"), 1))
+		if code := expectClosed(t, c, br); code != websocket.CloseProtocolError {
+			t.Errorf("close code %d, want %d", code, websocket.CloseProtocolError)
+		}
+	})
+	t.Run("oversized message", func(t *testing.T) {
+		for range 20 {
+			c, br := rawWebSocket(t, d, v4path, "v4.channel.k8s.io")
+			c.Write(frame(0x2, []byte{0}, 1<<40)) // claims 1 TiB
+			if code := expectClosed(t, c, br); code != websocket.CloseMessageTooBig {
+				t.Fatalf("close code %d, want %d", code, websocket.CloseMessageTooBig)
+			}
+		}
+	})
+	t.Run("text in the tunnel", func(t *testing.T) {
+		c, br := rawWebSocket(t, d, p.route(), "SPDY/3.1+portforward.k8s.io")
+		c.Write(frame(0x1, []byte("not spdy"), 8))
+		expectClosed(t, c, br)
+	})
+	t.Run("garbage in the tunnel", func(t *testing.T) {
+		c, br := rawWebSocket(t, d, p.route(), "SPDY/3.1+portforward.k8s.io")
+		// A control frame of a type SPDY/3 does not define.
+		junk := []byte("\x80\x03\x00\x63\x00\x00\x00\x00garbage that is not a SPDY frame")
+		c.Write(frame(0x2, junk, uint64(len(junk))))
+		expectClosed(t, c, br)
+	})
+	t.Run("handshake never completed", func(t *testing.T) {
+		c, err := net.Dial("tcp4", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n", v4path) // no end of headers
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadAll(c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("a half-sent request was not closed by --read-header-timeout")
+		}
+	})
+	t.Run("wrong websocket version", func(t *testing.T) {
+		resp, body := rawRequest(t, d.addr, "GET "+v4path+" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(body, "unable to upgrade: websocket: ") {
+			t.Errorf("got %d %q, want 400 unable to upgrade: websocket: …", resp.StatusCode, body)
+		}
+	})
+
+	good.write(0, []byte("the good session is unaffected"))
+	if got := good.readData(0, len("the good session is unaffected")); got != "the good session is unaffected" {
+		t.Fatalf("good session: %q", got)
+	}
+	if rss := d.rssMiB(t); rss > rss0+32 {
+		t.Errorf("daemon RSS grew from %d to %d MiB on malformed input", rss0, rss)
+	}
+}
