@@ -167,30 +167,36 @@ func TestWebSocketV4(t *testing.T) {
 // kubelet's text on its error channel while the other port keeps working.
 func TestWebSocketV4ErrorChannel(t *testing.T) {
 	d := startDaemon(t)
-	p := newPod(t)
-	closed := p.listen(t, "tcp4", "127.0.0.1:0")
-	dead := port(closed)
-	closed.Close()
-	echo := p.listen(t, "tcp4", "127.0.0.1:0")
-	serveEcho(echo)
-	c, _, err := dialV4(t, d, p.route(), []int{dead, port(echo)}, "v4.channel.k8s.io")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.expectPrefixes(dead, port(echo))
-	ch, msg := c.read()
-	want := fmt.Sprintf("error forwarding port %d to pod %s/%s, uid : ", dead, p.namespace, p.name)
-	if ch != 1 || !strings.HasPrefix(string(msg), want) || !strings.Contains(string(msg), "connection refused") {
-		t.Fatalf("got channel %d %q, want channel 1 %q… connection refused", ch, msg, want)
-	}
-	for i := range 3 {
-		m := fmt.Sprintf("still alive %d", i)
-		c.write(2, []byte(m))
-		if got := c.readData(2, len(m)); got != m {
-			t.Fatalf("second port echo: got %q, want %q", got, m)
-		}
+	for _, subprotocol := range v4Subprotocols {
+		t.Run(subprotocol, func(t *testing.T) {
+			p := newPod(t)
+			closed := p.listen(t, "tcp4", "127.0.0.1:0")
+			dead := port(closed)
+			closed.Close()
+			echo := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(echo)
+			c, _, err := dialV4(t, d, p.route(), []int{dead, port(echo)}, subprotocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.expectPrefixes(dead, port(echo))
+			ch, msg := c.read()
+			want := fmt.Sprintf("error forwarding port %d to pod %s/%s, uid : ", dead, p.namespace, p.name)
+			if ch != 1 || !strings.HasPrefix(string(msg), want) || !strings.Contains(string(msg), "connection refused") {
+				t.Fatalf("got channel %d %q, want channel 1 %q… connection refused", ch, msg, want)
+			}
+			for i := range 3 {
+				m := fmt.Sprintf("still alive %d", i)
+				c.write(2, []byte(m))
+				if got := c.readData(2, len(m)); got != m {
+					t.Fatalf("second port echo: got %q, want %q", got, m)
+				}
+			}
+		})
 	}
 }
+
+var v4Subprotocols = []string{"v4.channel.k8s.io", "v4.base64.channel.k8s.io"}
 
 // TestWebSocketV4ClosesWhenAllPortsEnd: once every port's pod connection
 // has ended the server sends a normal close frame.
@@ -259,17 +265,19 @@ func TestWebSocketV4BadPorts(t *testing.T) {
 		{"port=65536", `unable to parse "65536" as a port: `},
 		{"port=80,x", `unable to parse "80,x" as a port: `},
 	}
-	for _, tt := range tests {
-		u := url.URL{Scheme: "ws", Host: d.addr, Path: p.route(), RawQuery: tt.query}
-		_, resp, err := (&websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}}).Dial(u.String(), nil)
-		if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil {
-			t.Errorf("?%s: got %v, want a refused handshake", tt.query, err)
-			continue
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(string(body), tt.want) {
-			t.Errorf("?%s: got %d %q, want 400 %q…", tt.query, resp.StatusCode, body, tt.want)
+	for _, subprotocol := range v4Subprotocols {
+		for _, tt := range tests {
+			u := url.URL{Scheme: "ws", Host: d.addr, Path: p.route(), RawQuery: tt.query}
+			_, resp, err := (&websocket.Dialer{Subprotocols: []string{subprotocol}}).Dial(u.String(), nil)
+			if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil {
+				t.Errorf("%s ?%s: got %v, want a refused handshake", subprotocol, tt.query, err)
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(string(body), tt.want) {
+				t.Errorf("%s ?%s: got %d %q, want 400 %q…", subprotocol, tt.query, resp.StatusCode, body, tt.want)
+			}
 		}
 	}
 	// An unsupported subprotocol is refused too.
