@@ -1,0 +1,71 @@
+package streams
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsPair returns a server-side WebSocketNetConn and the client WebSocket.
+func wsPair(t *testing.T) (server *wsNetConn, client *websocket.Conn) {
+	t.Helper()
+	ch := make(chan *websocket.Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ch <- ws
+	}))
+	t.Cleanup(srv.Close)
+	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server = WebSocketNetConn(<-ch).(*wsNetConn)
+	t.Cleanup(func() { server.Close() })
+	return server, client
+}
+
+func TestWebSocketNetConnJoinsMessages(t *testing.T) {
+	server, client := wsPair(t)
+	for _, m := range []string{"spdy", "", " frames", " split", " anywhere"} {
+		client.WriteMessage(websocket.BinaryMessage, []byte(m))
+	}
+	client.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	got, err := io.ReadAll(server)
+	if err != nil || string(got) != "spdy frames split anywhere" {
+		t.Fatalf("read %q, %v; want the joined payloads then EOF", got, err)
+	}
+}
+
+func TestWebSocketNetConnRejectsText(t *testing.T) {
+	server, client := wsPair(t)
+	client.WriteMessage(websocket.TextMessage, []byte("text"))
+	if _, err := server.Read(make([]byte, 10)); !errors.Is(err, errTextMessage) {
+		t.Fatalf("Read after a text message: %v, want errTextMessage", err)
+	}
+}
+
+func TestWebSocketNetConnWritesBinaryMessagesAndCloses(t *testing.T) {
+	server, client := wsPair(t)
+	server.Write([]byte("one"))
+	server.Write([]byte("two"))
+	for _, want := range []string{"one", "two"} {
+		typ, msg, err := client.ReadMessage()
+		if err != nil || typ != websocket.BinaryMessage || string(msg) != want {
+			t.Fatalf("client read %d %q, %v; want binary %q", typ, msg, err, want)
+		}
+	}
+	server.Close()
+	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after Close: %v, want close 1000", err)
+	}
+}
