@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/portforwardd/portforwardd/streams/internal/pipe"
 )
 
 // Limits of the WebSocket v4 channel protocol.
@@ -93,7 +95,7 @@ func (s *chanSession) run(ctx context.Context) {
 	})
 
 	for i, port := range s.cfg.Ports {
-		s.ports = append(s.ports, &chanPort{s: s, index: i, port: port, in: newInbox(channelInbox)})
+		s.ports = append(s.ports, &chanPort{s: s, index: i, port: port, in: pipe.New(channelInbox)})
 	}
 	for _, p := range s.ports {
 		var prefix [2]byte
@@ -148,7 +150,7 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 	defer close(done)
 	defer func() {
 		for _, p := range s.ports {
-			p.in.abort(fmt.Errorf("websocket closed: %w", ErrReset))
+			p.in.Abort(fmt.Errorf("websocket closed: %w", ErrReset))
 		}
 	}()
 	var hdr [1]byte
@@ -179,7 +181,7 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 		for {
 			n, err := r.Read(buf[:])
 			if n > 0 {
-				p.in.put(buf[:n])
+				p.in.Put(buf[:n], 0)
 			}
 			if err != nil {
 				if err != io.EOF {
@@ -216,7 +218,7 @@ type chanPort struct {
 	s     *chanSession
 	index int
 	port  uint16
-	in    *inbox
+	in    *pipe.Pipe
 }
 
 var _ Stream = (*chanPort)(nil)
@@ -233,7 +235,7 @@ func (p *chanPort) forward(ctx context.Context, wg *sync.WaitGroup) {
 		p.s.log.Info("dial failed", "port", p.port, "err", err)
 		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, p.s.cfg.Pod, p.s.cfg.UID, err)
 		p.s.write(p.errorChannel(), []byte(msg))
-		p.in.abort(ErrReset)
+		p.in.Abort(ErrReset)
 		return
 	}
 	res := Pump(ctx, p, pod, p.s.obs)
@@ -253,13 +255,13 @@ func (p *chanPort) Write(b []byte) (int, error) {
 // CloseWrite ends the port: v4 cannot tell the client that the pod closed,
 // so once it has, what the client still sends has nowhere to go.
 func (p *chanPort) CloseWrite() error {
-	p.in.finish(io.EOF)
+	p.in.Finish(io.EOF)
 	return nil
 }
 
 // Reset drops the port's queued input; v4 has no reset on the wire.
 func (p *chanPort) Reset() error {
-	p.in.abort(ErrReset)
+	p.in.Abort(ErrReset)
 	return nil
 }
 

@@ -1,0 +1,194 @@
+// Package pipe is the bounded byte pipe between a connection's reader
+// goroutine and one stream's consumer. The reader puts bytes in, waiting
+// for room when the pipe is full (for a bounded time, if asked); the
+// consumer reads them out. Closing the consumer side makes puts discard
+// instead of wait, so a finished stream never stalls its connection.
+package pipe
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// ErrStalled is returned by Put when the pipe stayed full for the stall
+// time with no byte read.
+var ErrStalled = errors.New("pipe: consumer made no progress")
+
+// Pipe is a ring buffer of a fixed capacity, allocated on first use.
+type Pipe struct {
+	mu     sync.Mutex
+	buf    []byte
+	start  int
+	n      int
+	max    int
+	err    error // what reads return once the buffer is empty
+	closed bool  // puts are dropped
+
+	readable chan struct{} // signalled when bytes or an error arrive
+	writable chan struct{} // signalled when room appears or the pipe closes
+
+	// OnRead, if set, is called (without the lock) with each count read.
+	OnRead func(n int)
+}
+
+// New returns a pipe that holds at most max bytes.
+func New(max int) *Pipe {
+	return &Pipe{max: max, readable: make(chan struct{}, 1), writable: make(chan struct{}, 1)}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Buffered returns how many bytes wait to be read.
+func (p *Pipe) Buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// Put copies b in. It waits while the pipe is full; with stall > 0 it gives
+// up with ErrStalled once the pipe has been full for stall without a read.
+// After Close or Abort it drops b and returns nil.
+func (p *Pipe) Put(b []byte, stall time.Duration) error {
+	return p.PutFrom(sliceReader{&b}, len(b), stall)
+}
+
+type sliceReader struct{ b *[]byte }
+
+func (r sliceReader) Read(p []byte) (int, error) {
+	n := copy(p, *r.b)
+	*r.b = (*r.b)[n:]
+	return n, nil
+}
+
+// PutFrom copies n bytes from r straight into the ring, with Put's waiting
+// rules. Bytes that arrive after the consumer side closed are read from r
+// and dropped, so r is always consumed by n bytes unless it fails.
+func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for n > 0 {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			_, err := io.CopyN(io.Discard, r, int64(n))
+			return err
+		}
+		if p.n == p.max {
+			p.mu.Unlock()
+			var expired <-chan time.Time
+			if stall > 0 {
+				if timer == nil {
+					timer = time.NewTimer(stall)
+				}
+				expired = timer.C
+			}
+			select {
+			case <-p.writable:
+				if timer != nil {
+					timer.Reset(stall)
+				}
+			case <-expired:
+				return ErrStalled
+			}
+			continue
+		}
+		if p.buf == nil {
+			p.buf = make([]byte, p.max)
+		}
+		end := (p.start + p.n) % p.max
+		room := p.max - p.n
+		if end+room > p.max {
+			room = p.max - end
+		}
+		if room > n {
+			room = n
+		}
+		dst := p.buf[end : end+room]
+		p.mu.Unlock()
+		// Only this goroutine writes into the free region, and readers never
+		// touch it, so the copy needs no lock.
+		got, err := io.ReadFull(r, dst)
+		p.mu.Lock()
+		if !p.closed {
+			p.n += got
+		}
+		p.mu.Unlock()
+		signal(p.readable)
+		if err != nil {
+			return err
+		}
+		n -= got
+	}
+	return nil
+}
+
+// Read returns buffered bytes, waiting for some; once the pipe is finished
+// it drains the buffer and then returns the finishing error.
+func (p *Pipe) Read(b []byte) (int, error) {
+	for {
+		p.mu.Lock()
+		if p.n > 0 {
+			end := p.start + p.n
+			if end > p.max {
+				end = p.max
+			}
+			c := copy(b, p.buf[p.start:end])
+			p.start = (p.start + c) % p.max
+			p.n -= c
+			p.mu.Unlock()
+			signal(p.writable)
+			if p.OnRead != nil {
+				p.OnRead(c)
+			}
+			return c, nil
+		}
+		if p.err != nil {
+			err := p.err
+			p.mu.Unlock()
+			return 0, err
+		}
+		p.mu.Unlock()
+		<-p.readable
+	}
+}
+
+// Finish makes reads return err (io.EOF for an orderly end) once the
+// buffer is drained. Later puts are dropped.
+func (p *Pipe) Finish(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.closed = true
+	p.mu.Unlock()
+	signal(p.readable)
+	signal(p.writable)
+}
+
+// Abort drops what is buffered and makes reads return err at once; it
+// returns how many bytes were dropped.
+func (p *Pipe) Abort(err error) int {
+	p.mu.Lock()
+	if p.err == nil || p.err == io.EOF {
+		p.err = err
+	}
+	dropped := p.n
+	p.n = 0
+	p.closed = true
+	p.buf = nil
+	p.mu.Unlock()
+	signal(p.readable)
+	signal(p.writable)
+	return dropped
+}
