@@ -474,8 +474,8 @@ func TestWebSocketMalformedInput(t *testing.T) {
 	})
 	t.Run("garbage in the tunnel", func(t *testing.T) {
 		c, br := rawWebSocket(t, d, p.route(), "SPDY/3.1+portforward.k8s.io")
-		// A control frame of a type SPDY/3 does not define.
-		junk := []byte("\x80\x03\x00\x63\x00\x00\x00\x00garbage that is not a SPDY frame")
+		// A SYN_STREAM claiming SPDY version 2: the connection cannot go on.
+		junk := []byte("\x80\x02\x00\x01\x00\x00\x00\x0agarbage that is not a SPDY frame")
 		c.Write(frame(0x2, junk, uint64(len(junk))))
 		expectClosed(t, c, br)
 	})

@@ -1,10 +1,10 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -197,17 +197,16 @@ func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.P
 		return
 	}
 	raw.SetDeadline(time.Time{}) // no inherited server deadline; the idle timeout governs
-	var conn net.Conn = raw
+	var buffered io.Reader
 	if bufrw.Reader.Buffered() > 0 {
-		conn = &bufferedConn{Conn: raw, r: bufrw.Reader}
+		buffered = bufrw.Reader // bytes the client sent right after its request
 	}
-
-	s.runSPDY(conn, protocolSPDY, pod, target, r.RemoteAddr)
+	s.runSPDY(raw, buffered, protocolSPDY, pod, target, r.RemoteAddr)
 }
 
 // runSPDY serves a port-forward SPDY session on conn, an upgraded HTTP
 // connection or a WebSocket tunnel.
-func (s *Server) runSPDY(conn net.Conn, protocol string, pod nsenter.Pod, target nsenter.Target, remote string) {
+func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod nsenter.Pod, target nsenter.Target, remote string) {
 	sess := streams.NewSession(streams.Config{
 		Pod:             pod.String(),
 		UID:             pod.UID,
@@ -216,7 +215,7 @@ func (s *Server) runSPDY(conn net.Conn, protocol string, pod nsenter.Pod, target
 		Observer:        s.m.observer(protocol),
 		Log:             s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol),
 	})
-	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{IdleTimeout: s.cfg.StreamIdleTimeout})
+	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{IdleTimeout: s.cfg.StreamIdleTimeout, Reader: buffered})
 	if err != nil {
 		s.m.upgradeFailures.WithLabelValues("engine").Inc()
 		s.log.Warn("start spdy session", "remote", remote, "err", err)
@@ -324,11 +323,3 @@ func (s *Server) Drain(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
-
-// bufferedConn reads first what net/http had already buffered.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

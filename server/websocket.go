@@ -134,7 +134,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 		return // answered by up.Error
 	}
 	if choice.tunnel {
-		s.runSPDY(streams.WebSocketNetConn(ws), protocolTunnel, pod, target, r.RemoteAddr)
+		s.runSPDY(streams.WebSocketNetConn(ws), nil, protocolTunnel, pod, target, r.RemoteAddr)
 		return
 	}
 	protocol := protocolV4Binary

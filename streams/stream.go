@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/portforwardd/portforwardd/streams/spdy"
 )
 
 var (
 	// ErrReset is returned by Stream reads and writes after the peer reset
 	// the stream or the connection carrying it ended.
-	ErrReset = errors.New("stream reset")
+	ErrReset = spdy.ErrReset
 	// ErrDraining rejects streams that arrive while a session shuts down.
 	ErrDraining = errors.New("session is shutting down")
 	// ErrTooManyPending rejects a stream that would start a new pair while

@@ -31,6 +31,9 @@ type Pipe struct {
 
 	// OnRead, if set, is called (without the lock) with each count read.
 	OnRead func(n int)
+	// OnPut, if set, is called (without the lock) with each count put in,
+	// before a reader can see those bytes.
+	OnPut func(n int)
 }
 
 // New returns a pipe that holds at most max bytes.
@@ -56,7 +59,8 @@ func (p *Pipe) Buffered() int {
 // up with ErrStalled once the pipe has been full for stall without a read.
 // After Close or Abort it drops b and returns nil.
 func (p *Pipe) Put(b []byte, stall time.Duration) error {
-	return p.PutFrom(sliceReader{&b}, len(b), stall)
+	_, err := p.PutFrom(sliceReader{&b}, len(b), stall)
+	return err
 }
 
 type sliceReader struct{ b *[]byte }
@@ -68,9 +72,11 @@ func (r sliceReader) Read(p []byte) (int, error) {
 }
 
 // PutFrom copies n bytes from r straight into the ring, with Put's waiting
-// rules. Bytes that arrive after the consumer side closed are read from r
-// and dropped, so r is always consumed by n bytes unless it fails.
-func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) error {
+// rules, and returns how many bytes it consumed from r. Bytes that arrive
+// after the consumer side closed are read from r and dropped, so r is
+// consumed by n bytes unless it fails or the put stalls.
+func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) (int, error) {
+	consumed := 0
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -81,8 +87,8 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) error {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			_, err := io.CopyN(io.Discard, r, int64(n))
-			return err
+			d, err := io.CopyN(io.Discard, r, int64(n))
+			return consumed + int(d), err
 		}
 		if p.n == p.max {
 			p.mu.Unlock()
@@ -99,7 +105,7 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) error {
 					timer.Reset(stall)
 				}
 			case <-expired:
-				return ErrStalled
+				return consumed, ErrStalled
 			}
 			continue
 		}
@@ -119,18 +125,26 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) error {
 		// Only this goroutine writes into the free region, and readers never
 		// touch it, so the copy needs no lock.
 		got, err := io.ReadFull(r, dst)
+		if p.OnPut != nil && got > 0 {
+			p.OnPut(got)
+		}
 		p.mu.Lock()
-		if !p.closed {
+		kept := !p.closed
+		if kept {
 			p.n += got
 		}
 		p.mu.Unlock()
+		if !kept && p.OnRead != nil && got > 0 {
+			p.OnRead(got) // never readable: account it as gone
+		}
 		signal(p.readable)
+		consumed += got
 		if err != nil {
-			return err
+			return consumed, err
 		}
 		n -= got
 	}
-	return nil
+	return consumed, nil
 }
 
 // Read returns buffered bytes, waiting for some; once the pipe is finished

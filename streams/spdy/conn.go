@@ -1,0 +1,597 @@
+package spdy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portforwardd/portforwardd/streams/internal/pipe"
+)
+
+// Limits and defaults.
+const (
+	// MaxControlFrame bounds a control frame's payload; larger ones end
+	// the connection.
+	MaxControlFrame = 64 << 10
+
+	DefaultStreamBuffer = 1 << 20
+	DefaultConnBuffer   = 16 << 20
+	DefaultStallTimeout = 10 * time.Second
+	DefaultMaxStreams   = 2048
+	DefaultMaxFrame     = 128 << 10
+
+	// maxBatch bounds the bytes one writev carries, and maxBatchFrames
+	// its frames, so that control frames are never queued behind more
+	// than that.
+	maxBatch       = 1 << 20
+	maxBatchFrames = 256
+	readBufferSize = 64 << 10
+)
+
+// Options tune a connection. Zero values mean the defaults.
+type Options struct {
+	// IdleTimeout closes the connection after this long without a frame
+	// in either direction; zero disables it.
+	IdleTimeout time.Duration
+	// StreamBuffer is the bytes one stream may hold unread; it is also
+	// the window advertised to peers that honour flow control.
+	StreamBuffer int
+	// ConnBuffer is the bytes all streams of the connection may hold.
+	ConnBuffer int
+	// StallTimeout is how long the reader waits, with a budget exhausted,
+	// for the consumer to read anything before it resets the stream.
+	StallTimeout time.Duration
+	// MaxStreams bounds the open streams; more are refused.
+	MaxStreams int
+	// MaxFrame bounds the payload of the DATA frames written.
+	MaxFrame int
+	// Reader, if set, is where frames are read from instead of the
+	// connection (bytes a server had already buffered come first).
+	Reader io.Reader
+}
+
+func (o *Options) defaults() {
+	if o.StreamBuffer <= 0 {
+		o.StreamBuffer = DefaultStreamBuffer
+	}
+	if o.ConnBuffer <= 0 {
+		o.ConnBuffer = DefaultConnBuffer
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = DefaultMaxStreams
+	}
+	if o.MaxFrame <= 0 || o.MaxFrame > maxFrameLength {
+		o.MaxFrame = DefaultMaxFrame
+	}
+}
+
+// Conn is the server side of one SPDY connection.
+type Conn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	opts   Options
+	accept func(*Stream) error
+
+	// Owned by the reader goroutine.
+	hr       headerReader
+	hw       headerWriter
+	ctrlBuf  []byte
+	lastID   uint32 // highest stream id the peer opened
+	buffered atomic.Int64
+	drained  chan struct{} // signalled when a consumer reads
+
+	mu        sync.Mutex
+	streams   map[uint32]*Stream
+	goingAway bool
+
+	wmu      sync.Mutex
+	wake     chan struct{} // signalled when the writer has work
+	ctrl     [][]byte      // queued control frames
+	active   []*Stream     // streams with data or FIN to send
+	wclosed  bool          // the writer stopped; nothing more is sent
+	closing  bool          // write what is queued, then stop
+	writerOK chan struct{} // closed when the writer goroutine exits
+
+	lastActivity atomic.Int64
+	idleTimer    *time.Timer
+	done         chan struct{} // closed when the reader has finished
+	shut         chan struct{} // closed when the connection is being torn down
+	closeOnce    sync.Once
+	err          error // why the connection ended; set before done closes
+}
+
+// Serve starts the server side of SPDY on nc, which must already carry
+// the upgraded protocol. accept is called on the reader goroutine for each
+// stream the client opens, before the SYN_REPLY; it must not block, and an
+// error refuses the stream with RST_STREAM.
+func Serve(nc net.Conn, accept func(*Stream) error, opts Options) *Conn {
+	opts.defaults()
+	r := opts.Reader
+	if r == nil {
+		r = nc
+	}
+	c := &Conn{
+		nc:       nc,
+		br:       bufio.NewReaderSize(r, readBufferSize),
+		opts:     opts,
+		accept:   accept,
+		streams:  map[uint32]*Stream{},
+		drained:  make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		writerOK: make(chan struct{}),
+		done:     make(chan struct{}),
+		shut:     make(chan struct{}),
+	}
+	c.touch()
+	// Peers that honour flow control may send a whole budget per stream
+	// and per connection before they hear from us.
+	c.queueControl(appendSettings(nil, settingsInitialWindowSize, uint32(opts.StreamBuffer)))
+	if opts.ConnBuffer > 64<<10 {
+		c.queueControl(appendWindowUpdate(nil, 0, uint32(opts.ConnBuffer-64<<10)))
+	}
+	if opts.IdleTimeout > 0 {
+		c.idleTimer = time.AfterFunc(opts.IdleTimeout, c.checkIdle)
+	}
+	go c.writeLoop()
+	go c.readLoop()
+	return c
+}
+
+// Done is closed when the connection has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err says why the connection ended, once Done is closed.
+func (c *Conn) Err() error {
+	<-c.done
+	return c.err
+}
+
+// Close sends GOAWAY, writes what is queued (for at most a second), closes
+// the connection and resets every stream.
+func (c *Conn) Close() error {
+	c.goAway(goAwayOK)
+	return nil
+}
+
+func (c *Conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
+
+func (c *Conn) checkIdle() {
+	idle := time.Since(time.Unix(0, c.lastActivity.Load()))
+	if idle >= c.opts.IdleTimeout {
+		c.goAway(goAwayOK)
+		return
+	}
+	select {
+	case <-c.done:
+	default:
+		c.idleTimer.Reset(c.opts.IdleTimeout - idle)
+	}
+}
+
+// goAway queues GOAWAY with status, lets the writer flush, and tears the
+// connection down.
+func (c *Conn) goAway(status uint32) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.goingAway = true
+		last := c.lastID
+		c.mu.Unlock()
+		c.wmu.Lock()
+		if !c.wclosed {
+			c.ctrl = append(c.ctrl, appendGoAway(nil, last, status))
+			c.closing = true
+			c.wakeWriter()
+		}
+		c.wmu.Unlock()
+		select {
+		case <-c.writerOK:
+		case <-time.After(time.Second):
+		}
+		c.nc.Close()
+		close(c.shut)
+		if c.idleTimer != nil {
+			c.idleTimer.Stop()
+		}
+		// A reader waiting for a consumer's room must not outlive the
+		// connection.
+		c.mu.Lock()
+		streams := make([]*Stream, 0, len(c.streams))
+		for _, st := range c.streams {
+			streams = append(streams, st)
+		}
+		c.mu.Unlock()
+		for _, st := range streams {
+			c.buffered.Add(-int64(st.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
+		}
+	})
+}
+
+// readLoop reads frames until the connection fails or is closed, then
+// ends every stream and closes done.
+func (c *Conn) readLoop() {
+	err := c.readFrames()
+	var ce *connError
+	if errors.As(err, &ce) {
+		c.goAway(ce.status)
+	} else {
+		c.goAway(goAwayOK)
+	}
+	c.mu.Lock()
+	streams := c.streams
+	c.streams = map[uint32]*Stream{}
+	c.mu.Unlock()
+	for _, s := range streams {
+		c.buffered.Add(-int64(s.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
+	}
+	c.stopWriter(fmt.Errorf("connection closed: %w", ErrReset))
+	c.err = err
+	close(c.done)
+}
+
+func (c *Conn) readFrames() error {
+	var hdr [frameHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			return err
+		}
+		c.touch()
+		h := parseFrameHeader(hdr[:])
+		if !h.control {
+			if err := c.readData(h); err != nil {
+				return err
+			}
+			continue
+		}
+		if h.version != version {
+			return protocolError("control frame of version %d", h.version)
+		}
+		if h.length > MaxControlFrame {
+			return protocolError("control frame of %d bytes", h.length)
+		}
+		if cap(c.ctrlBuf) < int(h.length) {
+			c.ctrlBuf = make([]byte, h.length, max(int(h.length), 1024))
+		}
+		p := c.ctrlBuf[:h.length]
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			return err
+		}
+		if err := c.handleControl(h, p); err != nil {
+			var se *streamError
+			if errors.As(err, &se) {
+				c.queueControl(appendRstStream(nil, se.stream, se.status))
+				continue
+			}
+			return err
+		}
+	}
+}
+
+func (c *Conn) handleControl(h frameHeader, p []byte) error {
+	u32 := func(i int) uint32 { return binary.BigEndian.Uint32(p[i:]) }
+	need := func(n int) error {
+		if len(p) < n {
+			return protocolError("control frame type %d of %d bytes", h.typ, len(p))
+		}
+		return nil
+	}
+	switch h.typ {
+	case typeSynStream:
+		if err := need(10); err != nil {
+			return err
+		}
+		return c.synStream(u32(0)&maxStreamID, h.flags, p[10:])
+	case typeSynReply, typeHeaders:
+		if err := need(4); err != nil {
+			return err
+		}
+		// Clients have no business sending these for port-forward, but
+		// their header blocks must still go through the inflater.
+		if _, err := c.hr.read(p[4:]); err != nil && !errors.Is(err, errHeaderLimit) {
+			return err
+		}
+	case typeRstStream:
+		if err := need(8); err != nil {
+			return err
+		}
+		c.peerReset(u32(0) & maxStreamID)
+	case typeSettings:
+		if err := need(4); err != nil {
+			return err
+		}
+		if n := u32(0); uint64(n)*8 != uint64(len(p)-4) {
+			return protocolError("SETTINGS with %d entries in %d bytes", n, len(p))
+		}
+		// Windows are not enforced on the send side; nothing to apply.
+	case typePing:
+		if err := need(4); err != nil {
+			return err
+		}
+		if id := u32(0); id%2 == 1 { // the client's; even ids would be ours
+			c.queueControl(appendPing(nil, id))
+		}
+	case typeGoAway:
+		c.mu.Lock()
+		c.goingAway = true
+		c.mu.Unlock()
+	case typeWindowUpdate:
+		if err := need(8); err != nil {
+			return err
+		}
+	default:
+		// SPDY/3 2.2.1: unknown control frames are ignored.
+	}
+	return nil
+}
+
+func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
+	headers, herr := c.hr.read(block) // always: the inflater must stay in step
+	var ce *connError
+	if errors.As(herr, &ce) {
+		return herr
+	}
+	switch {
+	case id == 0 || id%2 == 0:
+		return &streamError{id, statusProtocolError, "client stream ids are odd"}
+	case id <= c.lastID:
+		return &streamError{id, statusProtocolError, fmt.Sprintf("stream id %d after %d", id, c.lastID)}
+	}
+	c.lastID = id
+	if herr != nil {
+		return &streamError{id, statusProtocolError, herr.Error()}
+	}
+	c.mu.Lock()
+	refuse := c.goingAway || len(c.streams) >= c.opts.MaxStreams
+	if !refuse {
+		s := c.newStream(id, headers)
+		c.streams[id] = s
+		c.mu.Unlock()
+		if flags&flagFin != 0 {
+			s.remoteDone = true
+			s.in.Finish(io.EOF)
+		}
+		if err := c.accept(s); err != nil {
+			c.mu.Lock()
+			delete(c.streams, id)
+			c.mu.Unlock()
+			c.buffered.Add(-int64(s.in.Abort(ErrReset)))
+			s.wmuLocalDone()
+			close(s.replied)
+			return &streamError{id, statusCancel, err.Error()}
+		}
+		c.queueControl(appendSynReply(nil, id, c.hw.emptyBlock()))
+		close(s.replied)
+		return nil
+	}
+	c.mu.Unlock()
+	return &streamError{id, statusRefusedStream, "too many streams or going away"}
+}
+
+func (c *Conn) newStream(id uint32, headers map[string][]string) *Stream {
+	s := &Stream{c: c, id: id, headers: headers, in: pipe.New(c.opts.StreamBuffer),
+		replied: make(chan struct{}), wdone: make(chan error, 1)}
+	s.in.OnRead = func(n int) { c.consumed(s, n) }
+	s.in.OnPut = func(n int) { c.buffered.Add(int64(n)) }
+	return s
+}
+
+// wmuLocalDone marks a refused stream as finished on our side.
+func (s *Stream) wmuLocalDone() {
+	s.c.wmu.Lock()
+	s.localDone = true
+	s.c.wmu.Unlock()
+}
+
+// consumed runs on the consumer's goroutine after it read n bytes: it frees
+// budget and, every half budget, sends WINDOW_UPDATEs for the stream and
+// the connection.
+func (c *Conn) consumed(s *Stream, n int) {
+	c.buffered.Add(-int64(n))
+	select {
+	case c.drained <- struct{}{}:
+	default:
+	}
+	c.wmu.Lock()
+	s.unacked += n
+	if s.unacked >= c.opts.StreamBuffer/2 && !c.wclosed {
+		b := appendWindowUpdate(nil, s.id, uint32(s.unacked))
+		b = appendWindowUpdate(b, 0, uint32(s.unacked))
+		c.ctrl = append(c.ctrl, b)
+		s.unacked = 0
+		c.wakeWriter()
+	}
+	c.wmu.Unlock()
+}
+
+// readData delivers a DATA frame to its stream's pipe, waiting while the
+// stream or the connection is over budget; a consumer that reads nothing
+// for StallTimeout gets its stream reset (FLOW_CONTROL_ERROR).
+func (c *Conn) readData(h frameHeader) error {
+	if h.stream == 0 {
+		return protocolError("DATA on stream 0")
+	}
+	c.mu.Lock()
+	s := c.streams[h.stream]
+	remoteDone := s != nil && s.remoteDone
+	c.mu.Unlock()
+	n := int64(h.length)
+	if s == nil || remoteDone {
+		// Reset or finished streams still receive what was in flight.
+		if s != nil || h.stream > c.lastID {
+			c.queueControl(appendRstStream(nil, h.stream, statusInvalidStream))
+		}
+		_, err := io.CopyN(io.Discard, c.br, n)
+		return err
+	}
+	for n > 0 {
+		if err := c.waitConnBudget(); err != nil {
+			return err
+		}
+		chunk := min(n, int64(c.opts.StreamBuffer))
+		put, err := s.in.PutFrom(c.br, int(chunk), c.opts.StallTimeout)
+		n -= int64(put)
+		if errors.Is(err, pipe.ErrStalled) {
+			c.resetStream(s, statusFlowControlError, true)
+			_, err = io.CopyN(io.Discard, c.br, n)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if h.flags&flagFin != 0 {
+		c.finishRemote(s)
+	}
+	return nil
+}
+
+// waitConnBudget waits while all streams together hold ConnBuffer bytes;
+// when nobody reads for StallTimeout the fullest stream is reset.
+func (c *Conn) waitConnBudget() error {
+	for c.buffered.Load() >= int64(c.opts.ConnBuffer) {
+		select {
+		case <-c.drained:
+		case <-time.After(c.opts.StallTimeout):
+			c.mu.Lock()
+			var fullest *Stream
+			for _, s := range c.streams {
+				if fullest == nil || s.in.Buffered() > fullest.in.Buffered() {
+					fullest = s
+				}
+			}
+			c.mu.Unlock()
+			if fullest == nil {
+				return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
+			}
+			c.resetStream(fullest, statusFlowControlError, true)
+		case <-c.shut:
+			return io.EOF
+		}
+	}
+	return nil
+}
+
+// finishRemote records the peer's FIN.
+func (c *Conn) finishRemote(s *Stream) {
+	s.in.Finish(io.EOF)
+	c.mu.Lock()
+	s.remoteDone = true
+	c.mu.Unlock()
+	c.maybeForget(s)
+}
+
+// finishLocal records that our FIN went out.
+func (c *Conn) finishLocal(s *Stream) { c.maybeForget(s) }
+
+func (c *Conn) maybeForget(s *Stream) {
+	c.wmu.Lock()
+	local := s.localDone && !s.queued
+	c.wmu.Unlock()
+	c.mu.Lock()
+	if local && s.remoteDone && c.streams[s.id] == s {
+		delete(c.streams, s.id)
+	}
+	c.mu.Unlock()
+}
+
+// peerReset handles the peer's RST_STREAM.
+func (c *Conn) peerReset(id uint32) {
+	c.mu.Lock()
+	s := c.streams[id]
+	if s != nil {
+		s.remoteDone = true
+		delete(c.streams, id)
+	}
+	c.mu.Unlock()
+	if s == nil {
+		return
+	}
+	c.buffered.Add(-int64(s.in.Abort(errPeerReset)))
+	c.wmu.Lock()
+	s.localDone = true
+	c.failPendingLocked(s, errPeerReset)
+	c.wmu.Unlock()
+}
+
+// resetStream ends s from our side: RST_STREAM with status unless we had
+// already sent FIN (then it only releases s locally, as spdystream does);
+// with byUs, reads fail too (the peer's data is being refused).
+func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
+	c.mu.Lock()
+	if c.streams[s.id] == s {
+		delete(c.streams, s.id)
+	}
+	c.mu.Unlock()
+	var err error = fmt.Errorf("stream %d: %w", s.id, ErrReset)
+	if byUs {
+		err = fmt.Errorf("stream %d overran its buffer: %w", s.id, ErrReset)
+	}
+	c.buffered.Add(-int64(s.in.Abort(err)))
+	c.wmu.Lock()
+	if !s.localDone && !c.wclosed {
+		c.ctrl = append(c.ctrl, appendRstStream(nil, s.id, status))
+		c.wakeWriter()
+	}
+	s.localDone = true
+	c.failPendingLocked(s, err)
+	c.wmu.Unlock()
+}
+
+// failPendingLocked ends a Write waiting on s; c.wmu is held. If the
+// writer is sending part of it right now, the failure is reported after
+// that write, so the caller never reuses a buffer the kernel still reads.
+func (c *Conn) failPendingLocked(s *Stream, err error) {
+	if !s.queued {
+		return
+	}
+	s.queued = false
+	for i, a := range c.active {
+		if a == s {
+			c.active = append(c.active[:i], c.active[i+1:]...)
+			break
+		}
+	}
+	if s.inflight {
+		s.failErr = err
+		return
+	}
+	s.pending = nil
+	s.wdone <- err
+}
+
+func (c *Conn) queueControl(b []byte) {
+	c.wmu.Lock()
+	if !c.wclosed {
+		c.ctrl = append(c.ctrl, b)
+		c.wakeWriter()
+	}
+	c.wmu.Unlock()
+}
+
+// wakeWriter signals the writer; c.wmu is held.
+func (c *Conn) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stopWriter fails everything still queued and stops the writer.
+func (c *Conn) stopWriter(err error) {
+	c.wmu.Lock()
+	c.wclosed = true
+	for len(c.active) > 0 {
+		c.failPendingLocked(c.active[0], err)
+	}
+	c.ctrl = nil
+	c.wakeWriter()
+	c.wmu.Unlock()
+}

@@ -1,0 +1,31 @@
+// Package spdy is a server-side SPDY/3 engine for port-forward: it reads
+// the frames a client sends on an upgraded connection, announces each new
+// stream to an accept function, and carries stream data both ways.
+//
+// What it guarantees:
+//   - Bounded parsing. Control frames larger than MaxControlFrame, header
+//     blocks that inflate past MaxHeaderBlock, more than MaxHeaders headers
+//     or header fields over MaxHeaderField, and SETTINGS with more entries
+//     than their length allows are refused: a stream-level violation resets
+//     that stream (RST_STREAM), a connection-level one ends the connection
+//     with GOAWAY. No allocation is ever sized by the peer.
+//   - The frame reader never waits on a stream's consumer while that
+//     stream is within its buffer budget (Options.StreamBuffer). A peer
+//     that ignores flow control (moby/spdystream, which every Kubernetes
+//     client uses, never honours WINDOW_UPDATE) and overruns the budget
+//     makes the reader wait for that consumer; if the consumer reads
+//     nothing for Options.StallTimeout the stream is reset with
+//     FLOW_CONTROL_ERROR so the other streams go on. Peers that honour
+//     flow control never overrun: the engine advertises the budget as the
+//     initial window and sends WINDOW_UPDATEs as data is consumed.
+//   - The writer batches queued frames into one writev, takes at most
+//     Options.MaxFrame bytes from each stream in turn, and writes payload
+//     straight from the caller's slice: no copy in user space.
+//   - Every stream gets its SYN_REPLY before anything else is sent on it.
+//   - Pings from the client are answered; Close sends GOAWAY; a connection
+//     with no frame either way for Options.IdleTimeout is closed.
+//
+// The engine does not respect the peer's windows when sending: Kubernetes
+// peers never send WINDOW_UPDATE, and a sender that waited for one would
+// stall after 64 KiB (see PROTOCOL.md in the parent directory).
+package spdy

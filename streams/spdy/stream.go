@@ -1,0 +1,103 @@
+package spdy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/portforwardd/portforwardd/streams/internal/pipe"
+)
+
+// ErrReset is returned by a Stream's Read and Write once the peer reset
+// the stream, the stream was reset locally, or the connection ended.
+var ErrReset = errors.New("stream reset")
+
+// Stream is one client-initiated stream.
+type Stream struct {
+	c       *Conn
+	id      uint32
+	headers http.Header
+	in      *pipe.Pipe
+	replied chan struct{} // closed once SYN_REPLY is queued (or the stream refused)
+
+	// Guarded by c.wmu.
+	pending   []byte     // data Write is waiting to have sent
+	fin       bool       // a FIN goes out after pending
+	queued    bool       // in c.active
+	wdone     chan error // Write and CloseWrite wait here
+	localDone bool       // FIN or RST sent (or queued)
+	unacked   int        // bytes consumed since the last WINDOW_UPDATE
+	inflight  bool       // part of pending is in the batch being written
+	batchOff  int        // how much of pending the current batch takes
+	finSent   bool       // the current batch carries the FIN
+	failErr   error      // a failure to report once the batch is written
+
+	// Guarded by c.mu.
+	remoteDone bool // FIN or RST received
+}
+
+// ID is the stream's identifier.
+func (s *Stream) ID() uint32 { return s.id }
+
+// Headers are the headers of the stream's SYN_STREAM.
+func (s *Stream) Headers() http.Header { return s.headers }
+
+// Read returns data the peer sent: io.EOF after its FIN, an error wrapping
+// ErrReset after a reset or when the connection is gone.
+func (s *Stream) Read(p []byte) (int, error) { return s.in.Read(p) }
+
+// Write sends p as DATA frames of at most Options.MaxFrame bytes and
+// returns once they are written to the connection. The writer takes the
+// bytes straight from p.
+func (s *Stream) Write(p []byte) (int, error) {
+	if err := s.send(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// CloseWrite sends FIN: the peer reads EOF.
+func (s *Stream) CloseWrite() error { return s.send(nil, true) }
+
+func (s *Stream) send(p []byte, fin bool) error {
+	<-s.replied
+	c := s.c
+	c.wmu.Lock()
+	if s.localDone || c.wclosed {
+		c.wmu.Unlock()
+		return fmt.Errorf("write stream %d: %w", s.id, ErrReset)
+	}
+	s.pending, s.fin = p, fin
+	if fin {
+		s.localDone = true
+	}
+	if !s.queued {
+		s.queued = true
+		c.active = append(c.active, s)
+	}
+	c.wakeWriter()
+	c.wmu.Unlock()
+	if err := <-s.wdone; err != nil {
+		return fmt.Errorf("write stream %d: %w", s.id, err)
+	}
+	if fin {
+		s.c.finishLocal(s)
+	}
+	return nil
+}
+
+// Reset sends RST_STREAM (CANCEL) unless this side already sent FIN, and
+// in any case drops what is buffered and forgets the stream, so calling it
+// after CloseWrite is how a finished stream is released. It never
+// overtakes the stream's SYN_REPLY.
+func (s *Stream) Reset() error {
+	<-s.replied
+	s.c.resetStream(s, statusCancel, false)
+	return nil
+}
+
+// errPeerReset is what reads return after the peer's RST_STREAM.
+var errPeerReset = fmt.Errorf("peer: %w", ErrReset)
+
+var _ io.ReadWriter = (*Stream)(nil)
