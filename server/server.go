@@ -37,6 +37,8 @@ type Config struct {
 	// request headers (slow or never-finished upgrades); zero means
 	// DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// Pprof serves /debug/pprof/ on the metrics listener.
+	Pprof bool
 	// Metrics receives counts; nil means a private, unexported set.
 	Metrics *Metrics
 	// Log receives lifecycle events; nil discards them.

@@ -40,6 +40,7 @@ type options struct {
 	readHeaderTimeout     time.Duration
 	logLevel, logFormat   string
 	showVersion           bool
+	pprof                 bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -56,6 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "how long a client may take to send its request headers")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the metrics listener")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -150,6 +152,7 @@ func serve(o options, log *slog.Logger) error {
 		StreamIdleTimeout:     o.idleTimeout,
 		StreamCreationTimeout: o.creationTimeout,
 		ReadHeaderTimeout:     o.readHeaderTimeout,
+		Pprof:                 o.pprof,
 		Metrics:               metrics,
 		Log:                   log,
 	})

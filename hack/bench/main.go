@@ -1,18 +1,22 @@
-// Command bench measures portforwardd against a direct loopback connection
-// in the same run: bulk throughput each way through client-go's SPDY
-// port-forward (the kubectl code path), setup latency, and the daemon's CPU
-// per GiB. Results are medians of interleaved runs, reported as ratios.
+// Command bench measures portforwardd against the reference stack and a
+// direct loopback connection in one run: bulk throughput each way, 8 and
+// 64 concurrent streams, setup latency (p50, p99), head-of-line blocking,
+// and the servers' CPU per GiB and RSS. Clients are client-go's
+// port-forward as kubectl builds it (SPDY, and the WebSocket tunnel) and a
+// v4 WebSocket client. Bulk and latency figures are medians of interleaved
+// runs. It prints a Markdown table and writes a PNG chart.
 //
-//	sudo go run ./hack/bench -size 1GiB -runs 3
+//	go run ./hack/bench -size 1GiB -runs 3 -chart bench.png
 //
-// It needs root and iproute2: it creates the network namespace
-// bench_pod-<pid>, runs the test servers inside it, and starts the daemon
-// (built from this checkout unless -daemon names a binary).
+// The reference stack is the kubelet's port-forward handler library
+// (k8s.io/cri-streaming, as CRI-O and containerd vendor it, on
+// moby/spdystream) with containerd's forwarding loop, built into this
+// binary and run as a separate process. The bench needs root and
+// iproute2: it creates the network namespace bench_pod-<pid>.
 package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -28,18 +32,33 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
 )
 
 func main() {
 	size := flag.String("size", "1GiB", "bytes per bulk transfer (KiB, MiB, GiB suffixes)")
-	runs := flag.Int("runs", 3, "interleaved runs per bulk measurement (the median is reported)")
+	runs := flag.Int("runs", 3, "interleaved runs per measurement (the median is reported)")
 	pings := flag.Int("pings", 300, "connections per setup-latency measurement")
 	daemon := flag.String("daemon", "", "portforwardd binary (default: build ./cmd/portforwardd)")
+	chart := flag.String("chart", "", "write a PNG chart to this file")
+	refListen := flag.String("serve-reference", "", "internal: run the reference server on this address")
+	netnsDir := flag.String("netns-dir", "/run/netns", "internal: the reference server's netns directory")
 	flag.Parse()
+	// client-go reports expected errors (the stalled stream's reset) through klog.
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
+	if *refListen != "" {
+		if err := serveReference(*refListen, *netnsDir); err != nil {
+			fmt.Fprintln(os.Stderr, "reference:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	n, err := parseSize(*size)
 	if err == nil {
-		err = run(n, *runs, *pings, *daemon)
+		err = run(n, *runs, *pings, *daemon, *chart)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -61,7 +80,15 @@ func parseSize(s string) (int64, error) {
 	return v * mult, nil
 }
 
-func run(size int64, runs, pings int, daemonBin string) error {
+// result is one cell: a rate in MiB/s or a duration, or nothing.
+type result struct {
+	ok   bool
+	rate float64
+	dur  time.Duration
+	note string
+}
+
+func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 	tmp, err := os.MkdirTemp("", "portforwardd-bench-")
 	if err != nil {
 		return err
@@ -95,75 +122,118 @@ func run(size int64, runs, pings int, daemonBin string) error {
 	}
 	defer hostLn.Close()
 	go serveBench(hostLn)
+	remote := podLn.Addr().(*net.TCPAddr).Port
+	route := "/portForward/bench/" + pod
 
 	d, err := startDaemon(daemonBin)
 	if err != nil {
 		return err
 	}
 	defer d.stop()
-	route := "/portForward/bench/" + pod
-	remote := podLn.Addr().(*net.TCPAddr).Port
-	spdyLocal, stopSPDY, err := forward(d.addr, route, remote, false)
+	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	defer stopSPDY()
-	tunnelLocal, stopTunnel, err := forward(d.addr, route, remote, true)
+	ref, err := startReference(self)
 	if err != nil {
 		return err
 	}
-	defer stopTunnel()
-	paths := []path{
-		tcpPath("direct loopback", hostLn.Addr().String()),
-		tcpPath("SPDY (kubectl < 1.31)", fmt.Sprintf("127.0.0.1:%d", spdyLocal)),
-		tcpPath("WebSocket tunnel (kubectl ≥ 1.31)", fmt.Sprintf("127.0.0.1:%d", tunnelLocal)),
-		v4Path("WebSocket v4 binary", d.addr, route, remote),
-	}
+	defer ref.stop()
 
-	fmt.Printf("portforwardd: %s per transfer, median of %d interleaved runs, %d CPUs\n\n",
-		formatSize(size), runs, runtime.NumCPU())
-	fmt.Println("Each cell: the rate, then its ratio to direct loopback and to SPDY.")
-	fmt.Println()
-	header := "| workload |"
-	for _, p := range paths {
-		header += " " + p.name + " |"
+	newPaths := func() ([]path, func(), error) {
+		var stops []func()
+		stopAll := func() {
+			for _, s := range stops {
+				s()
+			}
+		}
+		mk := func(addr string, tunnel bool) (string, error) {
+			local, stop, err := forward(addr, route, remote, tunnel)
+			if err != nil {
+				return "", err
+			}
+			stops = append(stops, stop)
+			return fmt.Sprintf("127.0.0.1:%d", local), nil
+		}
+		refAddr, err := mk(ref.addr, false)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		spdyAddr, err := mk(d.addr, false)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		tunAddr, err := mk(d.addr, true)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		return []path{
+			tcpPath("direct loopback", hostLn.Addr().String(), nil),
+			tcpPath("reference stack (SPDY)", refAddr, ref),
+			tcpPath("portforwardd SPDY", spdyAddr, d),
+			tcpPath("portforwardd WS tunnel", tunAddr, d),
+			v4Path("portforwardd WS v4", d.addr, route, remote, d),
+		}, stopAll, nil
 	}
-	fmt.Println(header)
-	fmt.Println("|---|" + strings.Repeat("---:|", len(paths)))
+	paths, stopPaths, err := newPaths()
+	if err != nil {
+		return err
+	}
+	defer func() { stopPaths() }()
 
+	type row struct {
+		name  string
+		cells []result
+	}
+	var rows []row
 	cpu := make([]float64, len(paths))
 	moved := make([]int64, len(paths))
-	for _, w := range []struct {
-		name string
-		fn   func(p path) (time.Duration, error)
-	}{
-		{"one stream client→pod", func(p path) (time.Duration, error) { return p.upload(size) }},
-		{"one stream pod→client", func(p path) (time.Duration, error) { return p.download(size) }},
-	} {
+	measure := func(name string, fn func(p path) (time.Duration, int64, error)) error {
 		times := make([][]time.Duration, len(paths))
+		var bytes []int64 = make([]int64, len(paths))
 		for range runs {
 			for i, p := range paths {
-				c0 := d.cpuSeconds()
-				t, err := w.fn(p)
-				if err != nil {
-					return fmt.Errorf("%s, %s: %w", w.name, p.name, err)
+				c0 := p.cpu()
+				t, n, err := fn(p)
+				if errors.Is(err, errNotApplicable) {
+					continue
 				}
-				cpu[i] += d.cpuSeconds() - c0
-				moved[i] += size
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", name, p.name, err)
+				}
+				cpu[i] += p.cpu() - c0
+				moved[i] += n
+				bytes[i] = n
 				times[i] = append(times[i], t)
 			}
 		}
-		row := "| " + w.name + " |"
-		base, spdyRate := mibps(size, median(times[0])), mibps(size, median(times[1]))
+		r := row{name: name}
 		for i := range paths {
-			r := mibps(size, median(times[i]))
-			if i == 0 {
-				row += fmt.Sprintf(" %.0f MiB/s |", r)
-			} else {
-				row += fmt.Sprintf(" %.0f MiB/s (%.3f, %.2f) |", r, r/base, r/spdyRate)
+			if len(times[i]) == 0 {
+				r.cells = append(r.cells, result{})
+				continue
 			}
+			r.cells = append(r.cells, result{ok: true, rate: mibps(bytes[i], median(times[i]))})
 		}
-		fmt.Println(row)
+		rows = append(rows, r)
+		return nil
+	}
+	if err := measure("bulk client→pod", func(p path) (time.Duration, int64, error) { t, err := p.upload(size); return t, size, err }); err != nil {
+		return err
+	}
+	if err := measure("bulk pod→client", func(p path) (time.Duration, int64, error) { t, err := p.download(size); return t, size, err }); err != nil {
+		return err
+	}
+	for _, n := range []int{8, 64} {
+		if err := measure(fmt.Sprintf("%d streams pod→client, aggregate", n), func(p path) (time.Duration, int64, error) {
+			t, err := p.parallel(n, size)
+			return t, size, err
+		}); err != nil {
+			return err
+		}
 	}
 
 	lat := make([][]time.Duration, len(paths))
@@ -176,104 +246,116 @@ func run(size int64, runs, pings int, daemonBin string) error {
 			lat[i] = append(lat[i], t)
 		}
 	}
-	row := "| setup + 1-byte echo + close, p50 |"
-	base, spdyLat := median(lat[0]), median(lat[1])
+	p50, p99 := row{name: "setup + 1-byte echo + close, p50"}, row{name: "setup + 1-byte echo + close, p99"}
 	for i := range paths {
-		m := median(lat[i])
-		if i == 0 {
-			row += fmt.Sprintf(" %d µs |", m.Microseconds())
-		} else {
-			row += fmt.Sprintf(" %d µs (%.1f×, %.2f×) |", m.Microseconds(), float64(m)/float64(base), float64(m)/float64(spdyLat))
-		}
+		p50.cells = append(p50.cells, result{ok: true, dur: percentile(lat[i], 50)})
+		p99.cells = append(p99.cells, result{ok: true, dur: percentile(lat[i], 99)})
 	}
-	fmt.Println(row)
-	row = "| daemon CPU per GiB moved |"
-	for i := range paths {
-		if i == 0 {
-			row += " — |"
-		} else {
-			row += fmt.Sprintf(" %.2f s |", cpu[i]/(float64(moved[i])/(1<<30)))
-		}
-	}
-	fmt.Println(row)
-	fmt.Printf("\ndaemon RSS at the end: %d MiB\n", d.rssMiB())
-	return nil
-}
+	rows = append(rows, p50, p99)
 
-// The bench server speaks a one-byte command: 'S' sink (read to EOF, then
-// answer the byte count), 'N' sink of an announced 8-byte count, 'R'
-// source (read an 8-byte count, write that many bytes, close), 'E' echo
-// one byte.
-func serveBench(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
+	// Head-of-line last: it can wedge the reference stack's session, so
+	// every path gets fresh port-forwards.
+	stopPaths()
+	if paths, stopPaths, err = newPaths(); err != nil {
+		return err
+	}
+	hol := row{name: fmt.Sprintf("one stream uploads while another holds %d MiB its pod never reads", holdBytes>>20)}
+	for _, p := range paths {
+		r, err := p.headOfLine(size / 4)
+		if errors.Is(err, errNotApplicable) {
+			hol.cells = append(hol.cells, result{})
+			continue
+		}
 		if err != nil {
-			return
+			return fmt.Errorf("head-of-line, %s: %w", p.name, err)
 		}
-		go handleBench(c.(*net.TCPConn))
+		hol.cells = append(hol.cells, r)
 	}
-}
+	rows = append(rows, hol)
 
-var pattern = func() []byte {
-	b := make([]byte, 1<<20)
-	for i := range b {
-		b[i] = byte(i*7 + i>>8)
+	cpuRow, rssRow := row{name: "server CPU per GiB moved"}, row{name: "server RSS after the suite"}
+	for i, p := range paths {
+		if p.proc == nil {
+			cpuRow.cells = append(cpuRow.cells, result{})
+			rssRow.cells = append(rssRow.cells, result{})
+			continue
+		}
+		cpuRow.cells = append(cpuRow.cells, result{ok: true, note: fmt.Sprintf("%.2f s", cpu[i]/(float64(moved[i])/(1<<30)))})
+		rssRow.cells = append(rssRow.cells, result{ok: true, note: fmt.Sprintf("%d MiB", p.proc.rssMiB())})
 	}
-	return b
-}()
+	rows = append(rows, cpuRow, rssRow)
 
-func handleBench(c *net.TCPConn) {
-	defer c.Close()
-	cmd := make([]byte, 1)
-	if _, err := io.ReadFull(c, cmd); err != nil {
-		return
+	// The table: each cell's value, then its ratio to the reference stack
+	// (column 1) where both exist.
+	fmt.Printf("portforwardd benchmark: %s per bulk transfer, median of %d interleaved runs, %d CPUs, %s\n\n",
+		formatSize(size), runs, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Println("Each portforwardd cell also gives its ratio to the reference stack (×, higher is better for rates, lower for times).")
+	fmt.Println()
+	header := "| workload |"
+	for _, p := range paths {
+		header += " " + p.name + " |"
 	}
-	switch cmd[0] {
-	case 'S':
-		n, _ := io.Copy(io.Discard, c)
-		binary.Write(c, binary.BigEndian, n)
-	case 'N': // like 'S' for a client that cannot half-close: the size comes first
-		var want int64
-		if binary.Read(c, binary.BigEndian, &want) != nil {
-			return
+	fmt.Println(header)
+	fmt.Println("|---|" + strings.Repeat("---:|", len(paths)))
+	for _, r := range rows {
+		line := "| " + r.name + " |"
+		for i, c := range r.cells {
+			line += " " + formatCell(c, r.cells[1], i >= 2) + " |"
 		}
-		n, _ := io.CopyN(io.Discard, c, want)
-		binary.Write(c, binary.BigEndian, n)
-		io.Copy(io.Discard, c)
-	case 'R':
-		var n int64
-		if binary.Read(c, binary.BigEndian, &n) != nil {
-			return
-		}
-		writeN(c, n)
-		c.CloseWrite()
-		io.Copy(io.Discard, c)
-	case 'E':
-		c.Write(cmd)
-		io.Copy(io.Discard, c)
+		fmt.Println(line)
 	}
-}
-
-func writeN(w io.Writer, n int64) error {
-	for n > 0 {
-		chunk := pattern
-		if int64(len(chunk)) > n {
-			chunk = chunk[:n]
+	if chartFile != "" {
+		var series []chartRow
+		for _, r := range rows[:4] {
+			cr := chartRow{label: r.name}
+			for i, c := range r.cells {
+				cr.values = append(cr.values, c.rate)
+				if i == 0 {
+					continue
+				}
+			}
+			series = append(series, cr)
 		}
-		if _, err := w.Write(chunk); err != nil {
+		names := make([]string, len(paths))
+		for i, p := range paths {
+			names[i] = p.name
+		}
+		if err := writeChart(chartFile, names, series); err != nil {
 			return err
 		}
-		n -= int64(len(chunk))
+		fmt.Printf("\nchart: %s\n", chartFile)
 	}
 	return nil
 }
 
-type daemonProc struct {
+func formatCell(c, ref result, ratio bool) string {
+	switch {
+	case !c.ok:
+		return "—"
+	case c.note != "":
+		return c.note
+	case c.dur > 0:
+		s := fmt.Sprintf("%d µs", c.dur.Microseconds())
+		if ratio && ref.ok && ref.dur > 0 {
+			s += fmt.Sprintf(" (%.2f×)", float64(c.dur)/float64(ref.dur))
+		}
+		return s
+	default:
+		s := fmt.Sprintf("%.0f MiB/s", c.rate)
+		if ratio && ref.ok && ref.rate > 0 {
+			s += fmt.Sprintf(" (%.2f×)", c.rate/ref.rate)
+		}
+		return s
+	}
+}
+
+// proc is a server process whose CPU and memory the bench reads.
+type proc struct {
 	cmd  *exec.Cmd
 	addr string
 }
 
-func startDaemon(bin string) (*daemonProc, error) {
+func startDaemon(bin string) (*proc, error) {
 	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-format", "json", "--log-level", "info")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -287,7 +369,7 @@ func startDaemon(bin string) (*daemonProc, error) {
 		var rec struct{ Msg, Addr string }
 		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "serving port-forward" {
 			go io.Copy(io.Discard, stderr)
-			return &daemonProc{cmd: cmd, addr: rec.Addr}, nil
+			return &proc{cmd: cmd, addr: rec.Addr}, nil
 		}
 	}
 	cmd.Process.Kill()
@@ -295,14 +377,33 @@ func startDaemon(bin string) (*daemonProc, error) {
 	return nil, errors.New("portforwardd exited before serving")
 }
 
-func (d *daemonProc) stop() {
-	d.cmd.Process.Kill()
-	d.cmd.Wait()
+func startReference(self string) (*proc, error) {
+	cmd := exec.Command(self, "-serve-reference", "127.0.0.1:0")
+	cmd.Stderr = io.Discard
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("reference server: %w", err)
+	}
+	return &proc{cmd: cmd, addr: strings.TrimSpace(line)}, nil
 }
 
-// cpuSeconds is the daemon's user+system CPU time from /proc/<pid>/stat.
-func (d *daemonProc) cpuSeconds() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid))
+func (p *proc) stop() {
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+}
+
+// cpuSeconds is the process's user+system CPU time from /proc/<pid>/stat.
+func (p *proc) cpuSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
@@ -312,8 +413,8 @@ func (d *daemonProc) cpuSeconds() float64 {
 	return (utime + stime) / 100 // USER_HZ
 }
 
-func (d *daemonProc) rssMiB() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+func (p *proc) rssMiB() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
@@ -326,10 +427,13 @@ func (d *daemonProc) rssMiB() int64 {
 	return 0
 }
 
-func median(ds []time.Duration) time.Duration {
+func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
+
+func percentile(ds []time.Duration, pct int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return s[len(s)/2]
+	i := (len(s)*pct + 99) / 100
+	return s[min(max(i-1, 0), len(s)-1)]
 }
 
 func mibps(size int64, d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,64 +20,165 @@ import (
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 )
 
-// path is one way of reaching the bench server: what a client measures.
+var errNotApplicable = errors.New("not applicable to this path")
+
+// holdBytes is what the stuck stream of the head-of-line measurement
+// sends into a pod that never reads.
+const holdBytes = 8 << 20
+
+// path is one way of reaching the bench server, and the server process
+// behind it (nil for a direct connection).
 type path struct {
-	name     string
-	upload   func(size int64) (time.Duration, error)
-	download func(size int64) (time.Duration, error)
-	setup    func() (time.Duration, error)
+	name       string
+	proc       *proc
+	upload     func(size int64) (time.Duration, error)
+	download   func(size int64) (time.Duration, error)
+	parallel   func(n int, size int64) (time.Duration, error)
+	setup      func() (time.Duration, error)
+	headOfLine func(size int64) (result, error)
+}
+
+func (p path) cpu() float64 {
+	if p.proc == nil {
+		return 0
+	}
+	return p.proc.cpuSeconds()
+}
+
+func dialCmd(addr string, cmd byte, arg int64) (*net.TCPConn, error) {
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	b := []byte{cmd}
+	if arg >= 0 {
+		b = binary.BigEndian.AppendUint64(b, uint64(arg))
+	}
+	if _, err := c.Write(b); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+func download(addr string, size int64) error {
+	c, err := dialCmd(addr, 'R', size)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	n, err := io.Copy(io.Discard, c)
+	if err == nil && n != size {
+		err = fmt.Errorf("got %d bytes, want %d", n, size)
+	}
+	return err
+}
+
+// upload sends size bytes to an announced-size sink and waits for its
+// count. It does not rely on half-close: containerd's loop (the reference
+// stack) never passes the client's EOF on to the pod.
+func upload(addr string, size int64, deadline time.Time) (int64, error) {
+	c, err := dialCmd(addr, 'N', size)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	var sent int64
+	for sent < size {
+		chunk := pattern[:min(int64(len(pattern)), size-sent)]
+		n, err := c.Write(chunk)
+		sent += int64(n)
+		if err != nil {
+			return sent, err
+		}
+	}
+	var got int64
+	if err := binary.Read(c, binary.BigEndian, &got); err != nil {
+		return sent, err
+	}
+	if got != size {
+		return sent, fmt.Errorf("server got %d bytes, want %d", got, size)
+	}
+	return sent, nil
 }
 
 // tcpPath reaches the bench server through a TCP address: the server
-// itself, or a local port client-go forwards.
-func tcpPath(name, addr string) path {
+// itself, or a local port that a port-forward serves.
+func tcpPath(name, addr string, p *proc) path {
 	return path{
 		name: name,
+		proc: p,
 		upload: func(size int64) (time.Duration, error) {
-			c, err := net.Dial("tcp4", addr)
-			if err != nil {
-				return 0, err
-			}
-			defer c.Close()
 			start := time.Now()
-			c.Write([]byte{'S'})
-			if err := writeN(c, size); err != nil {
-				return 0, err
-			}
-			c.(*net.TCPConn).CloseWrite()
-			return time.Since(start), expectCount(c, size)
+			_, err := upload(addr, size, time.Now().Add(5*time.Minute))
+			return time.Since(start), err
 		},
 		download: func(size int64) (time.Duration, error) {
-			c, err := net.Dial("tcp4", addr)
-			if err != nil {
-				return 0, err
-			}
-			defer c.Close()
 			start := time.Now()
-			c.Write(append([]byte{'R'}, binary.BigEndian.AppendUint64(nil, uint64(size))...))
-			n, err := io.Copy(io.Discard, c)
-			if err == nil && n != size {
-				err = fmt.Errorf("got %d bytes, want %d", n, size)
-			}
+			err := download(addr, size)
 			return time.Since(start), err
+		},
+		parallel: func(n int, size int64) (time.Duration, error) {
+			start := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for range n {
+				wg.Go(func() { errs <- download(addr, size/int64(n)) })
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					return 0, err
+				}
+			}
+			return time.Since(start), nil
 		},
 		setup: func() (time.Duration, error) {
 			start := time.Now()
-			c, err := net.Dial("tcp4", addr)
+			c, err := dialCmd(addr, 'E', -1)
 			if err != nil {
 				return 0, err
 			}
 			defer c.Close()
-			c.Write([]byte{'E'})
 			_, err = io.ReadFull(c, make([]byte, 1))
 			return time.Since(start), err
+		},
+		headOfLine: func(size int64) (result, error) {
+			// Stream A sends holdBytes to a pod that never reads them.
+			a, err := dialCmd(addr, 'H', -1)
+			if err != nil {
+				return result{}, err
+			}
+			defer a.Close()
+			aDone := make(chan struct{})
+			go func() {
+				defer close(aDone)
+				a.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				writeN(a, holdBytes)
+			}()
+			// Stream B uploads meanwhile, with 20 s to do it.
+			const limit = 20 * time.Second
+			start := time.Now()
+			sent, err := upload(addr, size, start.Add(limit))
+			elapsed := time.Since(start)
+			a.Close()
+			<-aDone
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					return result{ok: true, note: fmt.Sprintf("stalled: %d MiB in %v", sent>>20, limit)}, nil
+				}
+				return result{}, err
+			}
+			return result{ok: true, rate: mibps(size, elapsed)}, nil
 		},
 	}
 }
 
 // v4Path reaches the bench server with the WebSocket v4 channel protocol:
 // one WebSocket per connection, data on channel 0.
-func v4Path(name, daemonAddr, route string, remote int) path {
+func v4Path(name, daemonAddr, route string, remote int, p *proc) path {
 	u := url.URL{Scheme: "ws", Host: daemonAddr, Path: route, RawQuery: "port=" + strconv.Itoa(remote)}
 	dial := func() (*websocket.Conn, error) {
 		d := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}, ReadBufferSize: 32 << 10, WriteBufferSize: 32 << 10}
@@ -94,16 +197,11 @@ func v4Path(name, daemonAddr, route string, remote int) path {
 	send := func(ws *websocket.Conn, p []byte) error {
 		return ws.WriteMessage(websocket.BinaryMessage, append([]byte{0}, p...))
 	}
-	// recv reads channel-0 payload bytes until want have arrived or the
-	// socket ends (want < 0).
 	recv := func(ws *websocket.Conn, want int64) (int64, error) {
 		var got int64
-		for want < 0 || got < want {
+		for got < want {
 			_, r, err := ws.NextReader()
 			if err != nil {
-				if want < 0 {
-					return got, nil
-				}
 				return got, err
 			}
 			var ch [1]byte
@@ -115,8 +213,10 @@ func v4Path(name, daemonAddr, route string, remote int) path {
 		}
 		return got, nil
 	}
+	notApplicable := func(int, int64) (time.Duration, error) { return 0, errNotApplicable }
 	return path{
 		name: name,
+		proc: p,
 		upload: func(size int64) (time.Duration, error) {
 			ws, err := dial()
 			if err != nil {
@@ -132,10 +232,8 @@ func v4Path(name, daemonAddr, route string, remote int) path {
 					return 0, err
 				}
 			}
-			if _, err := recv(ws, 8); err != nil {
-				return 0, err
-			}
-			return time.Since(start), nil
+			_, err = recv(ws, 8)
+			return time.Since(start), err
 		},
 		download: func(size int64) (time.Duration, error) {
 			ws, err := dial()
@@ -151,6 +249,7 @@ func v4Path(name, daemonAddr, route string, remote int) path {
 			}
 			return time.Since(start), err
 		},
+		parallel: notApplicable,
 		setup: func() (time.Duration, error) {
 			start := time.Now()
 			ws, err := dial()
@@ -162,32 +261,22 @@ func v4Path(name, daemonAddr, route string, remote int) path {
 			_, err = recv(ws, 1)
 			return time.Since(start), err
 		},
+		headOfLine: func(int64) (result, error) { return result{}, errNotApplicable },
 	}
-}
-
-func expectCount(c net.Conn, size int64) error {
-	var got int64
-	if err := binary.Read(c, binary.BigEndian, &got); err != nil {
-		return err
-	}
-	if got != size {
-		return fmt.Errorf("server got %d bytes, want %d", got, size)
-	}
-	return nil
 }
 
 // forward starts client-go's port-forward as kubectl does (createDialer):
 // plain SPDY, or the WebSocket tunnel with SPDY as the fallback. It returns
 // the local port.
-func forward(daemonAddr, route string, remote int, tunnel bool) (int, func(), error) {
-	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + daemonAddr})
+func forward(serverAddr, route string, remote int, tunnel bool) (int, func(), error) {
+	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + serverAddr})
 	if err != nil {
 		return 0, nil, err
 	}
-	u := &url.URL{Scheme: "http", Host: daemonAddr, Path: route}
+	u := &url.URL{Scheme: "http", Host: serverAddr, Path: route}
 	dialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
 	if tunnel {
-		td, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, &rest.Config{Host: "http://" + daemonAddr})
+		td, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, &rest.Config{Host: "http://" + serverAddr})
 		if err != nil {
 			return 0, nil, err
 		}
@@ -196,7 +285,7 @@ func forward(daemonAddr, route string, remote int, tunnel bool) (int, func(), er
 		})
 	}
 	stop, ready := make(chan struct{}), make(chan struct{})
-	pf, err := portforward.NewOnAddressesForStreaming(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remote)}, stop, ready, io.Discard, os.Stderr)
+	pf, err := portforward.NewOnAddressesForStreaming(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remote)}, stop, ready, io.Discard, io.Discard)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -212,5 +301,6 @@ func forward(daemonAddr, route string, remote int, tunnel bool) (int, func(), er
 		close(stop)
 		return 0, nil, err
 	}
-	return int(ports[0].Local), func() { close(stop) }, nil
+	var once sync.Once
+	return int(ports[0].Local), func() { once.Do(func() { close(stop) }) }, nil
 }

@@ -20,8 +20,8 @@ const (
 	// the connection.
 	MaxControlFrame = 64 << 10
 
-	DefaultStreamBuffer = 1 << 20
-	DefaultConnBuffer   = 16 << 20
+	DefaultStreamBuffer = 8 << 20
+	DefaultConnBuffer   = 64 << 20
 	DefaultStallTimeout = 10 * time.Second
 	DefaultMaxStreams   = 2048
 	DefaultMaxFrame     = 128 << 10

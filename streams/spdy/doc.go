@@ -27,5 +27,5 @@
 //
 // The engine does not respect the peer's windows when sending: Kubernetes
 // peers never send WINDOW_UPDATE, and a sender that waited for one would
-// stall after 64 KiB (see PROTOCOL.md in the parent directory).
+// stall after 64 KiB (see PROTOCOL.md in the parent directory, which also gives the limits).
 package spdy

@@ -16,10 +16,11 @@ import (
 // time with no byte read.
 var ErrStalled = errors.New("pipe: consumer made no progress")
 
-// Pipe is a ring buffer of a fixed capacity, allocated on first use.
+// Pipe is a ring buffer that grows on demand, from minSize up to its
+// capacity, so that a stream that receives little costs little.
 type Pipe struct {
 	mu     sync.Mutex
-	buf    []byte
+	buf    []byte // len(buf) is the current ring size
 	start  int
 	n      int
 	max    int
@@ -90,6 +91,9 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) (int, error) {
 			d, err := io.CopyN(io.Discard, r, int64(n))
 			return consumed + int(d), err
 		}
+		if p.n == len(p.buf) && len(p.buf) < p.max {
+			p.grow(n)
+		}
 		if p.n == p.max {
 			p.mu.Unlock()
 			var expired <-chan time.Time
@@ -109,13 +113,11 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) (int, error) {
 			}
 			continue
 		}
-		if p.buf == nil {
-			p.buf = make([]byte, p.max)
-		}
-		end := (p.start + p.n) % p.max
-		room := p.max - p.n
-		if end+room > p.max {
-			room = p.max - end
+		size := len(p.buf)
+		end := (p.start + p.n) % size
+		room := size - p.n
+		if end+room > size {
+			room = size - end
 		}
 		if room > n {
 			room = n
@@ -153,12 +155,10 @@ func (p *Pipe) Read(b []byte) (int, error) {
 	for {
 		p.mu.Lock()
 		if p.n > 0 {
-			end := p.start + p.n
-			if end > p.max {
-				end = p.max
-			}
+			size := len(p.buf)
+			end := min(p.start+p.n, size)
 			c := copy(b, p.buf[p.start:end])
-			p.start = (p.start + c) % p.max
+			p.start = (p.start + c) % size
 			p.n -= c
 			p.mu.Unlock()
 			signal(p.writable)
@@ -175,6 +175,25 @@ func (p *Pipe) Read(b []byte) (int, error) {
 		p.mu.Unlock()
 		<-p.readable
 	}
+}
+
+// minSize is the ring's first size.
+const minSize = 32 << 10
+
+// grow enlarges a full ring to fit want more bytes (doubling, at most max),
+// moving its contents to the front. p.mu is held.
+func (p *Pipe) grow(want int) {
+	size := max(len(p.buf)*2, minSize)
+	for size < p.n+want && size < p.max {
+		size *= 2
+	}
+	size = min(size, p.max)
+	nb := make([]byte, size)
+	if p.n > 0 {
+		first := copy(nb, p.buf[p.start:min(p.start+p.n, len(p.buf))])
+		copy(nb[first:], p.buf[:p.n-first])
+	}
+	p.buf, p.start = nb, 0
 }
 
 // Finish makes reads return err (io.EOF for an orderly end) once the

@@ -69,3 +69,21 @@ func TestPipeOnRead(t *testing.T) {
 		t.Fatalf("OnRead saw %d bytes, want 10", total)
 	}
 }
+
+func TestPipeGrowsOnDemand(t *testing.T) {
+	b := New(8 << 20)
+	b.Put([]byte("small"), 0)
+	if len(b.buf) != minSize {
+		t.Fatalf("ring of %d bytes for 5 buffered, want %d", len(b.buf), minSize)
+	}
+	big := bytes.Repeat([]byte("y"), 100<<10)
+	b.Put(big, 0)
+	if len(b.buf) < 100<<10+5 || len(b.buf) > 256<<10 {
+		t.Fatalf("ring of %d bytes for %d buffered", len(b.buf), 100<<10+5)
+	}
+	b.Finish(io.EOF)
+	got, _ := io.ReadAll(b)
+	if !bytes.Equal(got, append([]byte("small"), big...)) {
+		t.Fatalf("read %d bytes back, not what was put", len(got))
+	}
+}
