@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// daemonBin is the portforwardd binary built for this run.
-var daemonBin string
+// daemonBin and cliBin are the binaries built for this run.
+var daemonBin, cliBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -40,6 +40,11 @@ func runMain(m *testing.M) int {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go %v: %v\n", args, err)
+		return 1
+	}
+	cliBin = filepath.Join(dir, "portforward")
+	if out, err := exec.Command("go", "build", "-o", cliBin, "github.com/portforwardd/portforwardd/cmd/portforward").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build portforward: %v\n%s", err, out)
 		return 1
 	}
 	installErrorCapture()

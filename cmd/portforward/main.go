@@ -1,0 +1,198 @@
+// Command portforward forwards local ports to a pod through portforwardd,
+// with the argument syntax and output of `kubectl port-forward`:
+//
+//	portforward [flags] [-n NAMESPACE] POD [LOCAL_PORT:]REMOTE_PORT [...]
+//
+// It runs client-go's port-forward, the code kubectl runs, so it prints
+// the same lines ("Forwarding from 127.0.0.1:5000 -> 5000", "Handling
+// connection for 5000") and behaves the same way on errors. It exits 0 on
+// SIGINT or SIGTERM and 1 when anything fails, including losing the pod.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, interrupts()))
+}
+
+func interrupts() <-chan struct{} {
+	stop := make(chan struct{})
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigc
+		close(stop)
+	}()
+	return stop
+}
+
+type options struct {
+	server, namespace, transport string
+	addresses                    []string
+	caFile, certFile, keyFile    string
+	insecure                     bool
+	pod                          string
+	ports                        []string
+}
+
+const usage = "usage: portforward [flags] [-n NAMESPACE] POD [LOCAL_PORT:]REMOTE_PORT [...]"
+
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := pflag.NewFlagSet("portforward", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.server, "server", "http://127.0.0.1:10350", "portforwardd's URL")
+	fs.StringVarP(&o.namespace, "namespace", "n", "default", "the pod's namespace")
+	fs.StringSliceVar(&o.addresses, "address", []string{"localhost"}, "addresses to listen on (comma-separated); localhost means 127.0.0.1 and ::1")
+	fs.StringVar(&o.transport, "transport", "auto", "auto, spdy, websocket (the SPDY tunnel, no fallback), h2 or raw")
+	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate")
+	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
+	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
+	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() < 2 {
+		return o, errors.New("a pod and at least one port are required; " + usage)
+	}
+	pod := fs.Arg(0)
+	if kind, name, ok := strings.Cut(pod, "/"); ok {
+		if kind != "pod" && kind != "pods" && kind != "po" {
+			return o, fmt.Errorf("%q: only pods can be forwarded to (pod/NAME or NAME)", pod)
+		}
+		pod = name
+	}
+	if pod == "" {
+		return o, errors.New("the pod name is empty")
+	}
+	o.pod, o.ports = pod, fs.Args()[1:]
+	return o, nil
+}
+
+func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
+	o, err := parseArgs(args, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	if err := forward(o, stdout, stderr, stop); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	return 0
+}
+
+func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
+	base, err := url.Parse(o.server)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return fmt.Errorf("--server %q: want http://HOST:PORT or https://HOST:PORT", o.server)
+	}
+	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
+		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
+	}}
+	u := base.JoinPath("portForward", o.namespace, o.pod)
+	dialer, err := newDialer(o.transport, cfg, u)
+	if err != nil {
+		return err
+	}
+	// Until the listeners are up, client-go's messages are collected so
+	// that a failure is reported as one line.
+	early := &bytes.Buffer{}
+	errOut := &switchWriter{w: early}
+	ready := make(chan struct{})
+	pf, err := portforward.NewOnAddressesForStreaming(dialer, o.addresses, o.ports, stop, ready, stdout, errOut)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- pf.ForwardPorts() }()
+	select {
+	case <-ready:
+		errOut.set(stderr, early)
+	case err := <-done:
+		if msg := strings.TrimSpace(early.String()); msg != "" && err != nil {
+			return fmt.Errorf("%v (%s)", err, firstLine(msg))
+		}
+		return err
+	}
+	return <-done
+}
+
+func newDialer(transport string, cfg *rest.Config, u *url.URL) (streamhttp.Dialer, error) {
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	spdyDialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	switch transport {
+	case "spdy":
+		return spdyDialer, nil
+	case "websocket", "tunnel", "auto":
+		tunnel, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if transport != "auto" {
+			return tunnel, nil
+		}
+		// What kubectl ≥ 1.31 does: the tunnel first, SPDY when the
+		// server refuses the WebSocket upgrade.
+		return portforward.NewFallbackDialerForStreaming(tunnel, spdyDialer, func(err error) bool {
+			return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
+		}), nil
+	case "h2", "raw":
+		return nil, fmt.Errorf("--transport %s is not implemented yet; use auto, spdy or websocket", transport)
+	default:
+		return nil, fmt.Errorf("--transport %q: want auto, spdy, websocket, h2 or raw", transport)
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// switchWriter writes to one writer and can be switched to another.
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// set switches to w, first copying what was collected in from.
+func (s *switchWriter) set(w io.Writer, from *bytes.Buffer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	io.Copy(w, from)
+	s.w = w
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"testing"
+)
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		args      []string
+		pod, ns   string
+		ports     []string
+		addresses []string
+		ok        bool
+	}{
+		{[]string{"web", "8080"}, "web", "default", []string{"8080"}, []string{"localhost"}, true},
+		{[]string{"-n", "prod", "pod/web", ":80", "9000:90"}, "web", "prod", []string{":80", "9000:90"}, []string{"localhost"}, true},
+		{[]string{"pods/web", "80", "--namespace=kube-system", "--address", "0.0.0.0,::1"}, "web", "kube-system", []string{"80"}, []string{"0.0.0.0", "::1"}, true},
+		{[]string{"po/web", "80"}, "web", "default", []string{"80"}, []string{"localhost"}, true},
+		{[]string{"deployment/web", "80"}, "", "", nil, nil, false},
+		{[]string{"pod/", "80"}, "", "", nil, nil, false},
+		{[]string{"web"}, "", "", nil, nil, false},
+		{[]string{"--bogus", "web", "80"}, "", "", nil, nil, false},
+	}
+	for _, tt := range tests {
+		o, err := parseArgs(tt.args, io.Discard)
+		if (err == nil) != tt.ok {
+			t.Errorf("parseArgs(%q): err %v, want ok=%v", tt.args, err, tt.ok)
+			continue
+		}
+		if !tt.ok {
+			continue
+		}
+		if o.pod != tt.pod || o.namespace != tt.ns || !slices.Equal(o.ports, tt.ports) || !slices.Equal(o.addresses, tt.addresses) {
+			t.Errorf("parseArgs(%q): got pod %q ns %q ports %q addresses %q", tt.args, o.pod, o.namespace, o.ports, o.addresses)
+		}
+	}
+}

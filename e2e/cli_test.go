@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// cli is a running `portforward` process.
+type cli struct {
+	cmd    *exec.Cmd
+	lines  chan string // stdout, line by line
+	stderr *bytes.Buffer
+	exited chan struct{}
+}
+
+func startCLI(t *testing.T, args ...string) *cli {
+	t.Helper()
+	c := &cli{cmd: exec.Command(cliBin, args...), lines: make(chan string, 100), stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	c.cmd.Stderr = c.stderr
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+	}()
+	go func() {
+		c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-c.exited
+	})
+	return c
+}
+
+func (c *cli) line(t *testing.T) string {
+	t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			t.Fatalf("portforward exited; stderr: %s", c.stderr)
+		}
+		return l
+	case <-time.After(30 * time.Second):
+		t.Fatal("no output from portforward")
+		return ""
+	}
+}
+
+func (c *cli) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-c.exited:
+		return c.cmd.ProcessState.ExitCode()
+	case <-time.After(30 * time.Second):
+		t.Fatal("portforward did not exit")
+		return -1
+	}
+}
+
+var forwardingLine = regexp.MustCompile(`^Forwarding from (127\.0\.0\.1|\[::1\]):(\d+) -> (\d+)$`)
+
+// expectForwarding reads the two "Forwarding from" lines for one port and
+// returns the local port.
+func (c *cli) expectForwarding(t *testing.T, remote int) int {
+	t.Helper()
+	local := 0
+	for _, addr := range []string{"127.0.0.1", "[::1]"} {
+		l := c.line(t)
+		m := forwardingLine.FindStringSubmatch(l)
+		if m == nil || m[1] != addr || m[3] != strconv.Itoa(remote) {
+			t.Fatalf("stdout line %q, want \"Forwarding from %s:PORT -> %d\"", l, addr, remote)
+		}
+		p, _ := strconv.Atoi(m[2])
+		if local != 0 && p != local {
+			t.Fatalf("IPv4 and IPv6 listen on %d and %d", local, p)
+		}
+		local = p
+	}
+	return local
+}
+
+func TestCLIForwardsLikeKubectl(t *testing.T) {
+	d := startDaemon(t)
+	for _, transport := range []struct{ flag, protocol string }{{"auto", "spdy_websocket"}, {"spdy", "spdy"}, {"websocket", "spdy_websocket"}} {
+		t.Run(transport.flag, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(ln)
+			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport.flag, "-n", p.namespace, "pod/"+p.name, ":"+strconv.Itoa(port(ln)))
+			local := c.expectForwarding(t, port(ln))
+			for _, network := range []string{"tcp4", "tcp6"} {
+				addr := net.JoinHostPort(map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network], strconv.Itoa(local))
+				conn, err := net.Dial(network, addr)
+				if err != nil {
+					t.Fatalf("dial %s: %v", addr, err)
+				}
+				echoOnce(t, conn.(*net.TCPConn), "via "+network)
+				conn.Close()
+				if l := c.line(t); l != fmt.Sprintf("Handling connection for %d", local) {
+					t.Fatalf("stdout line %q, want \"Handling connection for %d\"", l, local)
+				}
+			}
+			if got := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, transport.protocol)); got < 1 {
+				t.Errorf("no active %s session", transport.protocol)
+			}
+			c.cmd.Process.Signal(syscall.SIGINT)
+			if code := c.exitCode(t); code != 0 {
+				t.Fatalf("exit code after SIGINT: %d, want 0; stderr: %s", code, c.stderr)
+			}
+		})
+	}
+}
+
+func TestCLISeveralPorts(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	a, b := p.listen(t, "tcp4", "127.0.0.1:0"), p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(a)
+	serveEcho(b)
+	free, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := port(free)
+	free.Close()
+	c := startCLI(t, "--server", "http://"+d.addr, "--address", "127.0.0.1", "-n", p.namespace, p.name,
+		fmt.Sprintf("%d:%d", fixed, port(a)), fmt.Sprintf("0:%d", port(b)))
+	l1, l2 := c.line(t), c.line(t)
+	if want := fmt.Sprintf("Forwarding from 127.0.0.1:%d -> %d", fixed, port(a)); l1 != want {
+		t.Fatalf("first line %q, want %q", l1, want)
+	}
+	m := forwardingLine.FindStringSubmatch(l2)
+	if m == nil || m[3] != strconv.Itoa(port(b)) {
+		t.Fatalf("second line %q", l2)
+	}
+	for _, local := range []string{strconv.Itoa(fixed), m[2]} {
+		conn, err := net.Dial("tcp4", "127.0.0.1:"+local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoOnce(t, conn.(*net.TCPConn), "port "+local)
+		conn.Close()
+	}
+}
+
+// TestCLIBadInput: every mistake is one line on stderr and exit code 1.
+func TestCLIBadInput(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	busy, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	server := "http://" + d.addr
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no ports", []string{"--server", server, "pod"}, "a pod and at least one port are required"},
+		{"malformed port", []string{"--server", server, "pod", "1:2:3"}, "invalid port format '1:2:3'"},
+		{"remote port 0", []string{"--server", server, "pod", "8080:0"}, "remote port must be > 0"},
+		{"remote port too large", []string{"--server", server, "pod", "70000"}, "error parsing local port '70000'"},
+		{"not a pod", []string{"--server", server, "svc/web", "80"}, "only pods can be forwarded to"},
+		{"unknown pod", []string{"--server", server, "-n", p.namespace, "nope", "80"}, "pod does not exist"},
+		{"server down", []string{"--server", "http://127.0.0.1:1", "pod", "80"}, "connection refused"},
+		{"bad server URL", []string{"--server", "ftp://x", "pod", "80"}, "--server"},
+		{"local port in use", []string{"--server", server, "--address", "127.0.0.1", "-n", p.namespace, p.name,
+			fmt.Sprintf("%d:80", port(busy))}, "address already in use"},
+		{"unknown transport", []string{"--server", server, "--transport", "carrier-pigeon", "pod", "80"}, "--transport"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(cliBin, tt.args...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			msg := strings.TrimSuffix(stderr.String(), "\n")
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "error: ") || !strings.Contains(msg, tt.want) {
+				t.Errorf("stderr %q, want one line \"error: …%s…\"", stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestCLILostConnection: when the pod goes away the CLI exits 1 with
+// kubectl's "lost connection to pod".
+func TestCLILostConnection(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	c := startCLI(t, "--server", "http://"+d.addr, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+	l := c.line(t)
+	m := forwardingLine.FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("stdout line %q", l)
+	}
+	ln.Close()
+	p.remove(t)
+	conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(conn)
+	conn.Close()
+	if code := c.exitCode(t); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(c.stderr.String(), "error: lost connection to pod") {
+		t.Fatalf("stderr %q lacks \"error: lost connection to pod\"", c.stderr.String())
+	}
+}
