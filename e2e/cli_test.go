@@ -101,7 +101,7 @@ func (c *cli) expectForwarding(t *testing.T, remote int) int {
 
 func TestCLIForwardsLikeKubectl(t *testing.T) {
 	d := startDaemon(t)
-	for _, transport := range []struct{ flag, protocol string }{{"auto", "spdy_websocket"}, {"spdy", "spdy"}, {"websocket", "spdy_websocket"}} {
+	for _, transport := range []struct{ flag, protocol string }{{"auto", "spdy_websocket"}, {"spdy", "spdy"}, {"websocket", "spdy_websocket"}, {"raw", "raw"}} {
 		t.Run(transport.flag, func(t *testing.T) {
 			p := newPod(t)
 			ln := p.listen(t, "tcp4", "127.0.0.1:0")
@@ -120,9 +120,11 @@ func TestCLIForwardsLikeKubectl(t *testing.T) {
 					t.Fatalf("stdout line %q, want \"Handling connection for %d\"", l, local)
 				}
 			}
-			if got := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, transport.protocol)); got < 1 {
-				t.Errorf("no active %s session", transport.protocol)
-			}
+			eventually(t, 10*time.Second, func() (bool, string) {
+				n := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, transport.protocol)) +
+					d.metric(t, fmt.Sprintf(`portforwardd_sessions_total{protocol=%q,result="closed"}`, transport.protocol))
+				return n >= 1, "no " + transport.protocol + " session"
+			})
 			c.cmd.Process.Signal(syscall.SIGINT)
 			if code := c.exitCode(t); code != 0 {
 				t.Fatalf("exit code after SIGINT: %d, want 0; stderr: %s", code, c.stderr)
@@ -211,27 +213,31 @@ func TestCLIBadInput(t *testing.T) {
 // kubectl's "lost connection to pod".
 func TestCLILostConnection(t *testing.T) {
 	d := startDaemon(t)
-	p := newPod(t)
-	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	serveEcho(ln)
-	c := startCLI(t, "--server", "http://"+d.addr, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
-	l := c.line(t)
-	m := forwardingLine.FindStringSubmatch(l)
-	if m == nil {
-		t.Fatalf("stdout line %q", l)
-	}
-	ln.Close()
-	p.remove(t)
-	conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.ReadAll(conn)
-	conn.Close()
-	if code := c.exitCode(t); code != 1 {
-		t.Fatalf("exit code %d, want 1", code)
-	}
-	if !strings.Contains(c.stderr.String(), "error: lost connection to pod") {
-		t.Fatalf("stderr %q lacks \"error: lost connection to pod\"", c.stderr.String())
+	for _, transport := range []string{"auto", "raw"} {
+		t.Run(transport, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(ln)
+			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+			l := c.line(t)
+			m := forwardingLine.FindStringSubmatch(l)
+			if m == nil {
+				t.Fatalf("stdout line %q", l)
+			}
+			ln.Close()
+			p.remove(t)
+			conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(conn)
+			conn.Close()
+			if code := c.exitCode(t); code != 1 {
+				t.Fatalf("exit code %d, want 1", code)
+			}
+			if !strings.Contains(c.stderr.String(), "error: lost connection to pod") {
+				t.Fatalf("stderr %q lacks \"error: lost connection to pod\"", c.stderr.String())
+			}
+		})
 	}
 }

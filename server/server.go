@@ -125,7 +125,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The kubelet validates the v4 query before it looks the pod up.
 	var choice wsChoice
 	var ports []uint16
-	isWS := isWebSocket(r.Header)
+	isWS, isRaw := isWebSocket(r.Header), isConnectTCP(r.Header)
+	if isRaw {
+		var rerr *requestError
+		if ports, rerr = parsePortQuery(r.URL.Query()); rerr == nil && len(ports) != 1 {
+			rerr = &requestError{status: http.StatusBadRequest, reason: "bad_port",
+				msg: "connect-tcp forwards exactly one port: give one \"port\" query parameter"}
+		}
+		if rerr != nil {
+			s.fail(w, r, rerr)
+			return
+		}
+	}
 	if isWS {
 		var rerr *requestError
 		if choice, rerr = negotiateWebSocket(r.Header); rerr == nil && !choice.tunnel {
@@ -149,6 +160,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if isWS {
 		s.serveWebSocket(w, r, pod, target, choice, ports)
+		return
+	}
+	if isRaw {
+		s.serveRaw(w, r, pod, target, ports[0])
 		return
 	}
 	if rerr := checkSPDYUpgrade(r.Header); rerr != nil {

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"k8s.io/client-go/rest"
+)
+
+// portPair is one LOCAL:REMOTE forward.
+type portPair struct{ local, remote uint16 }
+
+// parsePortSpecs reads kubectl's port forms with client-go's messages.
+func parsePortSpecs(specs []string) ([]portPair, error) {
+	var out []portPair
+	for _, s := range specs {
+		local, remote, found := strings.Cut(s, ":")
+		switch {
+		case !found:
+			remote = local
+		case strings.Contains(remote, ":"):
+			return nil, fmt.Errorf("invalid port format '%s'", s)
+		case local == "":
+			local = "0"
+		}
+		l, err := strconv.ParseUint(local, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("error parsing local port '%s': %s", local, err)
+		}
+		r, err := strconv.ParseUint(remote, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("error parsing remote port '%s': %s", remote, err)
+		}
+		if r == 0 {
+			return nil, errors.New("remote port must be > 0")
+		}
+		out = append(out, portPair{uint16(l), uint16(r)})
+	}
+	return out, nil
+}
+
+// listenAddrs expands --address the way client-go does: localhost means
+// 127.0.0.1 and ::1, and listening succeeds if either does.
+func listenAddrs(addresses []string) (required []string, optional []string, err error) {
+	for _, a := range addresses {
+		if a == "localhost" {
+			optional = append(optional, "127.0.0.1", "::1")
+			continue
+		}
+		if net.ParseIP(a) == nil {
+			return nil, nil, fmt.Errorf("%s is not a valid IP", a)
+		}
+		required = append(required, a)
+	}
+	return required, optional, nil
+}
+
+// rawForwarder forwards each local connection over its own connect-tcp
+// upgrade, spliced in the kernel on both hops.
+type rawForwarder struct {
+	base      *url.URL
+	tlsConfig *tls.Config
+	namespace string
+	pod       string
+	stderr    io.Writer
+
+	mu      sync.Mutex
+	podGone chan struct{}
+	once    sync.Once
+}
+
+func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}) error {
+	pairs, err := parsePortSpecs(o.ports)
+	if err != nil {
+		return err
+	}
+	required, optional, err := listenAddrs(o.addresses)
+	if err != nil {
+		return err
+	}
+	var tlsConfig *tls.Config
+	if base.Scheme == "https" {
+		if tlsConfig, err = rest.TLSConfigFor(cfg); err != nil {
+			return err
+		}
+	}
+	f := &rawForwarder{base: base, tlsConfig: tlsConfig, namespace: o.namespace, pod: o.pod, stderr: stderr, podGone: make(chan struct{})}
+	var listeners []net.Listener
+	defer func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}()
+	for _, pp := range pairs {
+		local := pp.local
+		var opened []net.Listener
+		var failures []string
+		for _, addr := range append(append([]string(nil), optional...), required...) {
+			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(int(local))))
+			if err != nil {
+				if contains(required, addr) {
+					return fmt.Errorf("unable to listen on %s: %v", net.JoinHostPort(addr, strconv.Itoa(int(local))), err)
+				}
+				failures = append(failures, err.Error())
+				continue
+			}
+			if local == 0 {
+				local = uint16(ln.Addr().(*net.TCPAddr).Port)
+			}
+			opened = append(opened, ln)
+			fmt.Fprintf(stdout, "Forwarding from %s -> %d\n", net.JoinHostPort(addr, strconv.Itoa(int(local))), pp.remote)
+		}
+		if len(opened) == 0 {
+			return fmt.Errorf("unable to listen on port %d: %s", pp.local, strings.Join(failures, "; "))
+		}
+		for _, ln := range opened {
+			listeners = append(listeners, ln)
+			go f.accept(ln, local, pp.remote, stdout)
+		}
+	}
+	select {
+	case <-stop:
+		return nil
+	case <-f.podGone:
+		return errors.New("lost connection to pod")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.Writer) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(stdout, "Handling connection for %d\n", local)
+		go f.handle(c.(*net.TCPConn), local, remote)
+	}
+}
+
+// handle upgrades one server connection and splices it to c.
+func (f *rawForwarder) handle(c *net.TCPConn, local, remote uint16) {
+	defer c.Close()
+	sc, err := f.upgrade(remote)
+	if err != nil {
+		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
+		return
+	}
+	defer sc.Close()
+	var wg sync.WaitGroup
+	half := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src) // splice(2) between two TCP sockets
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
+	wg.Add(2)
+	go half(sc, c)
+	go half(c, sc)
+	wg.Wait()
+}
+
+func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
+	host := f.base.Host
+	if f.base.Port() == "" {
+		port := "80"
+		if f.tlsConfig != nil {
+			port = "443"
+		}
+		host = net.JoinHostPort(f.base.Hostname(), port)
+	}
+	var conn net.Conn
+	var err error
+	if f.tlsConfig != nil {
+		conn, err = tls.Dial("tcp", host, f.tlsConfig)
+	} else {
+		conn, err = net.Dial("tcp", host)
+	}
+	if err != nil {
+		return nil, err
+	}
+	path := strings.TrimSuffix(f.base.EscapedPath(), "/") + "/portForward/" + url.PathEscape(f.namespace) + "/" + url.PathEscape(f.pod)
+	fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", path, remote, f.base.Host)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		conn.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			f.once.Do(func() { close(f.podGone) })
+		}
+		return nil, errors.New(strings.TrimSpace(string(body)))
+	}
+	if br.Buffered() > 0 {
+		return nil, errors.New("server sent data before the upgrade completed")
+	}
+	return conn, nil
+}

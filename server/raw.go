@@ -1,0 +1,97 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/portforwardd/portforwardd/nsenter"
+	"github.com/portforwardd/portforwardd/streams"
+)
+
+// UpgradeConnectTCP is the upgrade token of the raw transport, after the
+// IETF's connect-tcp draft (draft-ietf-httpbis-connect-tcp): after the 101
+// the connection carries the forwarded TCP connection's bytes with no
+// framing at all.
+const UpgradeConnectTCP = "connect-tcp"
+
+const protocolRaw = "raw"
+
+// isConnectTCP reports whether r asks for the raw transport.
+func isConnectTCP(h http.Header) bool {
+	if !headerContains(h, "Connection", "upgrade") {
+		return false
+	}
+	for _, v := range h.Values("Upgrade") {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), UpgradeConnectTCP) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveRaw dials the pod before answering, so a failure is an HTTP status
+// with the kubelet's text; then it answers 101 and splices the client's
+// socket to the pod's.
+func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16) {
+	obs := s.m.observer(protocolRaw)
+	pc, err := s.dialFunc(target)(r.Context(), port)
+	if err != nil {
+		obs.ForwardStarted()
+		obs.ForwardEnded(streams.ResultDialError)
+		s.fail(w, r, &requestError{status: http.StatusBadGateway, reason: "dial",
+			msg: fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", port, pod, pod.UID, err)})
+		return
+	}
+	podConn := pc.(*net.TCPConn)
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", UpgradeConnectTCP)
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	raw, bufrw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		podConn.Close()
+		s.m.upgradeFailures.WithLabelValues("hijack").Inc()
+		s.log.Warn("hijack", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	// Bytes the client sent right behind its request go first.
+	if n := bufrw.Reader.Buffered(); n > 0 {
+		if _, err := io.CopyN(podConn, bufrw.Reader, int64(n)); err != nil {
+			raw.Close()
+			podConn.Close()
+			return
+		}
+	}
+	s.runSession(func() {}, protocolRaw, pod, r.RemoteAddr, func(ctx context.Context) {
+		obs.ForwardStarted()
+		var res streams.PumpResult
+		if tcp, ok := raw.(*net.TCPConn); ok {
+			res = streams.Splice(ctx, tcp, podConn, obs)
+		} else {
+			res = streams.Pump(ctx, connStream{raw}, podConn, obs)
+		}
+		obs.ForwardEnded(res.Result)
+	})
+}
+
+// connStream is a Stream over a plain connection (a TLS one, where splice
+// cannot help): EOF is the peer's FIN; CloseWrite needs the connection to
+// support it.
+type connStream struct{ net.Conn }
+
+func (c connStream) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+func (c connStream) Reset() error         { return c.Conn.Close() }
+func (c connStream) Headers() http.Header { return nil }
+func (c connStream) ID() uint32           { return 0 }

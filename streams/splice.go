@@ -1,0 +1,70 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// Splice copies bytes both ways between two TCP connections with the
+// pump's half-close rules (EOF from one side becomes CloseWrite on the
+// other; an error aborts both, resetting them) and closes both before it
+// returns. Between two *net.TCPConn, io.Copy moves the bytes with
+// splice(2), without copying them through user space. Byte counts reach
+// obs when each direction ends.
+func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpResult {
+	var (
+		mu     sync.Mutex
+		result string
+		first  error
+	)
+	abort := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if result != "" {
+			return
+		}
+		result, first = ResultReset, err
+		if errors.Is(err, context.Canceled) {
+			result = ResultAborted
+		}
+		// SO_LINGER 0: the peers see a reset, as the failure was.
+		client.SetLinger(0)
+		pod.SetLinger(0)
+		client.Close()
+		pod.Close()
+	}
+	stop := context.AfterFunc(ctx, func() { abort(context.Cause(ctx)) })
+	defer stop()
+
+	var up, down int64
+	var wg sync.WaitGroup
+	half := func(dst, src *net.TCPConn, n *int64, dir Direction) {
+		defer wg.Done()
+		c, err := io.Copy(dst, src)
+		*n = c
+		obs.Transferred(dir, int(c))
+		if err != nil {
+			abort(err)
+			return
+		}
+		if err := dst.CloseWrite(); err != nil {
+			abort(err)
+		}
+	}
+	wg.Add(2)
+	go half(pod, client, &up, ClientToPod)
+	go half(client, pod, &down, PodToClient)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if result == "" {
+		result = ResultOK
+		client.Close()
+		pod.Close()
+	}
+	return PumpResult{Up: up, Down: down, Result: result, Err: first}
+}
