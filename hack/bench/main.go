@@ -171,11 +171,12 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 			return nil, nil, err
 		}
 		return []path{
-			tcpPath("direct loopback", hostLn.Addr().String(), nil),
-			tcpPath("reference stack (SPDY)", refAddr, ref),
-			tcpPath("portforwardd SPDY", spdyAddr, d),
-			tcpPath("portforwardd WS tunnel", tunAddr, d),
+			tcpPath("direct loopback", tcpDialer(hostLn.Addr().String()), nil),
+			tcpPath("reference stack (SPDY)", tcpDialer(refAddr), ref),
+			tcpPath("portforwardd SPDY", tcpDialer(spdyAddr), d),
+			tcpPath("portforwardd WS tunnel", tcpDialer(tunAddr), d),
 			v4Path("portforwardd WS v4", d.addr, route, remote, d),
+			tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d),
 		}, stopAll, nil
 	}
 	paths, stopPaths, err := newPaths()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,8 +46,48 @@ func (p path) cpu() float64 {
 	return p.proc.cpuSeconds()
 }
 
-func dialCmd(addr string, cmd byte, arg int64) (*net.TCPConn, error) {
-	c, err := net.Dial("tcp4", addr)
+// dialer opens a connection to the bench server along one path.
+type dialer func() (*net.TCPConn, error)
+
+func tcpDialer(addr string) dialer {
+	return func() (*net.TCPConn, error) {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.TCPConn), nil
+	}
+}
+
+// rawDialer opens each connection with portforwardd's connect-tcp
+// upgrade.
+func rawDialer(daemonAddr, route string, remote int) dialer {
+	return func() (*net.TCPConn, error) {
+		c, err := net.Dial("tcp4", daemonAddr)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(c, "GET %s?port=%d HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", route, remote)
+		// Read the response byte by byte, so nothing after it is buffered.
+		var head []byte
+		b := make([]byte, 1)
+		for !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+			if _, err := c.Read(b); err != nil {
+				c.Close()
+				return nil, err
+			}
+			head = append(head, b[0])
+		}
+		if !bytes.HasPrefix(head, []byte("HTTP/1.1 101")) {
+			c.Close()
+			return nil, fmt.Errorf("upgrade refused: %s", head)
+		}
+		return c.(*net.TCPConn), nil
+	}
+}
+
+func dialCmd(dial dialer, cmd byte, arg int64) (*net.TCPConn, error) {
+	c, err := dial()
 	if err != nil {
 		return nil, err
 	}
@@ -58,11 +99,11 @@ func dialCmd(addr string, cmd byte, arg int64) (*net.TCPConn, error) {
 		c.Close()
 		return nil, err
 	}
-	return c.(*net.TCPConn), nil
+	return c, nil
 }
 
-func download(addr string, size int64) error {
-	c, err := dialCmd(addr, 'R', size)
+func download(dial dialer, size int64) error {
+	c, err := dialCmd(dial, 'R', size)
 	if err != nil {
 		return err
 	}
@@ -77,8 +118,8 @@ func download(addr string, size int64) error {
 // upload sends size bytes to an announced-size sink and waits for its
 // count. It does not rely on half-close: containerd's loop (the reference
 // stack) never passes the client's EOF on to the pod.
-func upload(addr string, size int64, deadline time.Time) (int64, error) {
-	c, err := dialCmd(addr, 'N', size)
+func upload(dial dialer, size int64, deadline time.Time) (int64, error) {
+	c, err := dialCmd(dial, 'N', size)
 	if err != nil {
 		return 0, err
 	}
@@ -103,9 +144,9 @@ func upload(addr string, size int64, deadline time.Time) (int64, error) {
 	return sent, nil
 }
 
-// tcpPath reaches the bench server through a TCP address: the server
-// itself, or a local port that a port-forward serves.
-func tcpPath(name, addr string, p *proc) path {
+// tcpPath reaches the bench server through connections dial opens: to the
+// server itself, to a local port a port-forward serves, or upgraded.
+func tcpPath(name string, addr dialer, p *proc) path {
 	return path{
 		name: name,
 		proc: p,
