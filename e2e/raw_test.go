@@ -71,7 +71,7 @@ func TestRawKubernetesScenarios(t *testing.T) {
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			got, err := io.ReadAll(c) // the pod's FIN arrives while we can still write
 			if err != nil || string(got) != strings.Repeat("x", 100) {
-				t.Fatalf("read %q, %v; want 100 'x'", got, err)
+				t.Fatalf("read %q, %v; want 100 'x'; tester log %q", got, err, collect(t, logs))
 			}
 			c.CloseWrite()
 			if log := collect(t, logs); !slices.Contains(log, "Received expected client data") || !slices.Contains(log, "Done") {
@@ -138,7 +138,7 @@ func TestRawErrors(t *testing.T) {
 		{"nothing listening", rawPath(p, dead), http.StatusBadGateway,
 			fmt.Sprintf("error forwarding port %d to pod %s/%s, uid : ", dead, p.namespace, p.name)},
 		{"no port", p.route(), http.StatusBadRequest, `query parameter "port" is required`},
-		{"two ports", p.route() + "?port=80,81", http.StatusBadRequest, "connect-tcp forwards exactly one port"},
+		{"two ports", p.route() + "?port=80,81", http.StatusBadRequest, "a connect-tcp or HTTP/2 stream forwards exactly one port"},
 		{"bad port", p.route() + "?port=0", http.StatusBadRequest, `port "0" must be > 0`},
 		{"unknown pod", "/portForward/default/nope?port=80", http.StatusNotFound, "pod does not exist"},
 	}

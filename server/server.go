@@ -83,8 +83,13 @@ func New(cfg Config) *Server {
 // reads are bounded in time and size; upgraded connections have no
 // deadline (the session's idle timeout governs them).
 func (s *Server) NewHTTPServer() *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge; h2 over TLS comes with TLS
 	return &http.Server{
 		Handler:           s,
+		Protocols:         &protocols,
+		HTTP2:             h2Config,
 		ReadHeaderTimeout: s.readHeaderTimeout(),
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    1 << 20,
@@ -126,11 +131,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var choice wsChoice
 	var ports []uint16
 	isWS, isRaw := isWebSocket(r.Header), isConnectTCP(r.Header)
-	if isRaw {
+	isH2 := r.ProtoMajor == 2
+	if isH2 && r.Method != http.MethodPost {
+		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
+			msg: "HTTP/2 port-forward streams are POST requests", header: http.Header{"Allow": {"POST"}}})
+		return
+	}
+	if isRaw || isH2 {
 		var rerr *requestError
 		if ports, rerr = parsePortQuery(r.URL.Query()); rerr == nil && len(ports) != 1 {
 			rerr = &requestError{status: http.StatusBadRequest, reason: "bad_port",
-				msg: "connect-tcp forwards exactly one port: give one \"port\" query parameter"}
+				msg: "a connect-tcp or HTTP/2 stream forwards exactly one port: give one \"port\" query parameter"}
 		}
 		if rerr != nil {
 			s.fail(w, r, rerr)
@@ -166,6 +177,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveRaw(w, r, pod, target, ports[0])
 		return
 	}
+	if isH2 {
+		s.serveH2(w, r, pod, target, ports[0])
+		return
+	}
 	if rerr := checkSPDYUpgrade(r.Header); rerr != nil {
 		s.fail(w, r, rerr)
 		return
@@ -190,7 +205,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
 			w.Header().Add(k, v)
 		}
 	}
-	w.Header().Set("Connection", "close")
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 	http.Error(w, e.msg, e.status)
 }
 

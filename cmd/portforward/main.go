@@ -66,7 +66,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.server, "server", "http://127.0.0.1:10350", "portforwardd's URL")
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "the pod's namespace")
 	fs.StringSliceVar(&o.addresses, "address", []string{"localhost"}, "addresses to listen on (comma-separated); localhost means 127.0.0.1 and ::1")
-	fs.StringVar(&o.transport, "transport", "auto", "auto (WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), or raw (one connect-tcp upgrade per connection, spliced)")
+	fs.StringVar(&o.transport, "transport", "auto", "auto (WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), h2 (one HTTP/2 stream per connection), or raw (one connect-tcp upgrade per connection, spliced)")
 	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate")
 	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
 	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
@@ -115,8 +115,8 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
 	}}
-	if o.transport == "raw" {
-		return rawForward(o, base, cfg, stdout, stderr, stop)
+	if o.transport == "raw" || o.transport == "h2" {
+		return rawForward(o, base, cfg, stdout, stderr, stop, o.transport == "h2")
 	}
 	u := base.JoinPath("portForward", o.namespace, o.pod)
 	dialer, err := newDialer(o.transport, cfg, u)
@@ -168,8 +168,6 @@ func newDialer(transport string, cfg *rest.Config, u *url.URL) (streamhttp.Diale
 		return portforward.NewFallbackDialerForStreaming(tunnel, spdyDialer, func(err error) bool {
 			return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
 		}), nil
-	case "h2":
-		return nil, fmt.Errorf("--transport %s is not implemented yet; use auto, spdy, websocket or raw", transport)
 	default:
 		return nil, fmt.Errorf("--transport %q: want auto, spdy, websocket, h2 or raw", transport)
 	}

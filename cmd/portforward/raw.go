@@ -65,8 +65,10 @@ func listenAddrs(addresses []string) (required []string, optional []string, err 
 }
 
 // rawForwarder forwards each local connection over its own connect-tcp
-// upgrade, spliced in the kernel on both hops.
+// upgrade, spliced in the kernel on both hops, or (with h2 set) over its
+// own stream of one shared HTTP/2 connection.
 type rawForwarder struct {
+	h2        *http.Client
 	base      *url.URL
 	tlsConfig *tls.Config
 	namespace string
@@ -78,7 +80,7 @@ type rawForwarder struct {
 	once    sync.Once
 }
 
-func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}) error {
+func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}, h2 bool) error {
 	pairs, err := parsePortSpecs(o.ports)
 	if err != nil {
 		return err
@@ -94,6 +96,12 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		}
 	}
 	f := &rawForwarder{base: base, tlsConfig: tlsConfig, namespace: o.namespace, pod: o.pod, stderr: stderr, podGone: make(chan struct{})}
+	if h2 {
+		var protocols http.Protocols
+		protocols.SetHTTP2(true)            // over TLS
+		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig}}
+	}
 	var listeners []net.Listener
 	defer func() {
 		for _, ln := range listeners {
@@ -158,6 +166,10 @@ func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.W
 // handle upgrades one server connection and splices it to c.
 func (f *rawForwarder) handle(c *net.TCPConn, local, remote uint16) {
 	defer c.Close()
+	if f.h2 != nil {
+		f.handleH2(c, local, remote)
+		return
+	}
 	sc, err := f.upgrade(remote)
 	if err != nil {
 		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
@@ -197,7 +209,7 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := strings.TrimSuffix(f.base.EscapedPath(), "/") + "/portForward/" + url.PathEscape(f.namespace) + "/" + url.PathEscape(f.pod)
+	path := f.path()
 	fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", path, remote, f.base.Host)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
@@ -217,4 +229,43 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
 		return nil, errors.New("server sent data before the upgrade completed")
 	}
 	return conn, nil
+}
+
+func (f *rawForwarder) path() string {
+	return strings.TrimSuffix(f.base.EscapedPath(), "/") + "/portForward/" + url.PathEscape(f.namespace) + "/" + url.PathEscape(f.pod)
+}
+
+// localBody is the request body of an HTTP/2 stream: what the local
+// client sends, ending (END_STREAM) when it half-closes.
+type localBody struct{ c *net.TCPConn }
+
+func (b localBody) Read(p []byte) (int, error) { return b.c.Read(p) }
+
+// handleH2 carries c over one HTTP/2 stream: the request body is what c
+// sends, the response body what the pod sends.
+func (f *rawForwarder) handleH2(c *net.TCPConn, local, remote uint16) {
+	u := *f.base
+	u.Path, u.RawPath = "", ""
+	target := u.String() + f.path() + "?port=" + strconv.Itoa(int(remote))
+	req, err := http.NewRequest(http.MethodPost, target, localBody{c})
+	if err != nil {
+		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
+		return
+	}
+	resp, err := f.h2.Do(req)
+	if err != nil {
+		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if resp.StatusCode == http.StatusNotFound {
+			f.once.Do(func() { close(f.podGone) })
+		}
+		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %s\n", local, remote, strings.TrimSpace(string(body)))
+		return
+	}
+	io.Copy(c, resp.Body)
+	c.CloseWrite()
 }

@@ -177,6 +177,7 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 			tcpPath("portforwardd WS tunnel", tcpDialer(tunAddr), d),
 			v4Path("portforwardd WS v4", d.addr, route, remote, d),
 			tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d),
+			h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d),
 		}, stopAll, nil
 	}
 	paths, stopPaths, err := newPaths()

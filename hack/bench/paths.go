@@ -345,3 +345,125 @@ func forward(serverAddr, route string, remote int, tunnel bool) (int, func(), er
 	var once sync.Once
 	return int(ports[0].Local), func() { once.Do(func() { close(stop) }) }, nil
 }
+
+// h2Path reaches the bench server through portforwardd's HTTP/2 streams:
+// every connection is one stream of a shared h2c connection.
+func h2Path(name, daemonAddr, route string, remote int, p *proc) path {
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxConnsPerHost: 1}}
+	target := fmt.Sprintf("http://%s%s?port=%d", daemonAddr, route, remote)
+	post := func(body io.Reader) (*http.Response, error) {
+		resp, err := client.Post(target, "application/octet-stream", body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, fmt.Errorf("status %s", resp.Status)
+		}
+		return resp, err
+	}
+	cmd := func(c byte, arg int64) []byte {
+		return binary.BigEndian.AppendUint64([]byte{c}, uint64(arg))
+	}
+	download := func(size int64) error {
+		resp, err := post(bytes.NewReader(cmd('R', size)))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err == nil && n != size {
+			err = fmt.Errorf("got %d bytes, want %d", n, size)
+		}
+		return err
+	}
+	upload := func(size int64) error {
+		body := io.MultiReader(bytes.NewReader(cmd('N', size)), &patternReader{n: size})
+		resp, err := post(body)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var got int64
+		if err := binary.Read(resp.Body, binary.BigEndian, &got); err != nil {
+			return err
+		}
+		if got != size {
+			return fmt.Errorf("server got %d bytes, want %d", got, size)
+		}
+		return nil
+	}
+	return path{
+		name: name,
+		proc: p,
+		upload: func(size int64) (time.Duration, error) {
+			start := time.Now()
+			err := upload(size)
+			return time.Since(start), err
+		},
+		download: func(size int64) (time.Duration, error) {
+			start := time.Now()
+			err := download(size)
+			return time.Since(start), err
+		},
+		parallel: func(n int, size int64) (time.Duration, error) {
+			start := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for range n {
+				wg.Go(func() { errs <- download(size / int64(n)) })
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					return 0, err
+				}
+			}
+			return time.Since(start), nil
+		},
+		setup: func() (time.Duration, error) {
+			start := time.Now()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go pw.Write([]byte{'E'})
+			resp, err := post(pr)
+			if err != nil {
+				return 0, err
+			}
+			defer resp.Body.Close()
+			_, err = io.ReadFull(resp.Body, make([]byte, 1))
+			return time.Since(start), err
+		},
+		headOfLine: func(size int64) (result, error) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go func() {
+				pw.Write([]byte{'H'})
+				writeN(pw, holdBytes)
+			}()
+			go func() {
+				if resp, err := post(pr); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			start := time.Now()
+			err := upload(size)
+			if err != nil {
+				return result{}, err
+			}
+			return result{ok: true, rate: mibps(size, time.Since(start))}, nil
+		},
+	}
+}
+
+// patternReader yields n bytes of the bench pattern.
+type patternReader struct{ n int64 }
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(int64(len(p)), r.n)], pattern)
+	r.n -= int64(k)
+	return k, nil
+}

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// h2Client speaks HTTP/2 with prior knowledge to the daemon: every
+// request is a stream of one shared connection.
+func h2Client() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p, MaxConnsPerHost: 1}}
+}
+
+func h2URL(d *daemon, p *pod, port int) string {
+	return fmt.Sprintf("http://%s%s?port=%d", d.addr, p.route(), port)
+}
+
+// TestH2ThousandStreams runs 1000 concurrent forwarded connections as
+// streams of one HTTP/2 connection, each echoing its own data.
+func TestH2ThousandStreams(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	client := h2Client()
+	const n, size = 1000, 16 << 10
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			data := make([]byte, size)
+			rand.Read(data)
+			resp, err := client.Post(h2URL(d, p, port(ln)), "application/octet-stream", bytes.NewReader(data))
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != 200 || sha256.Sum256(got) != sha256.Sum256(data) {
+				errc <- fmt.Errorf("status %d, %d bytes back, err %v", resp.StatusCode, len(got), err)
+				return
+			}
+			if resp.ProtoMajor != 2 {
+				errc <- fmt.Errorf("protocol %s", resp.Proto)
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if got := d.metric(t, `portforwardd_streams_total{protocol="h2",result="ok"}`); got != n {
+		t.Errorf("streams_total{protocol=h2,result=ok}: got %v, want %d", got, n)
+	}
+}
+
+// TestH2StuckStreamDoesNotSlowAnother: a stream whose pod never reads holds
+// its own window only; another stream on the same connection moves 256 MiB.
+func TestH2StuckStreamDoesNotSlowAnother(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	hold := p.listen(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // never read
+		}
+	}()
+	echo := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(echo)
+	client := h2Client()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() {
+		resp, err := client.Post(h2URL(d, p, port(hold)), "application/octet-stream", pr)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	const size = 256 << 20
+	resp, err := client.Post(h2URL(d, p, port(echo)), "application/octet-stream", io.LimitReader(rand.Reader, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != size {
+		t.Fatalf("echo stream: %d bytes, %v", n, err)
+	}
+	t.Logf("256 MiB echoed beside a stuck stream in %v", time.Since(start))
+}
+
+func TestH2Errors(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	closed := p.listen(t, "tcp4", "127.0.0.1:0")
+	dead := port(closed)
+	closed.Close()
+	client := h2Client()
+	for _, tt := range []struct {
+		url    string
+		status int
+		want   string
+	}{
+		{h2URL(d, p, dead), http.StatusBadGateway, fmt.Sprintf("error forwarding port %d to pod %s/%s, uid : ", dead, p.namespace, p.name)},
+		{fmt.Sprintf("http://%s/portForward/default/nope?port=80", d.addr), http.StatusNotFound, "pod does not exist"},
+		{fmt.Sprintf("http://%s%s", d.addr, p.route()), http.StatusBadRequest, `query parameter "port" is required`},
+	} {
+		resp, err := client.Post(tt.url, "application/octet-stream", strings.NewReader(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || !strings.HasPrefix(string(body), tt.want) || resp.ProtoMajor != 2 {
+			t.Errorf("%s: got %s %d %q, want HTTP/2 %d %q…", tt.url, resp.Proto, resp.StatusCode, body, tt.status, tt.want)
+		}
+	}
+}
+
+// TestH2KubernetesScenarios runs the Kubernetes e2e cases over HTTP/2
+// streams, with the pod bound to 127.0.0.1 and to 0.0.0.0.
+func TestH2KubernetesScenarios(t *testing.T) {
+	d := startDaemon(t)
+	client := h2Client()
+	for _, bm := range bindModes {
+		t.Run(bm.name+"/no data", func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", bm.addr)
+			logs := runTester(ln, testerConfig{expected: "abc", chunks: 1, chunkSize: 1})
+			resp, err := client.Post(h2URL(d, p, port(ln)), "application/octet-stream", strings.NewReader(""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := []string{"Accepted client connection", "Expected to read 3 bytes from client, but got 0 instead. err=EOF"}
+			if got := collect(t, logs); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Fatalf("tester log %q, want %q", got, want)
+			}
+		})
+		t.Run(bm.name+"/data", func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", bm.addr)
+			logs := runTester(ln, testerConfig{expected: "abc", chunks: 10, chunkSize: 10, interval: 10 * time.Millisecond})
+			pr, pw := io.Pipe()
+			go pw.Write([]byte("abc")) // then the request stays open
+			resp, err := client.Post(h2URL(d, p, port(ln)), "application/octet-stream", pr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body) // the pod's EOF ends the stream
+			resp.Body.Close()
+			pw.Close()
+			if err != nil || string(got) != strings.Repeat("x", 100) {
+				t.Fatalf("read %q, %v; want 100 'x'", got, err)
+			}
+			if log := collect(t, logs); !strings.Contains(strings.Join(log, "|"), "Received expected client data") {
+				t.Fatalf("tester log %q", log)
+			}
+		})
+	}
+}

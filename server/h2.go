@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/portforwardd/portforwardd/nsenter"
+	"github.com/portforwardd/portforwardd/streams"
+)
+
+const protocolH2 = "h2"
+
+// h2Config tunes HTTP/2 for port-forward streams: many concurrent streams,
+// large frames, and per-stream windows big enough for a loopback bulk
+// stream while staying bounded.
+var h2Config = &http.HTTP2Config{
+	MaxConcurrentStreams:          4096,
+	MaxReadFrameSize:              1 << 20,
+	MaxReceiveBufferPerConnection: 64 << 20,
+	MaxReceiveBufferPerStream:     8 << 20,
+}
+
+// serveH2 forwards one HTTP/2 stream: the pod is dialed before the
+// response headers, so a failure is a status with the kubelet's text; then
+// the request body carries client→pod and the response body pod→client.
+func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16) {
+	obs := s.m.observer(protocolH2)
+	pc, err := s.dialFunc(target)(r.Context(), port)
+	if err != nil {
+		obs.ForwardStarted()
+		obs.ForwardEnded(streams.ResultDialError)
+		s.fail(w, r, &requestError{status: http.StatusBadGateway, reason: "dial",
+			msg: fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", port, pod, pod.UID, err)})
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		pc.Close()
+		return
+	}
+	st := &h2Stream{body: r.Body, w: w, rc: rc}
+	s.runSession(func() {}, protocolH2, pod, r.RemoteAddr, func(ctx context.Context) {
+		obs.ForwardStarted()
+		res := streams.Pump(r.Context(), st, pc, obs)
+		obs.ForwardEnded(res.Result)
+		if res.Result == streams.ResultReset && !st.responseDone.Load() {
+			// RST_STREAM to the client, as the pod reset.
+			panic(http.ErrAbortHandler)
+		}
+	})
+}
+
+// h2Stream is an HTTP/2 stream as the pump sees it. The response ends when
+// the handler returns, and Go's server cannot keep reading the request body
+// after that (it resets the request side with NO_ERROR), so the pod's EOF
+// ends the whole stream: CloseWrite stops the client→pod direction too.
+type h2Stream struct {
+	body         io.ReadCloser
+	w            http.ResponseWriter
+	rc           *http.ResponseController
+	responseDone atomic.Bool
+}
+
+func (s *h2Stream) Read(p []byte) (int, error) {
+	n, err := s.body.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		if s.responseDone.Load() {
+			return n, io.EOF // we closed it: the stream is over, not reset
+		}
+		return n, fmt.Errorf("h2 request body: %w: %w", streams.ErrReset, err)
+	}
+	return n, err
+}
+
+func (s *h2Stream) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	if err != nil {
+		return n, fmt.Errorf("h2 response body: %w: %w", streams.ErrReset, err)
+	}
+	return n, nil
+}
+
+func (s *h2Stream) CloseWrite() error {
+	s.responseDone.Store(true)
+	return s.body.Close() // unblocks the client→pod direction
+}
+
+func (s *h2Stream) Reset() error         { return s.body.Close() }
+func (s *h2Stream) Headers() http.Header { return nil }
+func (s *h2Stream) ID() uint32           { return 0 }
