@@ -241,3 +241,13 @@ func TestCLILostConnection(t *testing.T) {
 		})
 	}
 }
+
+func dialLocal(t *testing.T, port string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
