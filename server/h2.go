@@ -29,12 +29,8 @@ var h2Config = &http.HTTP2Config{
 // the request body carries client→pod and the response body pod→client.
 func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16) {
 	obs := s.m.observer(protocolH2)
-	pc, err := s.dialFunc(target)(r.Context(), port)
-	if err != nil {
-		obs.ForwardStarted()
-		obs.ForwardEnded(streams.ResultDialError)
-		s.fail(w, r, &requestError{status: http.StatusBadGateway, reason: "dial",
-			msg: fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", port, pod, pod.UID, err)})
+	pc, ok := s.dialFirst(w, r, pod, target, port, obs)
+	if !ok {
 		return
 	}
 	rc := http.NewResponseController(w)

@@ -41,12 +41,8 @@ func isConnectTCP(h http.Header) bool {
 // socket to the pod's.
 func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16) {
 	obs := s.m.observer(protocolRaw)
-	pc, err := s.dialFunc(target)(r.Context(), port)
-	if err != nil {
-		obs.ForwardStarted()
-		obs.ForwardEnded(streams.ResultDialError)
-		s.fail(w, r, &requestError{status: http.StatusBadGateway, reason: "dial",
-			msg: fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", port, pod, pod.UID, err)})
+	pc, ok := s.dialFirst(w, r, pod, target, port, obs)
+	if !ok {
 		return
 	}
 	podConn := pc.(*net.TCPConn)
@@ -95,3 +91,18 @@ func (c connStream) CloseWrite() error {
 func (c connStream) Reset() error         { return c.Conn.Close() }
 func (c connStream) Headers() http.Header { return nil }
 func (c connStream) ID() uint32           { return 0 }
+
+// dialFirst dials the pod before a transport answers, as the raw and HTTP/2
+// transports do; a failure is answered here, as a 502 carrying the
+// kubelet's text, and counted as a dial error.
+func (s *Server) dialFirst(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16, obs *observer) (streams.PodConn, bool) {
+	pc, err := s.dialFunc(target)(r.Context(), port)
+	if err != nil {
+		obs.ForwardStarted()
+		obs.ForwardEnded(streams.ResultDialError)
+		s.fail(w, r, &requestError{status: http.StatusBadGateway, reason: "dial",
+			msg: fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", port, pod, pod.UID, err)})
+		return nil, false
+	}
+	return pc, true
+}

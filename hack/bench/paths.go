@@ -161,20 +161,7 @@ func tcpPath(name string, addr dialer, p *proc) path {
 			return time.Since(start), err
 		},
 		parallel: func(n int, size int64) (time.Duration, error) {
-			start := time.Now()
-			var wg sync.WaitGroup
-			errs := make(chan error, n)
-			for range n {
-				wg.Go(func() { errs <- download(addr, size/int64(n)) })
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					return 0, err
-				}
-			}
-			return time.Since(start), nil
+			return parallel(n, size, func(each int64) error { return download(addr, each) })
 		},
 		setup: func() (time.Duration, error) {
 			start := time.Now()
@@ -406,20 +393,7 @@ func h2Path(name, daemonAddr, route string, remote int, p *proc) path {
 			return time.Since(start), err
 		},
 		parallel: func(n int, size int64) (time.Duration, error) {
-			start := time.Now()
-			var wg sync.WaitGroup
-			errs := make(chan error, n)
-			for range n {
-				wg.Go(func() { errs <- download(size / int64(n)) })
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					return 0, err
-				}
-			}
-			return time.Since(start), nil
+			return parallel(n, size, download)
 		},
 		setup: func() (time.Duration, error) {
 			start := time.Now()
@@ -466,4 +440,22 @@ func (r *patternReader) Read(p []byte) (int, error) {
 	k := copy(p[:min(int64(len(p)), r.n)], pattern)
 	r.n -= int64(k)
 	return k, nil
+}
+
+// parallel runs n downloads of size/n bytes at once and times them all.
+func parallel(n int, size int64, download func(int64) error) (time.Duration, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() { errs <- download(size / int64(n)) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
 }
