@@ -46,9 +46,9 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		return
 	}
 	podConn := pc.(*net.TCPConn)
-	w.Header().Set("Connection", "Upgrade")
-	w.Header().Set("Upgrade", UpgradeConnectTCP)
-	w.WriteHeader(http.StatusSwitchingProtocols)
+	// Take the connection before answering: once the client has the 101 it
+	// sends, and net/http's background read could keep its first byte,
+	// which would then reach the pod in a write of its own.
 	raw, bufrw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		podConn.Close()
@@ -57,7 +57,12 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		return
 	}
 	raw.SetDeadline(time.Time{})
-	// Bytes the client sent right behind its request go first.
+	if _, err := io.WriteString(raw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+UpgradeConnectTCP+"\r\n\r\n"); err != nil {
+		raw.Close()
+		podConn.Close()
+		return
+	}
+	// Bytes the client pipelined behind its request go first.
 	if n := bufrw.Reader.Buffered(); n > 0 {
 		if _, err := io.CopyN(podConn, bufrw.Reader, int64(n)); err != nil {
 			raw.Close()
