@@ -149,13 +149,16 @@ func TestStuckStreamWithinBudgetDoesNotBlockOthers(t *testing.T) {
 func TestStuckStreamOverBudgetIsResetAfterStall(t *testing.T) {
 	client, srv, accepted := pair(t, Options{StreamBuffer: 256 << 10, StallTimeout: 200 * time.Millisecond})
 	stuck, ssStuck := open(t, client, accepted, "stuck")
+	wrote := make(chan error, 1)
 	go func() {
 		chunk := make([]byte, 32<<10)
-		for range 32 { // 1 MiB, four budgets
+		for range 32 { // 1 MiB, four budgets; nobody reads ssStuck
 			if _, err := stuck.Write(chunk); err != nil {
+				wrote <- err
 				return
 			}
 		}
+		wrote <- nil
 	}()
 	cs, ss := open(t, client, accepted, "other")
 	cs.Write([]byte("after the stall"))
@@ -164,7 +167,25 @@ func TestStuckStreamOverBudgetIsResetAfterStall(t *testing.T) {
 	if err != nil || string(got) != "after the stall" {
 		t.Fatalf("other stream: %q, %v", got, err)
 	}
-	if _, err := io.ReadAll(ssStuck); !errors.Is(err, ErrReset) {
+	if err := <-wrote; err != nil {
+		t.Fatalf("client write: %v", err)
+	}
+	// The stuck stream overran its budget and nobody read it: it must be
+	// reset, without anyone consuming it first (a read would drain it).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		srv.mu.Lock()
+		_, open := srv.streams[ssStuck.ID()]
+		srv.mu.Unlock()
+		if !open {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck stream not reset; %d bytes buffered", ssStuck.in.Buffered())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := ssStuck.Read(make([]byte, 1)); !errors.Is(err, ErrReset) {
 		t.Fatalf("stuck stream read: %v, want ErrReset", err)
 	}
 	if b := srv.buffered.Load(); b != 0 {
