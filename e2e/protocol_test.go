@@ -6,27 +6,19 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 )
 
 // dialSPDY upgrades a connection with client-go's SPDY dialer and returns
 // the raw stream connection, for tests that open streams by hand.
-func dialSPDY(t *testing.T, d *daemon, route string) httpstream.Connection {
+func dialSPDY(t *testing.T, d *daemon, route string) streamhttp.Connection {
 	t.Helper()
-	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
-	conn, proto, err := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	conn, proto, err := spdyDialer(t, d, route).Dial(portforward.PortForwardProtocolV1Name)
 	if err != nil {
 		t.Fatalf("SPDY upgrade: %v", err)
 	}
