@@ -2,10 +2,13 @@ package nsenter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -50,59 +53,112 @@ func (d Dialer) Dial(ctx context.Context, t Target, port uint16) (*net.TCPConn, 
 	return r.conn, r.err
 }
 
-// dialInNetns is the only code that runs inside a pod's network namespace.
-// It is a named function so that it is recognisable in stack dumps.
-func dialInNetns(ctx context.Context, target netns.NsHandle, path string, port uint16, timeout time.Duration, ch chan<- dialResult) {
+// ownNetns is the daemon's own network namespace, opened once on a thread
+// locked for the purpose: only locked threads ever leave it, and they return
+// before unlocking, so the thread is in it.
+var ownNetns = sync.OnceValues(func() (netns.NsHandle, error) {
 	runtime.LockOSThread()
-	// No deferred UnlockOSThread: a thread that cannot return to its own
-	// namespace must die with this goroutine. Every fd is closed before the
-	// result is sent, so the caller never sees one still open.
-	orig, err := netns.Get()
+	defer runtime.UnlockOSThread()
+	h, err := netns.Get()
 	if err != nil {
-		runtime.UnlockOSThread()
-		ch <- dialResult{err: fmt.Errorf("get current netns: %w", err)}
-		return
+		return netns.None(), fmt.Errorf("get own netns: %w", err)
 	}
-	if err := netns.Set(target); err != nil {
-		// A failed setns leaves the thread where it was.
-		orig.Close()
-		runtime.UnlockOSThread()
-		ch <- dialResult{err: fmt.Errorf("enter netns %s: %w", path, err)}
-		return
-	}
-	conn, dialErr := dialLoopback(ctx, port, timeout)
-	backErr := netns.Set(orig)
-	orig.Close()
-	if backErr != nil {
-		if conn != nil {
-			conn.Close()
-		}
-		ch <- dialResult{err: fmt.Errorf("leave netns %s: %w", path, backErr)}
-		return // still locked: the runtime terminates this thread
-	}
-	runtime.UnlockOSThread()
-	if dialErr != nil {
-		dialErr = fmt.Errorf("netns %s: %w", path, dialErr)
-	}
-	ch <- dialResult{conn: conn, err: dialErr}
+	return h, nil
+})
+
+// Prepare opens the handle of the daemon's own network namespace, which
+// every dial returns to, and keeps it for the life of the process. Call it
+// once at startup, so that a missing /proc fails the start rather than the
+// first dial; Dial calls it too.
+func Prepare() error {
+	_, err := ownNetns()
+	return err
 }
 
-// dialLoopback tries the IPv4 and then the IPv6 loopback on the calling
-// goroutine. With an IP literal the net package neither resolves a name nor
-// races addresses on other goroutines (golang/go#44922), so the socket is
-// created on this thread, in its current namespace.
-func dialLoopback(ctx context.Context, port uint16, timeout time.Duration) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: timeout, FallbackDelay: -1}
+// dialInNetns is the only code that enters a pod's network namespace. It
+// is a named function so that it is recognisable in stack dumps. It tries
+// 127.0.0.1 and then [::1]. If the thread cannot return to the daemon's own
+// namespace the goroutine ends still locked, and the runtime terminates the
+// thread with it; every fd is closed before the result is sent, so the
+// caller never sees one still open.
+func dialInNetns(ctx context.Context, target netns.NsHandle, path string, port uint16, timeout time.Duration, ch chan<- dialResult) {
+	own, err := ownNetns()
+	if err != nil {
+		ch <- dialResult{err: err}
+		return
+	}
 	p := strconv.Itoa(int(port))
-	c4, err4 := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", p))
+	c4, err4 := dialIn(ctx, target, own, "tcp4", net.JoinHostPort("127.0.0.1", p), timeout)
 	if err4 == nil {
-		return c4.(*net.TCPConn), nil
+		ch <- dialResult{conn: c4}
+		return
 	}
-	c6, err6 := d.DialContext(ctx, "tcp6", net.JoinHostPort("::1", p))
+	if errors.Is(err4, errStuck) {
+		ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err4)}
+		return // still locked
+	}
+	c6, err6 := dialIn(ctx, target, own, "tcp6", net.JoinHostPort("::1", p), timeout)
 	if err6 == nil {
-		return c6.(*net.TCPConn), nil
+		ch <- dialResult{conn: c6}
+		return
 	}
-	return nil, &LoopbackError{Port: port, IPv4: err4, IPv6: err6}
+	if errors.Is(err6, errStuck) {
+		ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err6)}
+		return // still locked
+	}
+	ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, &LoopbackError{Port: port, IPv4: err4, IPv6: err6})}
+}
+
+// errStuck marks a thread that could not leave the pod's namespace.
+var errStuck = errors.New("cannot return to the daemon's network namespace")
+
+// dialIn connects to addr (an IP literal, so the net package neither
+// resolves a name nor races addresses on other goroutines) with the socket
+// created inside target. A socket belongs to the namespace it was created
+// in, so the thread returns to own as soon as socket(2) has run, in the
+// dialer's Control hook, and waits for the connect unlocked: no thread sits
+// in a pod's namespace, or is pinned, while a handshake is in flight.
+// On errStuck the calling goroutine is left locked to its thread.
+func dialIn(ctx context.Context, target, own netns.NsHandle, network, addr string, timeout time.Duration) (*net.TCPConn, error) {
+	runtime.LockOSThread()
+	if err := netns.Set(target); err != nil {
+		// A failed setns leaves the thread where it was.
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter netns: %w", err)
+	}
+	inside := true
+	var stuck error
+	leave := func() error {
+		if err := netns.Set(own); err != nil {
+			stuck = fmt.Errorf("%w: %w", errStuck, err)
+			return stuck
+		}
+		inside = false
+		runtime.UnlockOSThread()
+		return nil
+	}
+	d := net.Dialer{
+		Timeout:       timeout,
+		FallbackDelay: -1,
+		Control: func(string, string, syscall.RawConn) error {
+			return leave()
+		},
+	}
+	c, err := d.DialContext(ctx, network, addr)
+	if inside && stuck == nil {
+		// socket(2) itself failed, so Control never ran.
+		leave()
+	}
+	if stuck != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, stuck
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // LoopbackError is a failed dial of both loopback addresses.

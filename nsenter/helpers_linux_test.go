@@ -15,7 +15,7 @@ import (
 
 var netnsSeq atomic.Int64
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("PORTFORWARDD_REQUIRE_ROOT") == "1" {
@@ -25,7 +25,7 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-func ip(t *testing.T, args ...string) {
+func ip(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
@@ -35,7 +35,7 @@ func ip(t *testing.T, args ...string) {
 
 // newNetns creates a named network namespace with lo up, as a pod would have,
 // and returns its pinned path. It is removed when the test ends.
-func newNetns(t *testing.T) (name, path string) {
+func newNetns(t testing.TB) (name, path string) {
 	t.Helper()
 	requireRoot(t)
 	name = fmt.Sprintf("nsentertest-%d-%d_pod", os.Getpid(), netnsSeq.Add(1))
@@ -46,7 +46,7 @@ func newNetns(t *testing.T) (name, path string) {
 }
 
 // listenIn opens a listener inside the namespace at path.
-func listenIn(t *testing.T, path, network, addr string) net.Listener {
+func listenIn(t testing.TB, path, network, addr string) net.Listener {
 	t.Helper()
 	ln, err := nsentertest.Listen(path, network, addr)
 	if err != nil {

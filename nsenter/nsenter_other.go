@@ -25,6 +25,9 @@ func (Dialer) Dial(context.Context, Target, uint16) (*net.TCPConn, error) {
 	return nil, errUnsupported
 }
 
+// Prepare always fails outside Linux.
+func Prepare() error { return errUnsupported }
+
 // CheckNetns always fails outside Linux.
 func CheckNetns(string) error { return errUnsupported }
 

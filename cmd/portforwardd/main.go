@@ -136,6 +136,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func serve(o options, log *slog.Logger) error {
 	log.Info("starting portforwardd", "version", buildVersion(), "listen", o.listen,
 		"metrics_listen", o.metricsListen, "netns_dir", o.netnsDir)
+	if err := nsenter.Prepare(); err != nil {
+		return err
+	}
 	if st, err := os.Stat(o.netnsDir); err != nil || !st.IsDir() {
 		log.Warn("netns directory is not there yet; pods resolve once it exists", "netns_dir", o.netnsDir)
 	}
