@@ -97,6 +97,8 @@ type Conn struct {
 	wake     chan struct{} // signalled when the writer has work
 	ctrl     [][]byte      // queued control frames
 	active   []*Stream     // streams with data or FIN to send
+	direct   bool          // nc takes vectored writes, so a Write may go direct
+	writing  bool          // a goroutine is writing to nc (the writer, or a Write going direct)
 	wclosed  bool          // the writer stopped; nothing more is sent
 	closing  bool          // write what is queued, then stop
 	writerOK chan struct{} // closed when the writer goroutine exits
@@ -130,6 +132,7 @@ func Serve(nc net.Conn, accept func(*Stream) error, opts Options) *Conn {
 		writerOK: make(chan struct{}),
 		done:     make(chan struct{}),
 		shut:     make(chan struct{}),
+		direct:   vectored(nc),
 	}
 	c.touch()
 	// Peers that honour flow control may send a whole budget per stream

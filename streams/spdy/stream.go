@@ -68,10 +68,21 @@ func (s *Stream) send(p []byte, fin bool) error {
 		c.wmu.Unlock()
 		return fmt.Errorf("write stream %d: %w", s.id, ErrReset)
 	}
-	s.pending, s.fin = p, fin
 	if fin {
 		s.localDone = true
 	}
+	if c.direct && !c.writing && len(c.ctrl) == 0 && len(c.active) == 0 && len(p) <= c.opts.MaxFrame {
+		c.writing = true
+		c.wmu.Unlock()
+		if err := c.writeDirect(s, p, fin); err != nil {
+			return fmt.Errorf("write stream %d: %w", s.id, err)
+		}
+		if fin {
+			c.finishLocal(s)
+		}
+		return nil
+	}
+	s.pending, s.fin = p, fin
 	if !s.queued {
 		s.queued = true
 		c.active = append(c.active, s)

@@ -28,7 +28,7 @@ func (c *Conn) writeLoop() {
 	vec := vectored(c.nc)
 	for {
 		c.wmu.Lock()
-		for len(c.ctrl) == 0 && len(c.active) == 0 && !c.closing && !c.wclosed {
+		for c.writing || len(c.ctrl) == 0 && len(c.active) == 0 && !c.closing && !c.wclosed {
 			c.wmu.Unlock()
 			<-c.wake
 			c.wmu.Lock()
@@ -86,6 +86,7 @@ func (c *Conn) writeLoop() {
 		if len(c.active) > 1 {
 			c.active = append(c.active[1:], c.active[0])
 		}
+		c.writing = true
 		c.wmu.Unlock()
 
 		var err error
@@ -105,6 +106,7 @@ func (c *Conn) writeLoop() {
 		spare = ctrl
 
 		c.wmu.Lock()
+		c.writing = false
 		for _, s := range batch {
 			s.inflight = false
 			switch {
@@ -140,4 +142,40 @@ func (c *Conn) writeLoop() {
 		}
 		c.wmu.Unlock()
 	}
+}
+
+// writeDirect writes one DATA frame on the calling goroutine, for a Write
+// that finds the writer idle: an interactive stream's small writes then
+// cost no goroutine handoffs. The caller has set c.writing; writeDirect
+// clears it, and hands anything queued meanwhile to the writer.
+func (c *Conn) writeDirect(s *Stream, p []byte, fin bool) error {
+	var flags uint8
+	if fin {
+		flags = flagFin
+	}
+	var hdr [frameHeaderLen]byte
+	bufs := net.Buffers{appendDataHeader(hdr[:0], s.id, flags, len(p)), p}
+	_, err := bufs.WriteTo(c.nc)
+	c.touch()
+	c.wmu.Lock()
+	c.writing = false
+	if err != nil && !c.wclosed {
+		c.wclosed = true
+		werr := fmt.Errorf("connection write: %v: %w", err, ErrReset)
+		for len(c.active) > 0 {
+			c.failPendingLocked(c.active[0], werr)
+		}
+		c.wakeWriter()
+		c.wmu.Unlock()
+		c.nc.Close()
+		return werr
+	}
+	if len(c.ctrl) > 0 || len(c.active) > 0 || c.closing || c.wclosed {
+		c.wakeWriter()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("connection write: %v: %w", err, ErrReset)
+	}
+	return nil
 }
