@@ -42,8 +42,13 @@ func main() {
 	runs := flag.Int("runs", 3, "interleaved runs per measurement (the median is reported)")
 	pings := flag.Int("pings", 300, "connections per setup-latency measurement")
 	daemon := flag.String("daemon", "", "portforwardd binary (default: build ./cmd/portforwardd)")
-	chart := flag.String("chart", "", "write a PNG chart to this file")
+	chart := flag.String("chart", "", "write a PNG chart to this file (needs the bulk and parallel sections)")
+	only := flag.String("only", "bulk,parallel,setup,hol", "comma list of sections to run: bulk, parallel, setup, hol")
 	refListen := flag.String("serve-reference", "", "internal: run the reference server on this address")
+	nullListen := flag.String("serve-null", "", "internal: run the null SPDY server on this address")
+	relayListen := flag.String("serve-relay", "", "internal: run the plain relay on this address")
+	relayNetns := flag.String("relay-netns", "", "internal: the plain relay's pod netns file")
+	relayPort := flag.Int("relay-port", 0, "internal: the plain relay's pod port")
 	netnsDir := flag.String("netns-dir", "/run/netns", "internal: the reference server's netns directory")
 	flag.Parse()
 	// client-go reports expected errors (the stalled stream's reset) through klog.
@@ -56,9 +61,23 @@ func main() {
 		}
 		return
 	}
+	if *nullListen != "" {
+		if err := serveNull(*nullListen); err != nil {
+			fmt.Fprintln(os.Stderr, "null:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *relayListen != "" {
+		if err := serveRelay(*relayListen, *relayNetns, *relayPort); err != nil {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	n, err := parseSize(*size)
 	if err == nil {
-		err = run(n, *runs, *pings, *daemon, *chart)
+		err = run(n, *runs, *pings, *daemon, *chart, sections(*only))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -88,7 +107,16 @@ type result struct {
 	note string
 }
 
-func run(size int64, runs, pings int, daemonBin, chartFile string) error {
+// sections parses -only.
+func sections(s string) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		m[strings.TrimSpace(f)] = true
+	}
+	return m
+}
+
+func run(size int64, runs, pings int, daemonBin, chartFile string, only map[string]bool) error {
 	tmp, err := os.MkdirTemp("", "portforwardd-bench-")
 	if err != nil {
 		return err
@@ -134,11 +162,16 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 	if err != nil {
 		return err
 	}
-	ref, err := startReference(self)
+	ref, err := startHelper(self, "-serve-reference", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	defer ref.stop()
+	relayProc, err := startHelper(self, "-serve-relay", "127.0.0.1:0", "-relay-netns", "/run/netns/"+netnsName, "-relay-port", strconv.Itoa(remote))
+	if err != nil {
+		return err
+	}
+	defer relayProc.stop()
 
 	newPaths := func() ([]path, func(), error) {
 		var stops []func()
@@ -178,6 +211,7 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 			v4Path("portforwardd WS v4", d.addr, route, remote, d),
 			tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d),
 			h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d),
+			tcpPath("plain relay (read/write, no framing)", tcpDialer(relayProc.addr), relayProc),
 		}, stopAll, nil
 	}
 	paths, stopPaths, err := newPaths()
@@ -223,13 +257,18 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 		rows = append(rows, r)
 		return nil
 	}
-	if err := measure("bulk client→pod", func(p path) (time.Duration, int64, error) { t, err := p.upload(size); return t, size, err }); err != nil {
-		return err
-	}
-	if err := measure("bulk pod→client", func(p path) (time.Duration, int64, error) { t, err := p.download(size); return t, size, err }); err != nil {
-		return err
+	if only["bulk"] {
+		if err := measure("bulk client→pod", func(p path) (time.Duration, int64, error) { t, err := p.upload(size); return t, size, err }); err != nil {
+			return err
+		}
+		if err := measure("bulk pod→client", func(p path) (time.Duration, int64, error) { t, err := p.download(size); return t, size, err }); err != nil {
+			return err
+		}
 	}
 	for _, n := range []int{8, 64} {
+		if !only["parallel"] {
+			break
+		}
 		if err := measure(fmt.Sprintf("%d streams pod→client, aggregate", n), func(p path) (time.Duration, int64, error) {
 			t, err := p.parallel(n, size)
 			return t, size, err
@@ -239,7 +278,30 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 	}
 
 	lat := make([][]time.Duration, len(paths))
+	var floor []time.Duration
+	var floorSetup func() (time.Duration, error)
+	if only["setup"] {
+		nullProc, err := startHelper(self, "-serve-null", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer nullProc.stop()
+		local, stop, err := forward(nullProc.addr, route, remote, false)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		floorSetup = tcpPath("", tcpDialer(fmt.Sprintf("127.0.0.1:%d", local)), nullProc).setup
+	}
 	for range pings {
+		if !only["setup"] {
+			break
+		}
+		t, err := floorSetup()
+		if err != nil {
+			return fmt.Errorf("setup, client-go floor: %w", err)
+		}
+		floor = append(floor, t)
 		for i, p := range paths {
 			t, err := p.setup()
 			if err != nil {
@@ -250,10 +312,15 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 	}
 	p50, p99 := row{name: "setup + 1-byte echo + close, p50"}, row{name: "setup + 1-byte echo + close, p99"}
 	for i := range paths {
+		if len(lat[i]) == 0 {
+			break
+		}
 		p50.cells = append(p50.cells, result{ok: true, dur: percentile(lat[i], 50)})
 		p99.cells = append(p99.cells, result{ok: true, dur: percentile(lat[i], 99)})
 	}
-	rows = append(rows, p50, p99)
+	if only["setup"] {
+		rows = append(rows, p50, p99)
+	}
 
 	// Head-of-line last: it can wedge the reference stack's session, so
 	// every path gets fresh port-forwards.
@@ -263,6 +330,9 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 	}
 	hol := row{name: fmt.Sprintf("one stream uploads while another holds %d MiB its pod never reads", holdBytes>>20)}
 	for _, p := range paths {
+		if !only["hol"] {
+			break
+		}
 		r, err := p.headOfLine(size / 4)
 		if errors.Is(err, errNotApplicable) {
 			hol.cells = append(hol.cells, result{})
@@ -273,11 +343,13 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 		}
 		hol.cells = append(hol.cells, r)
 	}
-	rows = append(rows, hol)
+	if only["hol"] {
+		rows = append(rows, hol)
+	}
 
 	cpuRow, rssRow := row{name: "server CPU per GiB moved"}, row{name: "server RSS after the suite"}
 	for i, p := range paths {
-		if p.proc == nil {
+		if p.proc == nil || moved[i] == 0 {
 			cpuRow.cells = append(cpuRow.cells, result{})
 			rssRow.cells = append(rssRow.cells, result{})
 			continue
@@ -306,7 +378,11 @@ func run(size int64, runs, pings int, daemonBin, chartFile string) error {
 		}
 		fmt.Println(line)
 	}
-	if chartFile != "" {
+	if len(floor) > 0 {
+		fmt.Printf("\nclient-go floor for setup (a SPDY server answering from memory: no pod, no dial), through the same client: p50 %d µs (%.2f× the reference stack), p99 %d µs\n",
+			percentile(floor, 50).Microseconds(), float64(percentile(floor, 50))/float64(p50.cells[1].dur), percentile(floor, 99).Microseconds())
+	}
+	if chartFile != "" && only["bulk"] && only["parallel"] {
 		var series []chartRow
 		for _, r := range rows[:4] {
 			cr := chartRow{label: r.name}
@@ -379,8 +455,10 @@ func startDaemon(bin string) (*proc, error) {
 	return nil, errors.New("portforwardd exited before serving")
 }
 
-func startReference(self string) (*proc, error) {
-	cmd := exec.Command(self, "-serve-reference", "127.0.0.1:0")
+// startHelper runs this program in one of its internal server modes and
+// reads the address it serves on.
+func startHelper(self string, args ...string) (*proc, error) {
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = io.Discard
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -393,7 +471,7 @@ func startReference(self string) (*proc, error) {
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, fmt.Errorf("reference server: %w", err)
+		return nil, fmt.Errorf("%s: %w", args[0], err)
 	}
 	return &proc{cmd: cmd, addr: strings.TrimSpace(line)}, nil
 }
