@@ -12,8 +12,15 @@ type Pod struct {
 	UID       string // optional; empty when the route has none
 }
 
-// String returns "namespace/name", the form used in logs and error texts.
-func (p Pod) String() string { return p.Namespace + "/" + p.Name }
+// String returns "namespace/name", the form used in logs and error texts,
+// or the name alone when there is no namespace (a CRI sandbox ID, which
+// is how the kubelet's streaming library names the pod in its texts).
+func (p Pod) String() string {
+	if p.Namespace == "" {
+		return p.Name
+	}
+	return p.Namespace + "/" + p.Name
+}
 
 // Validate reports whether p can name a Kubernetes pod: the namespace is a
 // DNS-1123 label and the name a DNS-1123 subdomain. This also guarantees that

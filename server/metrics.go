@@ -82,6 +82,10 @@ func NewMetrics(version string) *Metrics {
 	return m
 }
 
+// Registerer is where other packages' metrics join these (served by the
+// same /metrics).
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
 // Handler serves the registry in the Prometheus exposition formats.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4})

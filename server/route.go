@@ -7,6 +7,16 @@ import (
 	"github.com/portforwardd/portforwardd/nsenter"
 )
 
+// parseTokenRoute matches /portforward/{token}, the single-use URLs the
+// CRI proxy hands out.
+func parseTokenRoute(escapedPath string) (string, bool) {
+	token, ok := strings.CutPrefix(escapedPath, "/portforward/")
+	if !ok || token == "" || strings.Contains(token, "/") {
+		return "", false
+	}
+	return token, true
+}
+
 // parseRoute matches an escaped request path against
 // /portForward/{namespace}/{pod}[/{uid}]. Segments are unescaped one by
 // one, so an encoded slash cannot change the route's shape.

@@ -25,6 +25,8 @@ type Dialer interface {
 type Config struct {
 	// Resolver maps pods to network namespaces. Required.
 	Resolver nsenter.Resolver
+	// Tokens redeems /portforward/{token} URLs; nil answers them 404.
+	Tokens Tokens
 	// Dialer dials inside a namespace; nil means nsenter.Dialer{}.
 	Dialer Dialer
 	// StreamIdleTimeout closes a session with no frame in either direction
@@ -43,6 +45,23 @@ type Config struct {
 	Metrics *Metrics
 	// Log receives lifecycle events; nil discards them.
 	Log *slog.Logger
+}
+
+// Tokens redeems the single-use tokens of /portforward/{token} URLs (see
+// package cri).
+type Tokens interface {
+	// Redeem returns what token grants and forgets it; false for an
+	// unknown, used or expired token.
+	Redeem(token string) (TokenGrant, bool)
+}
+
+// TokenGrant is one redeemed token: a sandbox, its network namespace, and
+// the ports of the CRI request (WebSocket v4 clients that name none in
+// their query forward these).
+type TokenGrant struct {
+	SandboxID string
+	Target    nsenter.Target
+	Ports     []uint16
 }
 
 // Server serves port-forward requests. Use it as the http.Handler of the
@@ -110,7 +129,8 @@ func (s *Server) readHeaderTimeout() time.Duration {
 // ServeHTTP answers one port-forward request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pod, ok := parseRoute(r.URL.EscapedPath())
-	if !ok {
+	token, isToken := parseTokenRoute(r.URL.EscapedPath())
+	if !ok && !isToken {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "no_route", msg: "404 page not found"})
 		return
 	}
@@ -119,7 +139,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {"GET, POST"}}})
 		return
 	}
-	if err := pod.Validate(); err != nil {
+	var grant TokenGrant
+	if isToken {
+		// Redeemed first, as the kubelet's streaming library does: a token
+		// is spent by any request that names it.
+		if s.cfg.Tokens != nil {
+			grant, ok = s.cfg.Tokens.Redeem(token)
+		}
+		if !ok {
+			s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "unknown_token", msg: "404 page not found"})
+			return
+		}
+		pod = nsenter.Pod{Name: grant.SandboxID}
+	} else if err := pod.Validate(); err != nil {
 		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "invalid_pod", msg: err.Error()})
 		return
 	}
@@ -151,14 +183,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isWS {
 		var rerr *requestError
 		if choice, rerr = negotiateWebSocket(r.Header); rerr == nil && !choice.tunnel {
-			ports, rerr = parsePortQuery(r.URL.Query())
+			if isToken && len(grant.Ports) > 0 && !r.URL.Query().Has("port") {
+				ports = grant.Ports
+			} else {
+				ports, rerr = parsePortQuery(r.URL.Query())
+			}
 		}
 		if rerr != nil {
 			s.fail(w, r, rerr)
 			return
 		}
 	}
-	target, err := s.cfg.Resolver.Resolve(r.Context(), pod)
+	target, err := grant.Target, error(nil)
+	if !isToken {
+		target, err = s.cfg.Resolver.Resolve(r.Context(), pod)
+	}
 	switch {
 	case errors.Is(err, nsenter.ErrPodNotFound):
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "not_found", msg: "pod does not exist"})

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portforwardd/portforwardd/cri"
 	"github.com/portforwardd/portforwardd/nsenter"
 	"github.com/portforwardd/portforwardd/server"
 )
@@ -41,6 +42,10 @@ type options struct {
 	logLevel, logFormat   string
 	showVersion           bool
 	pprof                 bool
+	criListen             string
+	criUpstream           string
+	criEndpoint           string
+	streamURL             string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -58,6 +63,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the metrics listener")
+	fs.StringVar(&o.criListen, "cri-listen", "", "serve the CRI proxy on this `unix:///path` (point the kubelet's containerRuntimeEndpoint here); empty disables it")
+	fs.StringVar(&o.criUpstream, "cri-upstream", "unix:///var/run/crio/crio.sock", "the runtime's CRI socket the proxy forwards to")
+	fs.StringVar(&o.criEndpoint, "cri-endpoint", "", "resolve /portForward/{namespace}/{pod} through this CRI socket (`unix:///path`) instead of --netns-dir")
+	fs.StringVar(&o.streamURL, "stream-url", "", "base of the URLs the CRI proxy hands out (default: http:// and the --listen address, 127.0.0.1 for a wildcard host)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -78,6 +87,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--drain-timeout must not be negative")
 	case o.listen == "":
 		return o, errors.New("--listen must not be empty")
+	}
+	for name, v := range map[string]string{"--cri-listen": o.criListen, "--cri-endpoint": o.criEndpoint} {
+		if v == "" {
+			continue
+		}
+		if _, err := cri.SocketPath(v); err != nil {
+			return o, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if o.criListen != "" {
+		if _, err := cri.SocketPath(o.criUpstream); err != nil {
+			return o, fmt.Errorf("--cri-upstream: %w", err)
+		}
 	}
 	return o, nil
 }
@@ -149,8 +171,20 @@ func serve(o options, log *slog.Logger) error {
 	}
 
 	metrics := server.NewMetrics(buildVersion())
+	var resolver nsenter.Resolver = nsenter.DirResolver{Dir: o.netnsDir}
+	if o.criEndpoint != "" {
+		conn, err := cri.Dial(o.criEndpoint)
+		if err != nil {
+			return fmt.Errorf("--cri-endpoint: %w", err)
+		}
+		defer conn.Close()
+		resolver = cri.NewResolver(conn)
+		log.Info("resolving pods through CRI", "endpoint", o.criEndpoint)
+	}
+	tokens := cri.NewTokens()
 	srv := server.New(server.Config{
-		Resolver:              nsenter.DirResolver{Dir: o.netnsDir},
+		Resolver:              resolver,
+		Tokens:                criTokens{tokens},
 		Dialer:                nsenter.Dialer{Timeout: o.dialTimeout},
 		StreamIdleTimeout:     o.idleTimeout,
 		StreamCreationTimeout: o.creationTimeout,
@@ -165,7 +199,7 @@ func serve(o options, log *slog.Logger) error {
 		return fmt.Errorf("listen on --listen %s: %w", o.listen, err)
 	}
 	httpSrv := srv.NewHTTPServer()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- serveListener(httpSrv, ln, "listen") }()
 
 	var metricsSrv *http.Server
@@ -181,6 +215,15 @@ func serve(o options, log *slog.Logger) error {
 	}
 	srv.MarkServing()
 	log.Info("serving port-forward", "addr", ln.Addr().String())
+	var proxy *criProxy
+	if o.criListen != "" {
+		proxy, err = startCRIProxy(o, tokens, srv, streamBaseURL(o.streamURL, ln.Addr()), metrics, log)
+		if err != nil {
+			httpSrv.Close()
+			return err
+		}
+		go func() { errc <- <-proxy.errc }()
+	}
 
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
@@ -203,6 +246,11 @@ func serve(o options, log *slog.Logger) error {
 		case <-drainCtx.Done():
 		}
 	}()
+	// The CRI proxy goes first: the kubelet then sees the runtime as down
+	// rather than getting URLs of a server that is draining.
+	if proxy != nil {
+		proxy.stop(drainCtx)
+	}
 	// Stop accepting; upgraded connections are not the http.Server's any
 	// more, the Server drains them.
 	httpSrv.Shutdown(drainCtx)

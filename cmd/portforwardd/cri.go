@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+
+	"github.com/portforwardd/portforwardd/cri"
+	"github.com/portforwardd/portforwardd/server"
+)
+
+// criTokens adapts cri.Tokens to server.Tokens.
+type criTokens struct{ t *cri.Tokens }
+
+func (c criTokens) Redeem(token string) (server.TokenGrant, bool) {
+	g, ok := c.t.Redeem(token)
+	return server.TokenGrant{SandboxID: g.SandboxID, Target: g.Target, Ports: g.Ports}, ok
+}
+
+// streamBaseURL is the base of the URLs PortForward answers: --stream-url,
+// or http:// and the forwarding listener's address, with a wildcard host
+// replaced by 127.0.0.1 (the kubelet dials it from the host).
+func streamBaseURL(flagValue string, ln net.Addr) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	host, port, err := net.SplitHostPort(ln.String())
+	if err != nil {
+		return "http://" + ln.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// listenUnix listens on a unix:// endpoint: the directory is created, a
+// stale socket from an earlier run is removed (anything else at the path is
+// an error), and the socket is readable and writable by root only, like
+// the runtime's own.
+func listenUnix(endpoint string) (net.Listener, error) {
+	path, err := cri.SocketPath(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// criProxy is the running CRI proxy.
+type criProxy struct {
+	srv      *grpc.Server
+	upstream *grpc.ClientConn
+	errc     chan error
+}
+
+func startCRIProxy(o options, tokens *cri.Tokens, srv *server.Server, base string, metrics *server.Metrics, log *slog.Logger) (*criProxy, error) {
+	upstream, err := cri.Dial(o.criUpstream)
+	if err != nil {
+		return nil, fmt.Errorf("--cri-upstream: %w", err)
+	}
+	ln, err := listenUnix(o.criListen)
+	if err != nil {
+		upstream.Close()
+		return nil, fmt.Errorf("--cri-listen: %w", err)
+	}
+	p := cri.NewProxy(cri.ProxyConfig{
+		Upstream:  upstream,
+		Tokens:    tokens,
+		StreamURL: func() (string, bool) { return base, srv.Ready() },
+		Metrics:   cri.NewMetrics(metrics.Registerer()),
+		Log:       log.With("component", "cri-proxy"),
+	})
+	cp := &criProxy{srv: p.NewServer(), upstream: upstream, errc: make(chan error, 1)}
+	go func() {
+		if err := cp.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			cp.errc <- fmt.Errorf("serve --cri-listen: %w", err)
+		}
+	}()
+	log.Info("serving CRI proxy", "listen", o.criListen, "upstream", o.criUpstream, "stream_url", base)
+	return cp, nil
+}
+
+// stop lets calls in flight finish until ctx ends, then cuts the rest
+// (long-lived streaming calls such as GetContainerEvents never finish on
+// their own).
+func (cp *criProxy) stop(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		cp.srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		cp.srv.Stop()
+		<-done
+	}
+	cp.upstream.Close()
+}

@@ -1,0 +1,94 @@
+package cri
+
+import (
+	"errors"
+	"io/fs"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/portforwardd/portforwardd/nsenter"
+)
+
+// portForward answers a PortForward call with a URL of the stream server
+// at base. Like containerd (and unlike CRI-O) it checks the sandbox now,
+// so a missing or stopped sandbox fails the RPC rather than the stream.
+func (p *Proxy) portForward(ss grpc.ServerStream, base string) error {
+	in := new(frame)
+	if err := ss.RecvMsg(in); err != nil {
+		return err
+	}
+	var req runtimeapi.PortForwardRequest
+	if err := proto.Unmarshal(in.payload, &req); err != nil {
+		return status.Errorf(codes.InvalidArgument, "decode PortForwardRequest: %v", err)
+	}
+	id := req.GetPodSandboxId()
+	if id == "" {
+		return status.Error(codes.InvalidArgument, "PodSandboxId is not set")
+	}
+	ports := make([]uint16, 0, len(req.GetPort()))
+	for _, port := range req.GetPort() {
+		if port <= 0 || port > 65535 {
+			return status.Errorf(codes.InvalidArgument, "invalid port %d", port)
+		}
+		ports = append(ports, uint16(port))
+	}
+	target, err := p.sandboxTarget(ss, id)
+	if err != nil {
+		p.log.Info("PortForward refused", "sandbox", id, "err", err)
+		return err
+	}
+	token, err := p.cfg.Tokens.Insert(Grant{SandboxID: id, Target: target, Ports: ports})
+	if err != nil {
+		p.log.Warn("PortForward refused", "sandbox", id, "err", err)
+		return err
+	}
+	p.m.tokens.Set(float64(p.cfg.Tokens.Outstanding()))
+	url := strings.TrimSuffix(base, "/") + "/portforward/" + token
+	out, err := proto.Marshal(&runtimeapi.PortForwardResponse{Url: url})
+	if err != nil {
+		return status.Errorf(codes.Internal, "encode PortForwardResponse: %v", err)
+	}
+	p.log.Info("PortForward answered", "sandbox", id, "netns", target.Path)
+	return ss.SendMsg(&frame{payload: out})
+}
+
+// sandboxTarget asks the upstream for the sandbox's verbose status and
+// returns its network namespace, checked to be one now.
+func (p *Proxy) sandboxTarget(ss grpc.ServerStream, id string) (nsenter.Target, error) {
+	client := runtimeapi.NewRuntimeServiceClient(p.cfg.Upstream)
+	st, err := client.PodSandboxStatus(outgoing(ss.Context()), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		if s, ok := status.FromError(err); ok {
+			return nsenter.Target{}, status.Errorf(s.Code(), "failed to find sandbox %q: %s", id, s.Message())
+		}
+		return nsenter.Target{}, status.Errorf(codes.Unavailable, "failed to find sandbox %q: %v", id, err)
+	}
+	return targetOf(id, st)
+}
+
+// targetOf turns a verbose sandbox status into a Target, or the status
+// error the kubelet should see.
+func targetOf(id string, st *runtimeapi.PodSandboxStatusResponse) (nsenter.Target, error) {
+	if st.GetStatus().GetState() != runtimeapi.PodSandboxState_SANDBOX_READY {
+		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "sandbox container %q is not running", id)
+	}
+	path, err := netnsPath(st)
+	switch {
+	case errors.Is(err, errNetnsClosed):
+		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "network namespace for sandbox %q is closed", id)
+	case err != nil:
+		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "sandbox %q: %v", id, err)
+	}
+	if err := nsenter.CheckNetns(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "network namespace for sandbox %q is closed", id)
+		}
+		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "sandbox %q: %v", id, err)
+	}
+	return nsenter.Target{Path: path}, nil
+}

@@ -1,0 +1,326 @@
+package cri
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// upstream is a real gRPC server implementing grpc's interop TestService:
+// it echoes metadata into its header and trailer, reports the deadline it
+// sees, and serves every call shape.
+type upstream struct {
+	testgrpc.UnimplementedTestServiceServer
+	canceled chan struct{} // a FullDuplexCall saw its context end
+}
+
+func (u *upstream) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	hdr := metadata.Pairs("x-echo-initial", strings.Join(md.Get("x-test-initial"), ","))
+	if _, ok := ctx.Deadline(); ok {
+		hdr.Set("x-had-deadline", "yes")
+	}
+	grpc.SetHeader(ctx, hdr)
+	grpc.SetTrailer(ctx, metadata.Pairs("x-echo-trailing-bin", strings.Join(md.Get("x-test-trailing-bin"), ",")))
+	if s := req.GetResponseStatus(); s != nil && s.GetCode() != 0 {
+		return nil, status.Error(codes.Code(s.GetCode()), s.GetMessage())
+	}
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: bytes.Repeat([]byte{'r'}, int(req.GetResponseSize()))}}, nil
+}
+
+func (u *upstream) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, s grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
+	for _, p := range req.GetResponseParameters() {
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (u *upstream) StreamingInputCall(s grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	var sum int32
+	for {
+		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return s.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: sum})
+		}
+		if err != nil {
+			return err
+		}
+		sum += int32(len(req.GetPayload().GetBody()))
+	}
+}
+
+func (u *upstream) FullDuplexCall(s grpc.BidiStreamingServer[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]) error {
+	for {
+		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if s.Context().Err() != nil && u.canceled != nil {
+				close(u.canceled)
+			}
+			return err
+		}
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
+			return err
+		}
+	}
+}
+
+// runtimeUpstream answers PortForward itself (what the runtime would do
+// if the proxy passed the call on) and PodSandboxStatus from a table.
+type runtimeUpstream struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	sandboxes map[string]*runtimeapi.PodSandboxStatusResponse
+}
+
+func (r *runtimeUpstream) PortForward(_ context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	return &runtimeapi.PortForwardResponse{Url: "http://runtime.invalid/portforward/" + req.GetPodSandboxId()}, nil
+}
+
+func (r *runtimeUpstream) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	st, ok := r.sandboxes[req.GetPodSandboxId()]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "an error occurred when try to find sandbox %q: not found", req.GetPodSandboxId())
+	}
+	return st, nil
+}
+
+type harness struct {
+	direct, proxied *grpc.ClientConn
+	up              *upstream
+	rt              *runtimeUpstream
+	tokens          *Tokens
+	ready           atomic.Bool
+}
+
+// newHarness serves the upstream and the proxy on unix sockets and
+// returns clients of both.
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{up: &upstream{canceled: make(chan struct{})}, rt: &runtimeUpstream{sandboxes: map[string]*runtimeapi.PodSandboxStatusResponse{}}, tokens: NewTokens()}
+	h.ready.Store(true)
+	upSrv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+	testgrpc.RegisterTestServiceServer(upSrv, h.up)
+	runtimeapi.RegisterRuntimeServiceServer(upSrv, h.rt)
+	serveUnix(t, upSrv, filepath.Join(dir, "upstream.sock"))
+
+	upConn, err := Dial("unix://" + filepath.Join(dir, "upstream.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { upConn.Close() })
+	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: h.tokens, StreamURL: func() (string, bool) { return "http://127.0.0.1:10350", h.ready.Load() }})
+	serveUnix(t, p.NewServer(), filepath.Join(dir, "proxy.sock"))
+
+	h.direct = dialTest(t, filepath.Join(dir, "upstream.sock"))
+	h.proxied = dialTest(t, filepath.Join(dir, "proxy.sock"))
+	return h
+}
+
+func serveUnix(t *testing.T, srv *grpc.Server, path string) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+}
+
+func dialTest(t *testing.T, path string) *grpc.ClientConn {
+	t.Helper()
+	c, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestProxyUnaryKeepsMetadataDeadlineAndLargeMessages(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-test-initial", "hello", "x-test-trailing-bin", "\x00\x01bin")
+	const big = 15 << 20 // both ways, under the 16 MiB limit with framing
+	var header, trailer metadata.MD
+	resp, err := testgrpc.NewTestServiceClient(h.proxied).UnaryCall(ctx,
+		&testpb.SimpleRequest{ResponseSize: big, Payload: &testpb.Payload{Body: make([]byte, big)}},
+		grpc.Header(&header), grpc.Trailer(&trailer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(resp.GetPayload().GetBody()); got != big {
+		t.Errorf("response payload: %d bytes, want %d", got, big)
+	}
+	if got := header.Get("x-echo-initial"); len(got) != 1 || got[0] != "hello" {
+		t.Errorf("header x-echo-initial = %q, want [hello]", got)
+	}
+	if got := header.Get("x-had-deadline"); len(got) != 1 {
+		t.Errorf("the upstream saw no deadline (header %v)", header)
+	}
+	if got := trailer.Get("x-echo-trailing-bin"); len(got) != 1 || got[0] != "\x00\x01bin" {
+		t.Errorf("trailer x-echo-trailing-bin = %q, want the binary value", got)
+	}
+}
+
+func TestProxyPassesStatusCodesAndUnknownMethods(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	_, err := testgrpc.NewTestServiceClient(h.proxied).UnaryCall(ctx, &testpb.SimpleRequest{
+		ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "sandbox is not ready"}})
+	if s := status.Convert(err); s.Code() != codes.FailedPrecondition || s.Message() != "sandbox is not ready" {
+		t.Errorf("status through the proxy: %v, want FailedPrecondition \"sandbox is not ready\"", err)
+	}
+	// A service nobody registered, and a method the upstream does not
+	// implement: the upstream's own answers, word for word.
+	for _, method := range []string{"/no.such.Service/Call", "/grpc.testing.TestService/UnimplementedCall"} {
+		var in, out testpb.Empty
+		errDirect := h.direct.Invoke(ctx, method, &in, &out)
+		errProxied := h.proxied.Invoke(ctx, method, &in, &out)
+		if status.Code(errDirect) != codes.Unimplemented || status.Convert(errDirect).Proto().String() != status.Convert(errProxied).Proto().String() {
+			t.Errorf("%s: direct %v, proxied %v", method, errDirect, errProxied)
+		}
+	}
+}
+
+func TestProxyStreams(t *testing.T) {
+	h := newHarness(t)
+	client := testgrpc.NewTestServiceClient(h.proxied)
+	ctx := context.Background()
+
+	// Server streaming: 100 messages.
+	var params []*testpb.ResponseParameters
+	for i := range 100 {
+		params = append(params, &testpb.ResponseParameters{Size: int32(i * 100)})
+	}
+	out, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		m, err := out.Recv()
+		if errors.Is(err, io.EOF) {
+			if i != 100 {
+				t.Errorf("server stream: %d messages, want 100", i)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.GetPayload().GetBody()) != i*100 {
+			t.Fatalf("message %d: %d bytes, want %d", i, len(m.GetPayload().GetBody()), i*100)
+		}
+	}
+
+	// Client streaming: the upstream sums what arrives before CloseSend.
+	in, err := client.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if err := in.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 1000)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := in.CloseAndRecv()
+	if err != nil || sum.GetAggregatedPayloadSize() != 50000 {
+		t.Errorf("client stream: %v, %v, want 50000", sum, err)
+	}
+
+	// Bidirectional, in lock step; then the client cancels and the
+	// upstream's call ends too.
+	cctx, cancel := context.WithCancel(ctx)
+	duplex, err := client.FullDuplexCall(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		body := []byte(strings.Repeat("x", i))
+		if err := duplex.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: body}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := duplex.Recv()
+		if err != nil || !bytes.Equal(m.GetPayload().GetBody(), body) {
+			t.Fatalf("duplex round %d: %v %v", i, m, err)
+		}
+	}
+	cancel()
+	select {
+	case <-h.up.canceled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream call did not end after the client canceled")
+	}
+}
+
+func TestProxyPortForward(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	rt := runtimeapi.NewRuntimeServiceClient(h.proxied)
+
+	// Unknown sandbox: the runtime's NotFound.
+	_, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "nope", Port: []int32{80}})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("unknown sandbox: %v, want NotFound", err)
+	}
+	// Not ready.
+	h.rt.sandboxes["stopped"] = &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{Id: "stopped", State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}}
+	_, err = rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "stopped", Port: []int32{80}})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("stopped sandbox: %v, want FailedPrecondition", err)
+	}
+	// Bad port.
+	_, err = rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "stopped", Port: []int32{70000}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("port 70000: %v, want InvalidArgument", err)
+	}
+	// Ready, in the host network (a namespace that exists everywhere).
+	h.rt.sandboxes["host"] = &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{
+		Id: "host", State: runtimeapi.PodSandboxState_SANDBOX_READY,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}},
+	}}
+	resp, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "host", Port: []int32{8080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, ok := strings.CutPrefix(resp.GetUrl(), "http://127.0.0.1:10350/portforward/")
+	if !ok || len(token) != 8 {
+		t.Fatalf("URL %q: want http://127.0.0.1:10350/portforward/<8 characters>", resp.GetUrl())
+	}
+	g, ok := h.tokens.Redeem(token)
+	if !ok || g.SandboxID != "host" || g.Target.Path != HostNetns || len(g.Ports) != 1 || g.Ports[0] != 8080 {
+		t.Errorf("grant %+v, %v", g, ok)
+	}
+	if _, ok := h.tokens.Redeem(token); ok {
+		t.Error("a token redeemed twice")
+	}
+
+	// The stream server is not ready: the runtime answers.
+	h.ready.Store(false)
+	resp, err = rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "host", Port: []int32{8080}})
+	if err != nil || resp.GetUrl() != "http://runtime.invalid/portforward/host" {
+		t.Errorf("not ready: %v, %v; want the runtime's own URL", resp, err)
+	}
+}
