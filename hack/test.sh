@@ -5,6 +5,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the root tests need: iproute2 (ip netns), and for the CRI proxy's
+# end-to-end test containerd with runc and the CNI plugins (the test
+# starts and stops containerd itself). Installed here when missing, so
+# this script is all a fresh machine needs.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "== apt-get install ${need[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+	else
+		echo "missing ${need[*]}: install them (Debian: apt-get install ${need[*]})" >&2
+		exit 1
+	fi
+fi
+mkdir -p /run/netns 2>/dev/null || true
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
 if [ -n "$unformatted" ]; then
