@@ -117,7 +117,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	h := &harness{up: &upstream{canceled: make(chan struct{})}, rt: &runtimeUpstream{sandboxes: map[string]*runtimeapi.PodSandboxStatusResponse{}}, tokens: NewTokens()}
+	h := &harness{up: &upstream{canceled: make(chan struct{})}, rt: &runtimeUpstream{sandboxes: map[string]*runtimeapi.PodSandboxStatusResponse{}}, tokens: NewTokens(0)}
 	h.ready.Store(true)
 	upSrv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	testgrpc.RegisterTestServiceServer(upSrv, h.up)

@@ -43,9 +43,13 @@ type tokenEntry struct {
 	expires time.Time
 }
 
-// NewTokens returns an empty cache with TokenTTL and MaxTokens.
-func NewTokens() *Tokens {
-	return &Tokens{ttl: TokenTTL, max: MaxTokens, now: time.Now, entries: map[string]tokenEntry{}}
+// NewTokens returns an empty cache whose tokens live ttl (TokenTTL if
+// zero), with at most MaxTokens outstanding.
+func NewTokens(ttl time.Duration) *Tokens {
+	if ttl <= 0 {
+		ttl = TokenTTL
+	}
+	return &Tokens{ttl: ttl, max: MaxTokens, now: time.Now, entries: map[string]tokenEntry{}}
 }
 
 // Insert stores g and returns its token. With MaxTokens unexpired tokens

@@ -10,7 +10,7 @@ import (
 )
 
 func TestTokensSingleUseAndFormat(t *testing.T) {
-	tok := NewTokens()
+	tok := NewTokens(0)
 	seen := map[string]bool{}
 	for range 100 {
 		token, err := tok.Insert(Grant{SandboxID: "sb"})
@@ -40,7 +40,7 @@ func TestTokensSingleUseAndFormat(t *testing.T) {
 
 func TestTokensExpireAndAreBounded(t *testing.T) {
 	now := time.Unix(1000, 0)
-	tok := NewTokens()
+	tok := NewTokens(0)
 	tok.now = func() time.Time { return now }
 	old, err := tok.Insert(Grant{SandboxID: "old"})
 	if err != nil {

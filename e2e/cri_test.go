@@ -181,6 +181,27 @@ func TestCRIProxyWithContainerd(t *testing.T) {
 		}
 	})
 
+	t.Run("a token expires", func(t *testing.T) {
+		const ttl = 200 * time.Millisecond
+		sock := filepath.Join(t.TempDir(), "cri.sock")
+		short := startDaemon(t, "--cri-listen", "unix://"+sock, "--cri-upstream", "unix://"+ctrd.sock, "--cri-token-ttl", ttl.String())
+		_, rt := criClient(t, sock)
+		var path string
+		eventually(t, 10*time.Second, func() (bool, string) {
+			resp, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: sandbox})
+			if err == nil {
+				u, _ := url.Parse(resp.GetUrl())
+				path = u.Path
+			}
+			return err == nil, fmt.Sprintf("PortForward: %v", err)
+		})
+		time.Sleep(ttl + 50*time.Millisecond) // what is tested is the passing of time
+		_, _, err := spdyDialer(t, short, path).Dial(portforward.PortForwardProtocolV1Name)
+		if err == nil || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("expired %s: %v, want a 404 upgrade failure", path, err)
+		}
+	})
+
 	t.Run("direct mode resolves the pod through CRI", func(t *testing.T) {
 		direct := startDaemon(t, "--cri-endpoint", "unix://"+ctrd.sock)
 		for _, route := range []string{"/portForward/e2e/web", "/portForward/e2e/web/aaaaaaaa-0000-0000-0000-000000000001"} {

@@ -46,6 +46,7 @@ type options struct {
 	criUpstream           string
 	criEndpoint           string
 	streamURL             string
+	criTokenTTL           time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -67,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.criUpstream, "cri-upstream", "unix:///var/run/crio/crio.sock", "the runtime's CRI socket the proxy forwards to")
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", "", "resolve /portForward/{namespace}/{pod} through this CRI socket (`unix:///path`) instead of --netns-dir")
 	fs.StringVar(&o.streamURL, "stream-url", "", "base of the URLs the CRI proxy hands out (default: http:// and the --listen address, 127.0.0.1 for a wildcard host)")
+	fs.DurationVar(&o.criTokenTTL, "cri-token-ttl", cri.TokenTTL, "how long a PortForward URL stays valid (single use either way)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -87,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--drain-timeout must not be negative")
 	case o.listen == "":
 		return o, errors.New("--listen must not be empty")
+	case o.criTokenTTL <= 0:
+		return o, errors.New("--cri-token-ttl must be positive")
 	}
 	for name, v := range map[string]string{"--cri-listen": o.criListen, "--cri-endpoint": o.criEndpoint} {
 		if v == "" {
@@ -181,7 +185,7 @@ func serve(o options, log *slog.Logger) error {
 		resolver = cri.NewResolver(conn)
 		log.Info("resolving pods through CRI", "endpoint", o.criEndpoint)
 	}
-	tokens := cri.NewTokens()
+	tokens := cri.NewTokens(o.criTokenTTL)
 	srv := server.New(server.Config{
 		Resolver:              resolver,
 		Tokens:                criTokens{tokens},
