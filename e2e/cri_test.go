@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -148,6 +149,30 @@ func TestCRIProxyWithContainerd(t *testing.T) {
 				}
 			})
 		}
+		t.Run("connect-tcp", func(t *testing.T) {
+			c, resp, body := dialRaw(t, d, fmt.Sprintf("%s?port=%d", portForwardURL(t, proxy, d, sandbox), remote))
+			if c == nil {
+				t.Fatalf("connect-tcp: %s %s", resp.Status, body)
+			}
+			c.Write([]byte("raw into the sandbox"))
+			c.CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != "raw into the sandbox" {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+		})
+		t.Run("http2", func(t *testing.T) {
+			u := fmt.Sprintf("http://%s%s?port=%d", d.addr, portForwardURL(t, proxy, d, sandbox), remote)
+			resp, err := h2Client().Post(u, "application/octet-stream", strings.NewReader("h2 into the sandbox"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || err != nil || string(got) != "h2 into the sandbox" {
+				t.Fatalf("h2: %s %q %v", resp.Status, got, err)
+			}
+		})
 		t.Run("websocket v4, ports from the CRI request", func(t *testing.T) {
 			c, _, err := dialV4(t, d, portForwardURL(t, proxy, d, sandbox, int32(remote)), nil, "v4.channel.k8s.io")
 			if err != nil {
