@@ -88,25 +88,20 @@ func dialInNetns(ctx context.Context, target netns.NsHandle, path string, port u
 		return
 	}
 	p := strconv.Itoa(int(port))
-	c4, err4 := dialIn(ctx, target, own, "tcp4", net.JoinHostPort("127.0.0.1", p), timeout)
-	if err4 == nil {
-		ch <- dialResult{conn: c4}
-		return
+	var errs [2]error
+	for i, addr := range [2]struct{ network, host string }{{"tcp4", "127.0.0.1"}, {"tcp6", "::1"}} {
+		c, err := dialIn(ctx, target, own, addr.network, net.JoinHostPort(addr.host, p), timeout)
+		if err == nil {
+			ch <- dialResult{conn: c}
+			return
+		}
+		if errors.Is(err, errStuck) {
+			ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err)}
+			return // still locked
+		}
+		errs[i] = err
 	}
-	if errors.Is(err4, errStuck) {
-		ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err4)}
-		return // still locked
-	}
-	c6, err6 := dialIn(ctx, target, own, "tcp6", net.JoinHostPort("::1", p), timeout)
-	if err6 == nil {
-		ch <- dialResult{conn: c6}
-		return
-	}
-	if errors.Is(err6, errStuck) {
-		ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err6)}
-		return // still locked
-	}
-	ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, &LoopbackError{Port: port, IPv4: err4, IPv6: err6})}
+	ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, &LoopbackError{Port: port, IPv4: errs[0], IPv6: errs[1]})}
 }
 
 // errStuck marks a thread that could not leave the pod's namespace.
