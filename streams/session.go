@@ -38,6 +38,9 @@ type Config struct {
 	MaxPendingPairs int
 	// Observer receives counts; nil means NopObserver.
 	Observer Observer
+	// OnLimit, if set, is told when a stream is refused because
+	// MaxPendingPairs pairs are waiting (LimitPendingStreams).
+	OnLimit func(limit string)
 	// Log receives per-stream events at debug level; nil discards them.
 	Log *slog.Logger
 }
@@ -132,6 +135,9 @@ func (s *Session) Accept(st Stream) error {
 
 func (s *Session) reject(st Stream, err error) {
 	s.obs.StreamRejected(ResultRejected)
+	if errors.Is(err, ErrTooManyPending) && s.cfg.OnLimit != nil {
+		s.cfg.OnLimit(LimitPendingStreams)
+	}
 	s.log.Debug("stream rejected", "session", s.id, "stream", st.ID(), "err", err)
 }
 

@@ -24,7 +24,32 @@ type SPDYOptions struct {
 	// Reader, if set, is read instead of the connection, for bytes a
 	// server had already buffered when it took the connection over.
 	Reader io.Reader
+	// Global, if set, bounds the client data held by all connections
+	// sharing it (see NewBudget).
+	Global *Budget
+	// OnLimit, if set, is told each time a limit is hit (the Limit*
+	// names); it must not block.
+	OnLimit func(limit string)
 }
+
+// Budget is a byte budget shared by SPDY connections (spdy.Budget).
+type Budget = spdy.Budget
+
+// NewBudget returns a shared budget of limit bytes; limit ≤ 0 means
+// unlimited.
+func NewBudget(limit int64) *Budget { return spdy.NewBudget(limit) }
+
+// Names of the limits reported to OnLimit callbacks.
+const (
+	LimitStreams       = spdy.LimitStreams
+	LimitStreamBuffer  = spdy.LimitStreamBuffer
+	LimitSessionBuffer = spdy.LimitSessionBuffer
+	LimitGlobalBuffer  = spdy.LimitGlobalBuffer
+	LimitControlQueue  = spdy.LimitControlQueue
+	// LimitPendingStreams: a stream was refused because MaxPendingPairs
+	// pairs were waiting for their second stream.
+	LimitPendingStreams = "pending_streams"
+)
 
 // ServeSPDY runs the server side of a SPDY/3.1 connection on c, which must
 // already have been upgraded (the 101 response written). accept is called
@@ -39,6 +64,8 @@ func ServeSPDY(c net.Conn, accept AcceptFunc, opts SPDYOptions) (Conn, error) {
 		StallTimeout: opts.StallTimeout,
 		MaxStreams:   opts.MaxStreams,
 		Reader:       opts.Reader,
+		Global:       opts.Global,
+		OnLimit:      opts.OnLimit,
 	})
 	return sc, nil
 }

@@ -32,6 +32,9 @@ const (
 	maxBatch       = 1 << 20
 	maxBatchFrames = 256
 	readBufferSize = 64 << 10
+	// maxQueuedControl bounds the control frames (ping replies, resets,
+	// window updates) waiting for a peer that does not read.
+	maxQueuedControl = 1 << 20
 )
 
 // Options tune a connection. Zero values mean the defaults.
@@ -54,6 +57,13 @@ type Options struct {
 	// Reader, if set, is where frames are read from instead of the
 	// connection (bytes a server had already buffered come first).
 	Reader io.Reader
+	// Global, if set, is a budget shared with other connections (see
+	// Budget).
+	Global *Budget
+	// OnLimit, if set, is called (on the reader goroutine, without
+	// blocking) each time a limit is hit; limit is one of the Limit*
+	// names.
+	OnLimit func(limit string)
 }
 
 func (o *Options) defaults() {
@@ -71,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxFrame <= 0 || o.MaxFrame > maxFrameLength {
 		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.OnLimit == nil {
+		o.OnLimit = func(string) {}
 	}
 }
 
@@ -96,6 +109,7 @@ type Conn struct {
 	wmu      sync.Mutex
 	wake     chan struct{} // signalled when the writer has work
 	ctrl     [][]byte      // queued control frames
+	ctrlSize int           // their bytes
 	active   []*Stream     // streams with data or FIN to send
 	direct   bool          // nc takes vectored writes, so a Write may go direct
 	writing  bool          // a goroutine is writing to nc (the writer, or a Write going direct)
@@ -165,6 +179,13 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// account records n bytes more (or fewer) held for streams, in the
+// connection's and the shared budget.
+func (c *Conn) account(n int64) {
+	c.buffered.Add(n)
+	c.opts.Global.add(n)
+}
+
 func (c *Conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
 
 func (c *Conn) checkIdle() {
@@ -213,7 +234,7 @@ func (c *Conn) goAway(status uint32) {
 		}
 		c.mu.Unlock()
 		for _, st := range streams {
-			c.buffered.Add(-int64(st.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
+			c.account(-int64(st.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
 		}
 	})
 }
@@ -233,7 +254,7 @@ func (c *Conn) readLoop() {
 	c.streams = map[uint32]*Stream{}
 	c.mu.Unlock()
 	for _, s := range streams {
-		c.buffered.Add(-int64(s.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
+		c.account(-int64(s.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
 	}
 	c.stopWriter(fmt.Errorf("connection closed: %w", ErrReset))
 	c.err = err
@@ -365,7 +386,7 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 			c.mu.Lock()
 			delete(c.streams, id)
 			c.mu.Unlock()
-			c.buffered.Add(-int64(s.in.Abort(ErrReset)))
+			c.account(-int64(s.in.Abort(ErrReset)))
 			s.wmuLocalDone()
 			close(s.replied)
 			return &streamError{id, statusCancel, err.Error()}
@@ -374,7 +395,11 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 		close(s.replied)
 		return nil
 	}
+	goingAway := c.goingAway
 	c.mu.Unlock()
+	if !goingAway {
+		c.opts.OnLimit(LimitStreams)
+	}
 	return &streamError{id, statusRefusedStream, "too many streams or going away"}
 }
 
@@ -382,7 +407,7 @@ func (c *Conn) newStream(id uint32, headers map[string][]string) *Stream {
 	s := &Stream{c: c, id: id, headers: headers, in: pipe.New(c.opts.StreamBuffer),
 		replied: make(chan struct{}), wdone: make(chan error, 1)}
 	s.in.OnRead = func(n int) { c.consumed(s, n) }
-	s.in.OnPut = func(n int) { c.buffered.Add(int64(n)) }
+	s.in.OnPut = func(n int) { c.account(int64(n)) }
 	return s
 }
 
@@ -397,7 +422,7 @@ func (s *Stream) wmuLocalDone() {
 // budget and, every half budget, sends WINDOW_UPDATEs for the stream and
 // the connection.
 func (c *Conn) consumed(s *Stream, n int) {
-	c.buffered.Add(-int64(n))
+	c.account(-int64(n))
 	select {
 	case c.drained <- struct{}{}:
 	default:
@@ -407,7 +432,7 @@ func (c *Conn) consumed(s *Stream, n int) {
 	if s.unacked >= c.opts.StreamBuffer/2 && !c.wclosed {
 		b := appendWindowUpdate(nil, s.id, uint32(s.unacked))
 		b = appendWindowUpdate(b, 0, uint32(s.unacked))
-		c.ctrl = append(c.ctrl, b)
+		c.pushControlLocked(b)
 		s.unacked = 0
 		c.wakeWriter()
 	}
@@ -442,6 +467,7 @@ func (c *Conn) readData(h frameHeader) error {
 		put, err := s.in.PutFrom(c.br, int(chunk), c.opts.StallTimeout)
 		n -= int64(put)
 		if errors.Is(err, pipe.ErrStalled) {
+			c.opts.OnLimit(LimitStreamBuffer)
 			c.resetStream(s, statusFlowControlError, true)
 			_, err = io.CopyN(io.Discard, c.br, n)
 			return err
@@ -456,30 +482,69 @@ func (c *Conn) readData(h frameHeader) error {
 	return nil
 }
 
-// waitConnBudget waits while all streams together hold ConnBuffer bytes;
-// when nobody reads for StallTimeout the fullest stream is reset.
+// waitConnBudget waits while all streams together hold ConnBuffer bytes,
+// or the shared budget is spent; when nobody reads for StallTimeout the
+// fullest stream of this connection is reset.
 func (c *Conn) waitConnBudget() error {
-	for c.buffered.Load() >= int64(c.opts.ConnBuffer) {
+	overConn := func() bool { return c.buffered.Load() >= int64(c.opts.ConnBuffer) }
+	if !overConn() && !c.opts.Global.exhausted() {
+		return nil
+	}
+	if overConn() {
+		c.opts.OnLimit(LimitSessionBuffer)
+	} else {
+		c.opts.OnLimit(LimitGlobalBuffer)
+	}
+	stall := time.NewTimer(c.opts.StallTimeout)
+	defer stall.Stop()
+	// Reads on other connections free the shared budget without telling
+	// this one: while only that budget is spent, look again every few
+	// milliseconds.
+	var poll <-chan time.Time
+	for {
+		conn, global := overConn(), c.opts.Global.exhausted()
+		if !conn && !global {
+			return nil
+		}
+		if !conn {
+			poll = time.After(5 * time.Millisecond)
+		}
 		select {
 		case <-c.drained:
-		case <-time.After(c.opts.StallTimeout):
-			c.mu.Lock()
-			var fullest *Stream
-			for _, s := range c.streams {
-				if fullest == nil || s.in.Buffered() > fullest.in.Buffered() {
-					fullest = s
+			stall.Reset(c.opts.StallTimeout)
+		case <-poll:
+		case <-stall.C:
+			if !c.resetFullest() {
+				if conn {
+					return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
 				}
+				// Nothing of ours is held: only other connections can
+				// free the shared budget.
 			}
-			c.mu.Unlock()
-			if fullest == nil {
-				return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
-			}
-			c.resetStream(fullest, statusFlowControlError, true)
+			stall.Reset(c.opts.StallTimeout)
 		case <-c.shut:
 			return io.EOF
 		}
 	}
-	return nil
+}
+
+// resetFullest resets the stream holding the most unread bytes; false if
+// no stream holds any.
+func (c *Conn) resetFullest() bool {
+	c.mu.Lock()
+	var fullest *Stream
+	for _, s := range c.streams {
+		if fullest == nil || s.in.Buffered() > fullest.in.Buffered() {
+			fullest = s
+		}
+	}
+	c.mu.Unlock()
+	if fullest == nil || fullest.in.Buffered() == 0 {
+		return false
+	}
+	c.opts.OnLimit(LimitStreamBuffer)
+	c.resetStream(fullest, statusFlowControlError, true)
+	return true
 }
 
 // finishRemote records the peer's FIN.
@@ -517,7 +582,7 @@ func (c *Conn) peerReset(id uint32) {
 	if s == nil {
 		return
 	}
-	c.buffered.Add(-int64(s.in.Abort(errPeerReset)))
+	c.account(-int64(s.in.Abort(errPeerReset)))
 	c.wmu.Lock()
 	s.localDone = true
 	c.failPendingLocked(s, errPeerReset)
@@ -537,10 +602,10 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
 	if byUs {
 		err = fmt.Errorf("stream %d overran its buffer: %w", s.id, ErrReset)
 	}
-	c.buffered.Add(-int64(s.in.Abort(err)))
+	c.account(-int64(s.in.Abort(err)))
 	c.wmu.Lock()
 	if !s.localDone && !c.wclosed {
-		c.ctrl = append(c.ctrl, appendRstStream(nil, s.id, status))
+		c.pushControlLocked(appendRstStream(nil, s.id, status))
 		c.wakeWriter()
 	}
 	s.localDone = true
@@ -573,10 +638,27 @@ func (c *Conn) failPendingLocked(s *Stream, err error) {
 func (c *Conn) queueControl(b []byte) {
 	c.wmu.Lock()
 	if !c.wclosed {
-		c.ctrl = append(c.ctrl, b)
-		c.wakeWriter()
+		c.pushControlLocked(b)
 	}
 	c.wmu.Unlock()
+}
+
+// pushControlLocked queues a control frame and wakes the writer; c.wmu is
+// held. A peer that makes us queue more than maxQueuedControl bytes
+// (pings or bad frames it never reads the answers to) loses the
+// connection.
+func (c *Conn) pushControlLocked(b []byte) {
+	if c.ctrlSize+len(b) > maxQueuedControl {
+		if !c.closing {
+			c.closing = true
+			c.opts.OnLimit(LimitControlQueue)
+			go c.goAway(goAwayInternalError)
+		}
+		return
+	}
+	c.ctrl = append(c.ctrl, b)
+	c.ctrlSize += len(b)
+	c.wakeWriter()
 }
 
 // wakeWriter signals the writer; c.wmu is held.
@@ -594,7 +676,7 @@ func (c *Conn) stopWriter(err error) {
 	for len(c.active) > 0 {
 		c.failPendingLocked(c.active[0], err)
 	}
-	c.ctrl = nil
+	c.ctrl, c.ctrlSize = nil, 0
 	c.wakeWriter()
 	c.wmu.Unlock()
 }

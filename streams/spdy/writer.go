@@ -40,7 +40,7 @@ func (c *Conn) writeLoop() {
 		}
 		bufs, hdrs, batch = bufs[:0], hdrs[:0], batch[:0]
 		ctrl := c.ctrl
-		c.ctrl = spare[:0]
+		c.ctrl, c.ctrlSize = spare[:0], 0
 		frames := 0
 		for _, f := range ctrl {
 			bufs = append(bufs, f)
