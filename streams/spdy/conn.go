@@ -110,6 +110,7 @@ type Conn struct {
 	wake     chan struct{} // signalled when the writer has work
 	ctrl     [][]byte      // queued control frames
 	ctrlSize int           // their bytes
+	overflow atomic.Bool   // the control queue overflowed; the reader stops
 	active   []*Stream     // streams with data or FIN to send
 	direct   bool          // nc takes vectored writes, so a Write may go direct
 	writing  bool          // a goroutine is writing to nc (the writer, or a Write going direct)
@@ -264,6 +265,9 @@ func (c *Conn) readLoop() {
 func (c *Conn) readFrames() error {
 	var hdr [frameHeaderLen]byte
 	for {
+		if c.overflow.Load() {
+			return &connError{status: goAwayInternalError, msg: "the peer does not read our control frames"}
+		}
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			return err
 		}
@@ -363,7 +367,10 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 		return herr
 	}
 	switch {
-	case id == 0 || id%2 == 0:
+	case id == 0:
+		// No RST_STREAM can name stream 0: the session is broken.
+		return protocolError("SYN_STREAM for stream 0")
+	case id%2 == 0:
 		return &streamError{id, statusProtocolError, "client stream ids are odd"}
 	case id <= c.lastID:
 		return &streamError{id, statusProtocolError, fmt.Sprintf("stream id %d after %d", id, c.lastID)}
@@ -651,6 +658,7 @@ func (c *Conn) pushControlLocked(b []byte) {
 	if c.ctrlSize+len(b) > maxQueuedControl {
 		if !c.closing {
 			c.closing = true
+			c.overflow.Store(true)
 			c.opts.OnLimit(LimitControlQueue)
 			go c.goAway(goAwayInternalError)
 		}
