@@ -108,34 +108,70 @@ var transports = []transport{
 }
 
 func spdyDialer(t *testing.T, d *daemon, route string) streamhttp.Dialer {
-	t.Helper()
-	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
-	return spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	return spdyDialerFor(t, &rest.Config{Host: "http://" + d.addr}, route)
 }
 
 func tunnelDialer(t *testing.T, d *daemon, route string) streamhttp.Dialer {
 	t.Helper()
-	u := &url.URL{Scheme: "http", Host: d.addr, Path: route}
-	tunnel, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, &rest.Config{Host: "http://" + d.addr})
+	cfg := &rest.Config{Host: "http://" + d.addr}
+	return portforward.NewFallbackDialerForStreaming(tunnelDialerFor(t, cfg, route), spdyDialerFor(t, cfg, route), func(err error) bool {
+		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
+	})
+}
+
+// spdyDialerFor is client-go's SPDY dialer for route on the server of cfg
+// (its TLS settings and bearer token included), as kubectl builds it.
+func spdyDialerFor(t *testing.T, cfg *rest.Config, route string) streamhttp.Dialer {
+	t.Helper()
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return portforward.NewFallbackDialerForStreaming(tunnel, spdyDialer(t, d, route), func(err error) bool {
-		return streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)
-	})
+	return spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, routeURL(t, cfg, route))
+}
+
+// tunnelDialerFor is client-go's SPDY-over-WebSocket dialer, without the
+// SPDY fallback.
+func tunnelDialerFor(t *testing.T, cfg *rest.Config, route string) streamhttp.Dialer {
+	t.Helper()
+	tunnel, err := portforward.NewSPDYOverWebsocketDialerForStreaming(routeURL(t, cfg, route), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tunnel
+}
+
+func routeURL(t *testing.T, cfg *rest.Config, route string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = route
+	return u
 }
 
 // startForward starts client-go's tools/portforward with tr's dialer, as
 // `kubectl port-forward POD :REMOTE` does, listening on 127.0.0.1.
 func startForward(t *testing.T, d *daemon, tr transport, route string, remotePort int) *forward {
 	t.Helper()
+	f := startForwardWith(t, tr.dialer(t, d, route), remotePort)
+	// The session must run over the transport under test, not a fallback.
+	// (The daemon counts it just after the 101 goes out.)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, tr.protocol))
+		return got >= 1, fmt.Sprintf("no %s session is active after the %s dialer connected", tr.protocol, tr.name)
+	})
+	return f
+}
+
+// startForwardWith starts client-go's tools/portforward with dialer,
+// listening on 127.0.0.1, and waits until it is ready.
+func startForwardWith(t *testing.T, dialer streamhttp.Dialer, remotePort int) *forward {
+	t.Helper()
 	f := &forward{stop: make(chan struct{}), done: make(chan error, 1)}
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddressesForStreaming(tr.dialer(t, d, route), []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
+	pf, err := portforward.NewOnAddressesForStreaming(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", remotePort)}, f.stop, ready, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,12 +190,6 @@ func startForward(t *testing.T, d *daemon, tr transport, route string, remotePor
 	}
 	f.local = int(ports[0].Local)
 	t.Cleanup(f.close)
-	// The session must run over the transport under test, not a fallback.
-	// (The daemon counts it just after the 101 goes out.)
-	eventually(t, 10*time.Second, func() (bool, string) {
-		got := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, tr.protocol))
-		return got >= 1, fmt.Sprintf("no %s session is active after the %s dialer connected", tr.protocol, tr.name)
-	})
 	return f
 }
 

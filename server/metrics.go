@@ -27,6 +27,10 @@ type Metrics struct {
 	dialDuration    prometheus.Histogram
 	dialErrors      *prometheus.CounterVec
 	upgradeFailures *prometheus.CounterVec
+	limitHits       *prometheus.CounterVec
+	limits          *prometheus.GaugeVec
+	authDenials     *prometheus.CounterVec
+	tlsReloads      *prometheus.CounterVec
 }
 
 // NewMetrics registers portforwardd's metrics and the Go and process
@@ -67,6 +71,22 @@ func NewMetrics(version string) *Metrics {
 			Namespace: namespace, Name: "upgrade_failures_total",
 			Help: "Requests answered without an upgrade, by reason.",
 		}, []string{"reason"}),
+		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "limit_hits_total",
+			Help: "Times a limit refused or paused a client, by limit.",
+		}, []string{"limit"}),
+		limits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "limit",
+			Help: "Configured limits (sessions, streams, bytes), by limit.",
+		}, []string{"limit"}),
+		authDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "auth_denials_total",
+			Help: "Requests refused by authentication or authorization, by reason.",
+		}, []string{"reason"}),
+		tlsReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "tls_reloads_total",
+			Help: "Loads of changed TLS certificate, key or client CA files, by result.",
+		}, []string{"result"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
@@ -76,10 +96,24 @@ func NewMetrics(version string) *Metrics {
 	buildInfo.Set(1)
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
 		m.bytes, m.dialDuration, m.dialErrors, m.upgradeFailures, buildInfo,
+		m.limitHits, m.limits, m.authDenials, m.tlsReloads,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// AuthDenied counts a request refused by authentication or authorization
+// (auth.Config.OnDeny).
+func (m *Metrics) AuthDenied(reason string) { m.authDenials.WithLabelValues(reason).Inc() }
+
+// TLSReloaded counts a load of changed TLS files (certs.Reloader.OnReload).
+func (m *Metrics) TLSReloaded(err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	m.tlsReloads.WithLabelValues(result).Inc()
 }
 
 // Registerer is where other packages' metrics join these (served by the

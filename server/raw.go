@@ -56,6 +56,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		s.log.Warn("hijack", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	raw = unwrapConn(raw)
 	raw.SetDeadline(time.Time{})
 	if _, err := io.WriteString(raw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+UpgradeConnectTCP+"\r\n\r\n"); err != nil {
 		raw.Close()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portforwardd/portforwardd/nsenter"
+	"github.com/portforwardd/portforwardd/server/auth"
 	"github.com/portforwardd/portforwardd/streams"
 )
 
@@ -39,6 +41,15 @@ type Config struct {
 	// request headers (slow or never-finished upgrades); zero means
 	// DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// TLS, if set, makes the forwarding listener TLS (see Listener); HTTP/2
+	// is then negotiated with ALPN.
+	TLS *tls.Config
+	// Auth, if set, authenticates and authorizes every request on the
+	// /portForward routes (the /portforward/{token} route is its own
+	// credential); nil lets every client through.
+	Auth *auth.Authenticator
+	// Limits bound sessions, streams and buffered bytes.
+	Limits Limits
 	// Pprof serves /debug/pprof/ on the metrics listener.
 	Pprof bool
 	// Metrics receives counts; nil means a private, unexported set.
@@ -71,6 +82,9 @@ type Server struct {
 	dialer Dialer
 	m      *Metrics
 	log    *slog.Logger
+	slots  chan struct{}   // one per session served, MaxSessions deep
+	budget *streams.Budget // client data held by all SPDY connections
+	h2     *http.HTTP2Config
 
 	ctx    context.Context // ends every session when canceled
 	cancel context.CancelFunc
@@ -94,6 +108,21 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.cfg.Limits.defaults()
+	l := s.cfg.Limits
+	s.slots = make(chan struct{}, l.MaxSessions)
+	s.budget = streams.NewBudget(l.BufferBytes)
+	h2 := *h2Config
+	h2.MaxConcurrentStreams = l.MaxStreamsPerSession
+	s.h2 = &h2
+	for name, v := range map[string]int64{
+		limitSessions: int64(l.MaxSessions), streams.LimitStreams: int64(l.MaxStreamsPerSession),
+		streams.LimitPendingStreams: int64(l.MaxPendingStreams), streams.LimitStreamBuffer: int64(l.StreamBufferBytes),
+		streams.LimitSessionBuffer: int64(l.SessionBufferBytes), streams.LimitGlobalBuffer: l.BufferBytes,
+		limitHeaderBytes: int64(l.MaxHeaderBytes), limitReadHeaderTimeout: int64(s.readHeaderTimeout().Seconds()),
+	} {
+		s.m.limits.WithLabelValues(name).Set(float64(v))
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -104,14 +133,16 @@ func New(cfg Config) *Server {
 func (s *Server) NewHTTPServer() *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge; h2 over TLS comes with TLS
+	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	protocols.SetHTTP2(true)            // h2 over TLS, by ALPN
 	return &http.Server{
 		Handler:           s,
 		Protocols:         &protocols,
-		HTTP2:             h2Config,
+		HTTP2:             s.h2,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: s.readHeaderTimeout(),
 		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    1 << 20,
+		MaxHeaderBytes:    s.cfg.Limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 }
@@ -128,6 +159,7 @@ func (s *Server) readHeaderTimeout() time.Duration {
 
 // ServeHTTP answers one port-forward request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	markServed(r.Context())
 	pod, ok := parseRoute(r.URL.EscapedPath())
 	token, isToken := parseTokenRoute(r.URL.EscapedPath())
 	if !ok && !isToken {
@@ -138,6 +170,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
 			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {"GET, POST"}}})
 		return
+	}
+	if !isToken && s.cfg.Auth != nil {
+		user, aerr := s.cfg.Auth.Check(r)
+		if aerr != nil {
+			s.log.Info("request denied", "path", r.URL.EscapedPath(), "remote", r.RemoteAddr,
+				"status", aerr.Status, "reason", aerr.Reason)
+			s.fail(w, r, &requestError{status: aerr.Status, reason: "auth_" + aerr.Reason, msg: aerr.Msg})
+			return
+		}
+		s.log.Debug("request authorized", "user", user.Name, "path", r.URL.EscapedPath(), "remote", r.RemoteAddr)
 	}
 	var grant TokenGrant
 	if isToken {
@@ -159,6 +201,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
 		return
 	}
+	if !s.acquireSession(w, r) {
+		return
+	}
+	defer s.releaseSession()
 	// The kubelet validates the v4 query before it looks the pod up.
 	var choice wsChoice
 	var ports []uint16
@@ -269,6 +315,7 @@ func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.P
 		s.log.Warn("hijack", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	raw = unwrapConn(raw)
 	raw.SetDeadline(time.Time{}) // no inherited server deadline; the idle timeout governs
 	var buffered io.Reader
 	if bufrw.Reader.Buffered() > 0 {
@@ -285,10 +332,21 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 		UID:             pod.UID,
 		Dial:            s.dialFunc(target),
 		CreationTimeout: s.cfg.StreamCreationTimeout,
+		MaxPendingPairs: s.cfg.Limits.MaxPendingStreams,
+		OnLimit:         s.limitHit,
 		Observer:        s.m.observer(protocol),
 		Log:             s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol),
 	})
-	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{IdleTimeout: s.cfg.StreamIdleTimeout, Reader: buffered})
+	l := s.cfg.Limits
+	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{
+		IdleTimeout:  s.cfg.StreamIdleTimeout,
+		StreamBuffer: l.StreamBufferBytes,
+		ConnBuffer:   l.SessionBufferBytes,
+		MaxStreams:   l.MaxStreamsPerSession,
+		Global:       s.budget,
+		OnLimit:      s.limitHit,
+		Reader:       buffered,
+	})
 	if err != nil {
 		s.m.upgradeFailures.WithLabelValues("engine").Inc()
 		s.log.Warn("start spdy session", "remote", remote, "err", err)

@@ -49,6 +49,7 @@ type options struct {
 	addresses                    []string
 	caFile, certFile, keyFile    string
 	insecure                     bool
+	token                        string
 	pod                          string
 	ports                        []string
 }
@@ -71,6 +72,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
 	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
 	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
+	fs.StringVar(&o.token, "token", "", "bearer token for the server (checked by its --auth-kubeconfig TokenReview)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -114,7 +116,7 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	}
 	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
-	}}
+	}, BearerToken: o.token}
 	if o.transport == "raw" || o.transport == "h2" {
 		return rawForward(o, base, cfg, stdout, stderr, stop, o.transport == "h2")
 	}

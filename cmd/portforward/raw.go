@@ -71,6 +71,7 @@ type rawForwarder struct {
 	h2        *http.Client
 	base      *url.URL
 	tlsConfig *tls.Config
+	token     string
 	namespace string
 	pod       string
 	stderr    io.Writer
@@ -95,7 +96,7 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 			return err
 		}
 	}
-	f := &rawForwarder{base: base, tlsConfig: tlsConfig, namespace: o.namespace, pod: o.pod, stderr: stderr, podGone: make(chan struct{})}
+	f := &rawForwarder{base: base, tlsConfig: tlsConfig, token: cfg.BearerToken, namespace: o.namespace, pod: o.pod, stderr: stderr, podGone: make(chan struct{})}
 	if h2 {
 		var protocols http.Protocols
 		protocols.SetHTTP2(true)            // over TLS
@@ -210,7 +211,11 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
 		return nil, err
 	}
 	path := f.path()
-	fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", path, remote, f.base.Host)
+	auth := ""
+	if f.token != "" {
+		auth = "Authorization: Bearer " + f.token + "\r\n"
+	}
+	fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n%s\r\n", path, remote, f.base.Host, auth)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -251,6 +256,9 @@ func (f *rawForwarder) handleH2(c *net.TCPConn, local, remote uint16) {
 	if err != nil {
 		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
 		return
+	}
+	if f.token != "" {
+		req.Header.Set("Authorization", "Bearer "+f.token)
 	}
 	resp, err := f.h2.Do(req)
 	if err != nil {

@@ -27,18 +27,22 @@ func (c criTokens) Redeem(token string) (server.TokenGrant, bool) {
 // streamBaseURL is the base of the URLs PortForward answers: --stream-url,
 // or http:// and the forwarding listener's address, with a wildcard host
 // replaced by 127.0.0.1 (the kubelet dials it from the host).
-func streamBaseURL(flagValue string, ln net.Addr) string {
+func streamBaseURL(flagValue string, ln net.Addr, tls bool) string {
 	if flagValue != "" {
 		return flagValue
 	}
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
 	host, port, err := net.SplitHostPort(ln.String())
 	if err != nil {
-		return "http://" + ln.String()
+		return scheme + ln.String()
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + net.JoinHostPort(host, port)
 }
 
 // listenUnix listens on a unix:// endpoint: the directory is created, a

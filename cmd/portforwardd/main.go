@@ -22,6 +22,7 @@ import (
 	"github.com/portforwardd/portforwardd/cri"
 	"github.com/portforwardd/portforwardd/nsenter"
 	"github.com/portforwardd/portforwardd/server"
+	"github.com/portforwardd/portforwardd/server/auth"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -47,6 +48,13 @@ type options struct {
 	criEndpoint           string
 	streamURL             string
 	criTokenTTL           time.Duration
+
+	tlsCertFile, tlsKeyFile, clientCAFile string
+	allowedNames, allowedGroups           stringList
+	authKubeconfig, nodeName              string
+	authCacheTTL                          time.Duration
+	allowInsecureListen                   bool
+	limits                                server.Limits
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -69,6 +77,24 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", "", "resolve /portForward/{namespace}/{pod} through this CRI socket (`unix:///path`) instead of --netns-dir")
 	fs.StringVar(&o.streamURL, "stream-url", "", "base of the URLs the CRI proxy hands out (default: http:// and the --listen address, 127.0.0.1 for a wildcard host)")
 	fs.DurationVar(&o.criTokenTTL, "cri-token-ttl", cri.TokenTTL, "how long a PortForward URL stays valid (single use either way)")
+	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve --listen with TLS using this PEM certificate (chain); reloaded when the file changes")
+	fs.StringVar(&o.tlsKeyFile, "tls-private-key-file", "", "the PEM private key of --tls-cert-file; reloaded when the file changes")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "require a client certificate signed by a CA in this PEM bundle (reloaded when it changes); needs --tls-cert-file")
+	fs.Var(&o.allowedNames, "allowed-client-names", "comma-separated certificate common `names` let through (with --client-ca-file, without --auth-kubeconfig)")
+	fs.Var(&o.allowedGroups, "allowed-client-groups", "comma-separated certificate organizations (`groups`) let through (with --client-ca-file, without --auth-kubeconfig)")
+	fs.StringVar(&o.authKubeconfig, "auth-kubeconfig", "", "check bearer tokens with TokenReview and authorize every user with a SubjectAccessReview for create on nodes/proxy, through the API server of this kubeconfig (`path`, or in-cluster)")
+	fs.StringVar(&o.nodeName, "node-name", "", "the node whose nodes/proxy permission is checked (default: the host name)")
+	fs.DurationVar(&o.authCacheTTL, "auth-cache-ttl", auth.DefaultCacheTTL, "how long TokenReview and SubjectAccessReview answers are reused (denials at most 30s)")
+	fs.BoolVar(&o.allowInsecureListen, "allow-insecure-listen", false, "allow --listen on a non-loopback address without TLS (anyone who reaches it can forward)")
+	fs.IntVar(&o.limits.MaxSessions, "max-sessions", server.DefaultMaxSessions, "sessions served at once (upgraded connections, and each HTTP/2 stream); more are answered 503")
+	fs.IntVar(&o.limits.MaxStreamsPerSession, "max-streams-per-session", server.DefaultMaxStreamsPerSession, "open SPDY streams of one connection (two per forwarded connection), and concurrent streams of one HTTP/2 connection")
+	fs.IntVar(&o.limits.MaxPendingStreams, "max-pending-streams", server.DefaultMaxPendingStreams, "stream pairs of one session waiting for their second stream")
+	o.limits.StreamBufferBytes, o.limits.SessionBufferBytes, o.limits.BufferBytes = server.DefaultStreamBufferBytes, server.DefaultSessionBufferBytes, server.DefaultBufferBytes
+	fs.Var(byteSize{i: &o.limits.StreamBufferBytes}, "stream-buffer-bytes", "client data one stream may hold while its pod does not read (`bytes`; Ki, Mi, Gi suffixes)")
+	fs.Var(byteSize{i: &o.limits.SessionBufferBytes}, "session-buffer-bytes", "client data all streams of one connection may hold (`bytes`)")
+	fs.Var(byteSize{i64: &o.limits.BufferBytes}, "buffer-bytes", "client data all connections together may hold (`bytes`)")
+	o.limits.MaxHeaderBytes = server.DefaultMaxHeaderBytes
+	fs.Var(byteSize{i: &o.limits.MaxHeaderBytes}, "max-header-bytes", "largest request header block accepted, in `bytes` (431 beyond)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -91,6 +117,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--listen must not be empty")
 	case o.criTokenTTL <= 0:
 		return o, errors.New("--cri-token-ttl must be positive")
+	case o.authCacheTTL <= 0:
+		return o, errors.New("--auth-cache-ttl must be positive")
+	case o.limits.MaxSessions <= 0, o.limits.MaxStreamsPerSession <= 0, o.limits.MaxPendingStreams <= 0:
+		return o, errors.New("--max-sessions, --max-streams-per-session and --max-pending-streams must be positive")
+	case o.limits.StreamBufferBytes < 64<<10:
+		return o, errors.New("--stream-buffer-bytes must be at least 64Ki")
+	case o.limits.SessionBufferBytes < o.limits.StreamBufferBytes:
+		return o, errors.New("--session-buffer-bytes must be at least --stream-buffer-bytes")
+	case o.limits.BufferBytes < int64(o.limits.SessionBufferBytes):
+		return o, errors.New("--buffer-bytes must be at least --session-buffer-bytes")
+	case o.limits.MaxHeaderBytes < 4<<10:
+		return o, errors.New("--max-header-bytes must be at least 4Ki")
+	}
+	if err := checkSecurityFlags(o); err != nil {
+		return o, err
 	}
 	for name, v := range map[string]string{"--cri-listen": o.criListen, "--cri-endpoint": o.criEndpoint} {
 		if v == "" {
@@ -168,13 +209,16 @@ func serve(o options, log *slog.Logger) error {
 	if st, err := os.Stat(o.netnsDir); err != nil || !st.IsDir() {
 		log.Warn("netns directory is not there yet; pods resolve once it exists", "netns_dir", o.netnsDir)
 	}
-	if host, _, err := net.SplitHostPort(o.listen); err == nil {
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-			log.Warn("the port-forward listener is not on a loopback address and has no authentication", "listen", o.listen)
-		}
-	}
-
 	metrics := server.NewMetrics(buildVersion())
+	sec, err := newSecurity(o, metrics, log)
+	if err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	if sec.certs != nil {
+		go sec.certs.Watch(watchCtx, 10*time.Second)
+	}
 	var resolver nsenter.Resolver = nsenter.DirResolver{Dir: o.netnsDir}
 	if o.criEndpoint != "" {
 		conn, err := cri.Dial(o.criEndpoint)
@@ -193,6 +237,9 @@ func serve(o options, log *slog.Logger) error {
 		StreamIdleTimeout:     o.idleTimeout,
 		StreamCreationTimeout: o.creationTimeout,
 		ReadHeaderTimeout:     o.readHeaderTimeout,
+		TLS:                   sec.tls,
+		Auth:                  sec.auth,
+		Limits:                o.limits,
 		Pprof:                 o.pprof,
 		Metrics:               metrics,
 		Log:                   log,
@@ -204,7 +251,7 @@ func serve(o options, log *slog.Logger) error {
 	}
 	httpSrv := srv.NewHTTPServer()
 	errc := make(chan error, 3)
-	go func() { errc <- serveListener(httpSrv, ln, "listen") }()
+	go func() { errc <- serveListener(httpSrv, srv.Listener(ln), "listen") }()
 
 	var metricsSrv *http.Server
 	if o.metricsListen != "" {
@@ -218,10 +265,10 @@ func serve(o options, log *slog.Logger) error {
 		log.Info("serving metrics", "addr", mln.Addr().String())
 	}
 	srv.MarkServing()
-	log.Info("serving port-forward", "addr", ln.Addr().String())
+	log.Info("serving port-forward", "addr", ln.Addr().String(), "tls", sec.tls != nil, "auth", sec.mode)
 	var proxy *criProxy
 	if o.criListen != "" {
-		proxy, err = startCRIProxy(o, tokens, srv, streamBaseURL(o.streamURL, ln.Addr()), metrics, log)
+		proxy, err = startCRIProxy(o, tokens, srv, streamBaseURL(o.streamURL, ln.Addr(), sec.tls != nil), metrics, log)
 		if err != nil {
 			httpSrv.Close()
 			return err

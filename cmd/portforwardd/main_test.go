@@ -1,0 +1,61 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestParseFlagsRefusesUnsafeOrInconsistentSettings(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // substring of the error; "" means accepted
+	}{
+		{nil, ""},
+		{[]string{"--listen", "[::1]:10350"}, ""},
+		{[]string{"--listen", "localhost:10350"}, ""},
+		{[]string{"--listen", "0.0.0.0:10350"}, "is not a loopback address"},
+		{[]string{"--listen", ":10350"}, "is not a loopback address"},
+		{[]string{"--listen", "10.0.0.1:10350", "--allow-insecure-listen"}, ""},
+		{[]string{"--listen", "0.0.0.0:10350", "--tls-cert-file", "c", "--tls-private-key-file", "k"}, ""},
+		{[]string{"--tls-cert-file", "c"}, "go together"},
+		{[]string{"--client-ca-file", "ca"}, "needs --tls-cert-file"},
+		{[]string{"--tls-cert-file", "c", "--tls-private-key-file", "k", "--allowed-client-names", "a"}, "need --client-ca-file"},
+		{[]string{"--tls-cert-file", "c", "--tls-private-key-file", "k", "--client-ca-file", "ca", "--allowed-client-groups", "g", "--auth-kubeconfig", "kc"}, "without --auth-kubeconfig only"},
+		{[]string{"--max-sessions", "0"}, "must be positive"},
+		{[]string{"--stream-buffer-bytes", "1Ki"}, "at least 64Ki"},
+		{[]string{"--stream-buffer-bytes", "16Mi", "--session-buffer-bytes", "8Mi"}, "at least --stream-buffer-bytes"},
+		{[]string{"--session-buffer-bytes", "1Gi"}, "--buffer-bytes must be at least"},
+		{[]string{"--buffer-bytes", "lots"}, "want a byte count"},
+		{[]string{"--buffer-bytes", "2Ti"}, "at most 1Ti"},
+		{[]string{"--max-header-bytes", "100"}, "at least 4Ki"},
+		{[]string{"--auth-cache-ttl", "0s"}, "must be positive"},
+	} {
+		_, err := parseFlags(tc.args, io.Discard)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestByteSizeFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--stream-buffer-bytes", "1Mi", "--session-buffer-bytes", "65536Ki",
+		"--buffer-bytes", "1Gi", "--max-header-bytes", "8192"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := o.limits
+	if l.StreamBufferBytes != 1<<20 || l.SessionBufferBytes != 64<<20 || l.BufferBytes != 1<<30 || l.MaxHeaderBytes != 8192 {
+		t.Errorf("limits %+v", l)
+	}
+	o, err = parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.limits.MaxSessions != 4096 || o.limits.BufferBytes != 512<<20 || o.limits.MaxHeaderBytes != 64<<10 {
+		t.Errorf("defaults %+v", o.limits)
+	}
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/portforwardd/portforwardd/server"
+	"github.com/portforwardd/portforwardd/server/auth"
+	"github.com/portforwardd/portforwardd/server/certs"
+)
+
+// checkSecurityFlags rejects flag combinations that would serve less
+// securely than the operator asked for, or not at all.
+func checkSecurityFlags(o options) error {
+	hasTLS := o.tlsCertFile != "" || o.tlsKeyFile != ""
+	switch {
+	case (o.tlsCertFile == "") != (o.tlsKeyFile == ""):
+		return errors.New("--tls-cert-file and --tls-private-key-file go together")
+	case o.clientCAFile != "" && !hasTLS:
+		return errors.New("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
+	case (len(o.allowedNames) > 0 || len(o.allowedGroups) > 0) && o.clientCAFile == "":
+		return errors.New("--allowed-client-names and --allowed-client-groups need --client-ca-file")
+	case (len(o.allowedNames) > 0 || len(o.allowedGroups) > 0) && o.authKubeconfig != "":
+		return errors.New("--allowed-client-names and --allowed-client-groups apply without --auth-kubeconfig only (with it, SubjectAccessReview decides)")
+	}
+	if !hasTLS && !o.allowInsecureListen && !loopbackAddress(o.listen) {
+		return fmt.Errorf("--listen %s is not a loopback address: serve it with --tls-cert-file and --tls-private-key-file (and --client-ca-file or --auth-kubeconfig), or pass --allow-insecure-listen to accept that anyone who reaches it can forward", o.listen)
+	}
+	return nil
+}
+
+// loopbackAddress reports whether a host:port listens on loopback only.
+func loopbackAddress(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// security is what the flags make of TLS and authentication.
+type security struct {
+	tls   *tls.Config
+	certs *certs.Reloader
+	auth  *auth.Authenticator
+	mode  string // for the start-up log
+}
+
+func newSecurity(o options, m *server.Metrics, log *slog.Logger) (security, error) {
+	var sec security
+	var modes []string
+	if o.tlsCertFile != "" {
+		r, err := certs.New(certs.Files{CertFile: o.tlsCertFile, KeyFile: o.tlsKeyFile, ClientCAFile: o.clientCAFile})
+		if err != nil {
+			return sec, err
+		}
+		r.OnReload = func(err error) {
+			m.TLSReloaded(err)
+			if err != nil {
+				log.Error("reloading TLS files failed; still serving the previous ones", "err", err)
+				return
+			}
+			log.Info("reloaded TLS files", "cert", o.tlsCertFile, "client_ca", o.clientCAFile)
+		}
+		sec.certs, sec.tls = r, r.TLSConfig()
+	}
+	cfg := auth.Config{
+		AllowedNames:  o.allowedNames,
+		AllowedGroups: o.allowedGroups,
+		CacheTTL:      o.authCacheTTL,
+		OnDeny:        m.AuthDenied,
+	}
+	if o.clientCAFile != "" {
+		cfg.ClientCAs = sec.certs.ClientCAs
+		modes = append(modes, "x509")
+	}
+	if o.authKubeconfig != "" {
+		w, err := auth.NewWebhook(o.authKubeconfig)
+		if err != nil {
+			return sec, fmt.Errorf("--auth-kubeconfig: %w", err)
+		}
+		cfg.Webhook = w
+		cfg.NodeName = o.nodeName
+		if cfg.NodeName == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return sec, fmt.Errorf("--node-name not given and the host name is unknown: %w", err)
+			}
+			cfg.NodeName = strings.ToLower(host) // as the kubelet names its node
+		}
+		modes = append(modes, "webhook")
+		if sec.tls == nil {
+			log.Warn("bearer tokens will cross --listen in clear text: serve it with TLS", "listen", o.listen)
+		}
+	}
+	if len(modes) > 0 {
+		a, err := auth.New(cfg)
+		if err != nil {
+			return sec, err
+		}
+		sec.auth = a
+		sec.mode = strings.Join(modes, "+")
+	} else {
+		sec.mode = "none"
+		if !loopbackAddress(o.listen) {
+			log.Warn("the port-forward listener is not on a loopback address and authenticates nobody", "listen", o.listen)
+		}
+	}
+	return sec, nil
+}
+
+// stringList is a comma-separated flag value.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// byteSize is a flag of a byte count: a number with an optional Ki, Mi or
+// Gi suffix, stored in i64 or i.
+type byteSize struct {
+	i64 *int64
+	i   *int
+}
+
+func (b byteSize) String() string {
+	switch {
+	case b.i64 != nil:
+		return strconv.FormatInt(*b.i64, 10)
+	case b.i != nil:
+		return strconv.Itoa(*b.i)
+	}
+	return "0"
+}
+
+func (b byteSize) Set(v string) error {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
+		if rest, ok := strings.CutSuffix(v, suffix); ok {
+			v, mult = rest, m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return errors.New("want a byte count such as 8388608, 8Mi or 1Gi (at most 1Ti)")
+	}
+	if b.i64 != nil {
+		*b.i64 = n * mult
+	} else {
+		*b.i = int(n * mult)
+	}
+	return nil
+}

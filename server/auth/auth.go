@@ -1,0 +1,278 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultCacheTTL is how long an allowed answer is reused (the
+	// kubelet's webhook cache TTLs are 2m for authentication and 5m for
+	// allowed authorizations).
+	DefaultCacheTTL = 2 * time.Minute
+	// DeniedTTL bounds how long a denial is reused (the kubelet's 30s).
+	DeniedTTL = 30 * time.Second
+	// maxCacheEntries bounds each cache; when full it is emptied.
+	maxCacheEntries = 10000
+)
+
+// Reasons of denials, for metrics.
+const (
+	ReasonNoCredentials  = "no_credentials"
+	ReasonBadCertificate = "bad_certificate"
+	ReasonInvalidToken   = "invalid_token"
+	ReasonNotAllowed     = "not_allowed"
+	ReasonForbidden      = "forbidden"
+	ReasonWebhookError   = "webhook_error"
+)
+
+// User is an authenticated client.
+type User struct {
+	Name   string
+	UID    string
+	Groups []string
+	Extra  map[string][]string
+}
+
+// Config configures an Authenticator.
+type Config struct {
+	// ClientCAs returns the CA pool that client certificates must chain
+	// to, now (it may change when files are reloaded); nil: certificates
+	// are not accepted.
+	ClientCAs func() *x509.CertPool
+	// AllowedNames and AllowedGroups, when either is set and there is no
+	// Webhook, are the certificate users let through: a user named in
+	// AllowedNames or in one of AllowedGroups.
+	AllowedNames, AllowedGroups []string
+	// Webhook, if set, checks bearer tokens and authorizes every user.
+	Webhook *Webhook
+	// NodeName is the node whose proxy subresource is authorized.
+	NodeName string
+	// CacheTTL is how long answers are reused; zero means
+	// DefaultCacheTTL.
+	CacheTTL time.Duration
+	// OnDeny, if set, is told the reason of each refused request.
+	OnDeny func(reason string)
+}
+
+// Authenticator decides whether a request may forward.
+type Authenticator struct {
+	cfg    Config
+	tokens cache[*User]
+	allow  cache[bool]
+}
+
+// New returns an Authenticator; it needs ClientCAs or a Webhook.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.ClientCAs == nil && cfg.Webhook == nil {
+		return nil, fmt.Errorf("auth: neither a client CA nor a webhook is configured")
+	}
+	if cfg.Webhook != nil && cfg.NodeName == "" {
+		return nil, fmt.Errorf("auth: the webhook authorizer needs the node name")
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	return &Authenticator{cfg: cfg}, nil
+}
+
+// Error is a refusal: the HTTP status, a one-line message and a reason
+// for metrics.
+type Error struct {
+	Status int
+	Reason string
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func (a *Authenticator) deny(status int, reason, msg string) *Error {
+	if a.cfg.OnDeny != nil {
+		a.cfg.OnDeny(reason)
+	}
+	return &Error{Status: status, Reason: reason, Msg: msg}
+}
+
+// Check authenticates r and authorizes its user to forward; it returns the
+// user, or the refusal to answer with.
+func (a *Authenticator) Check(r *http.Request) (*User, *Error) {
+	u, err := a.authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.authorize(r.Context(), u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func (a *Authenticator) authenticate(r *http.Request) (*User, *Error) {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && a.cfg.ClientCAs != nil {
+		return a.certificateUser(r.TLS.PeerCertificates)
+	}
+	if token, ok := bearerToken(r.Header); ok && a.cfg.Webhook != nil {
+		return a.tokenUser(r.Context(), token)
+	}
+	var want []string
+	if a.cfg.ClientCAs != nil {
+		want = append(want, "a client certificate signed by the client CA")
+	}
+	if a.cfg.Webhook != nil {
+		want = append(want, "a bearer token")
+	}
+	return nil, a.deny(http.StatusUnauthorized, ReasonNoCredentials,
+		"Unauthorized: authentication required: present "+strings.Join(want, " or "))
+}
+
+func (a *Authenticator) certificateUser(chain []*x509.Certificate) (*User, *Error) {
+	pool := a.cfg.ClientCAs()
+	if pool == nil {
+		return nil, a.deny(http.StatusUnauthorized, ReasonBadCertificate, "Unauthorized: client certificates are not accepted")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	leaf := chain[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, a.deny(http.StatusUnauthorized, ReasonBadCertificate,
+			"Unauthorized: client certificate not trusted: "+oneLine(err.Error()))
+	}
+	if leaf.Subject.CommonName == "" {
+		return nil, a.deny(http.StatusUnauthorized, ReasonBadCertificate, "Unauthorized: client certificate has no common name")
+	}
+	return &User{Name: leaf.Subject.CommonName, Groups: slices.Clone(leaf.Subject.Organization)}, nil
+}
+
+func (a *Authenticator) tokenUser(ctx context.Context, token string) (*User, *Error) {
+	key := sha256.Sum256([]byte(token))
+	if u, ok := a.tokens.get(string(key[:])); ok {
+		if u == nil {
+			return nil, a.deny(http.StatusUnauthorized, ReasonInvalidToken, "Unauthorized: invalid bearer token")
+		}
+		return u, nil
+	}
+	u, err := a.cfg.Webhook.TokenReview(ctx, token)
+	if err != nil {
+		return nil, a.deny(http.StatusInternalServerError, ReasonWebhookError, "Authentication error: "+oneLine(err.Error()))
+	}
+	ttl := a.cfg.CacheTTL
+	if u == nil {
+		ttl = min(ttl, DeniedTTL)
+	}
+	a.tokens.put(string(key[:]), u, ttl)
+	if u == nil {
+		return nil, a.deny(http.StatusUnauthorized, ReasonInvalidToken, "Unauthorized: invalid bearer token")
+	}
+	return u, nil
+}
+
+func (a *Authenticator) authorize(ctx context.Context, u *User) *Error {
+	forbidden := func(reason string) *Error {
+		return a.deny(http.StatusForbidden, reason, fmt.Sprintf(
+			"Forbidden (user=%s, verb=create, resource=nodes, subresource(s)=[proxy])", u.Name))
+	}
+	if a.cfg.Webhook == nil {
+		if len(a.cfg.AllowedNames) == 0 && len(a.cfg.AllowedGroups) == 0 {
+			return nil
+		}
+		if slices.Contains(a.cfg.AllowedNames, u.Name) ||
+			slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(a.cfg.AllowedGroups, g) }) {
+			return nil
+		}
+		return forbidden(ReasonNotAllowed)
+	}
+	key := userKey(u)
+	allowed, ok := a.allow.get(key)
+	if !ok {
+		var err error
+		allowed, err = a.cfg.Webhook.SubjectAccessReview(ctx, u, a.cfg.NodeName)
+		if err != nil {
+			return a.deny(http.StatusInternalServerError, ReasonWebhookError, fmt.Sprintf(
+				"Authorization error (user=%s, verb=create, resource=nodes, subresource(s)=[proxy]): %s", u.Name, oneLine(err.Error())))
+		}
+		ttl := a.cfg.CacheTTL
+		if !allowed {
+			ttl = min(ttl, DeniedTTL)
+		}
+		a.allow.put(key, allowed, ttl)
+	}
+	if !allowed {
+		return forbidden(ReasonForbidden)
+	}
+	return nil
+}
+
+// userKey is a cache key for everything a SubjectAccessReview depends on.
+func userKey(u *User) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%q %q %q", u.Name, u.UID, u.Groups)
+	keys := make([]string, 0, len(u.Extra))
+	for k := range u.Extra {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %q=%q", k, u.Extra[k])
+	}
+	return b.String()
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(h http.Header) (string, bool) {
+	v := h.Get("Authorization")
+	scheme, token, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// cache is a small TTL map, emptied when it grows past maxCacheEntries.
+type cache[V any] struct {
+	mu sync.Mutex
+	m  map[string]cacheEntry[V]
+}
+
+type cacheEntry[V any] struct {
+	v       V
+	expires time.Time
+}
+
+func (c *cache[V]) get(k string) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok || time.Now().After(e.expires) {
+		var zero V
+		return zero, false
+	}
+	return e.v, true
+}
+
+func (c *cache[V]) put(k string, v V, ttl time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCacheEntries {
+		c.m = map[string]cacheEntry[V]{}
+	}
+	c.m[k] = cacheEntry[V]{v: v, expires: time.Now().Add(ttl)}
+}

@@ -1,0 +1,259 @@
+package auth
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+
+	"github.com/portforwardd/portforwardd/server/auth/authtest"
+	"github.com/portforwardd/portforwardd/server/certs/certstest"
+)
+
+// newWebhook returns a Webhook for a, as NewWebhook would build it from a
+// kubeconfig with a bearer token.
+func newWebhook(a *authtest.APIServer, token string) *Webhook {
+	return &Webhook{server: a.URL, client: a.Client(), credential: readCredential(token, "", os.ReadFile)}
+}
+
+func request(t *testing.T, cert *certstest.Leaf, token string) *http.Request {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, "/portForward/ns/pod", nil)
+	if cert != nil {
+		leaf, err := x509.ParseCertificate(cert.TLS.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
+	}
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	return r
+}
+
+type denials struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (d *denials) add(r string) { d.mu.Lock(); d.reasons = append(d.reasons, r); d.mu.Unlock() }
+
+func TestCertificates(t *testing.T) {
+	ca, rogue := certstest.NewCA(t, "ca"), certstest.NewCA(t, "rogue")
+	var d denials
+	a, err := New(Config{ClientCAs: ca.Pool, OnDeny: d.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, aerr := a.Check(request(t, ca.Client(t, "alice", "ops", "dev"), ""))
+	if aerr != nil || u.Name != "alice" || !slices.Equal(slices.Sorted(slices.Values(u.Groups)), []string{"dev", "ops"}) {
+		t.Fatalf("trusted certificate: user %+v, err %v", u, aerr)
+	}
+	for name, tc := range map[string]struct {
+		r      *http.Request
+		status int
+		reason string
+		text   string
+	}{
+		"no credentials":     {request(t, nil, ""), 401, ReasonNoCredentials, "client certificate"},
+		"untrusted":          {request(t, rogue.Client(t, "mallory"), ""), 401, ReasonBadCertificate, "not trusted"},
+		"server certificate": {request(t, ca.Server(t, "srv"), ""), 401, ReasonBadCertificate, "not trusted"},
+		"token without hook": {request(t, nil, "abc"), 401, ReasonNoCredentials, "Unauthorized"},
+	} {
+		_, aerr := a.Check(tc.r)
+		if aerr == nil || aerr.Status != tc.status || aerr.Reason != tc.reason || !strings.Contains(aerr.Msg, tc.text) {
+			t.Errorf("%s: got %+v, want %d %s containing %q", name, aerr, tc.status, tc.reason, tc.text)
+		}
+	}
+	if len(d.reasons) != 4 {
+		t.Errorf("OnDeny saw %v, want 4 denials", d.reasons)
+	}
+
+	allow, err := New(Config{ClientCAs: ca.Pool, AllowedNames: []string{"alice"}, AllowedGroups: []string{"system:masters"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cert *certstest.Leaf
+		ok   bool
+	}{
+		{ca.Client(t, "alice"), true},
+		{ca.Client(t, "kube-apiserver", "system:masters"), true},
+		{ca.Client(t, "bob", "dev"), false},
+	} {
+		_, aerr := allow.Check(request(t, tc.cert, ""))
+		if tc.ok != (aerr == nil) {
+			t.Errorf("allow-list, %s: err %v, want allowed=%v", tc.cert.TLS.Leaf.Subject, aerr, tc.ok)
+		}
+		if aerr != nil && (aerr.Status != 403 || aerr.Reason != ReasonNotAllowed ||
+			aerr.Msg != "Forbidden (user=bob, verb=create, resource=nodes, subresource(s)=[proxy])") {
+			t.Errorf("allow-list refusal: %+v", aerr)
+		}
+	}
+}
+
+func TestWebhook(t *testing.T) {
+	api := authtest.New(t, "daemon-token")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice", UID: "u1", Groups: []string{"dev"},
+		Extra: map[string]authenticationv1.ExtraValue{"scopes": {"a", "b"}}})
+	api.AddToken("nobody", authenticationv1.UserInfo{Username: "bob"})
+	api.Allow("alice")
+	api.Allow("carol")
+	ca := certstest.NewCA(t, "ca")
+	var d denials
+	a, err := New(Config{ClientCAs: ca.Pool, Webhook: newWebhook(api, "daemon-token"), NodeName: "node-1", OnDeny: d.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		u, aerr := a.Check(request(t, nil, "good"))
+		if aerr != nil || u.Name != "alice" {
+			t.Fatalf("good token: %+v %v", u, aerr)
+		}
+	}
+	if n := api.Calls(authtest.TokenReviewPath); n != 1 {
+		t.Errorf("%d TokenReviews for one token used 3 times, want 1 (cached)", n)
+	}
+	sar := api.Reviews()[0]
+	ra := sar.ResourceAttributes
+	if sar.User != "alice" || sar.UID != "u1" || strings.Join(sar.Groups, ",") != "dev" ||
+		fmt.Sprint(sar.Extra["scopes"]) != "[a b]" || ra == nil || ra.Verb != "create" ||
+		ra.Resource != "nodes" || ra.Subresource != "proxy" || ra.Name != "node-1" || ra.Group != "" {
+		t.Errorf("SubjectAccessReview spec %+v, attributes %+v", sar, ra)
+	}
+	if n := api.Calls(authtest.SubjectAccessReviewPath); n != 1 {
+		t.Errorf("%d SubjectAccessReviews, want 1 (cached)", n)
+	}
+
+	// A certificate user is authorized by the webhook too.
+	if _, aerr := a.Check(request(t, ca.Client(t, "carol"), "")); aerr != nil {
+		t.Errorf("allowed certificate user: %v", aerr)
+	}
+	if _, aerr := a.Check(request(t, ca.Client(t, "dave"), "")); aerr == nil || aerr.Status != 403 || aerr.Reason != ReasonForbidden {
+		t.Errorf("certificate user without permission: %+v", aerr)
+	}
+	if _, aerr := a.Check(request(t, nil, "nobody")); aerr == nil || aerr.Status != 403 ||
+		aerr.Msg != "Forbidden (user=bob, verb=create, resource=nodes, subresource(s)=[proxy])" {
+		t.Errorf("token user without permission: %+v", aerr)
+	}
+	for i := 0; i < 2; i++ {
+		if _, aerr := a.Check(request(t, nil, "forged")); aerr == nil || aerr.Status != 401 || aerr.Reason != ReasonInvalidToken {
+			t.Errorf("invalid token: %+v", aerr)
+		}
+	}
+	if n := api.Calls(authtest.TokenReviewPath); n != 3 {
+		t.Errorf("%d TokenReviews, want 3 (good, nobody, forged once: denials are cached)", n)
+	}
+
+	// The API server refuses the daemon's own credential: a 500 that says
+	// so, not a 401 blaming the client.
+	api.SetCallerToken("rotated")
+	_, aerr := a.Check(request(t, nil, "fresh"))
+	if aerr == nil || aerr.Status != 500 || aerr.Reason != ReasonWebhookError || !strings.Contains(aerr.Msg, "401") {
+		t.Errorf("webhook refusing the daemon: %+v", aerr)
+	}
+	api.Close()
+	_, aerr = a.Check(request(t, ca.Client(t, "erin"), ""))
+	if aerr == nil || aerr.Status != 500 || !strings.HasPrefix(aerr.Msg, "Authorization error (user=erin, verb=create") {
+		t.Errorf("API server down: %+v", aerr)
+	}
+	if got := strings.Join(d.reasons, ","); got != "forbidden,forbidden,invalid_token,invalid_token,webhook_error,webhook_error" {
+		t.Errorf("denials %s", got)
+	}
+}
+
+func TestKubeconfig(t *testing.T) {
+	api := authtest.New(t, "from-file")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
+	api.Allow("alice")
+	dir := t.TempDir()
+	caPEM := api.Certificate().Raw
+	certstest.WriteFile(t, filepath.Join(dir, "ca.der"), caPEM)
+	caFile := filepath.Join(dir, "api-ca.crt")
+	certstest.WriteFile(t, caFile, pemCert(caPEM))
+	certstest.WriteFile(t, filepath.Join(dir, "token"), []byte("from-file\n"))
+	ca := certstest.NewCA(t, "client-ca")
+	leaf := ca.Client(t, "portforwardd")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: main
+clusters:
+- name: other
+  cluster: {server: "https://wrong.invalid"}
+- name: c
+  cluster:
+    server: %s/
+    certificate-authority: api-ca.crt
+contexts:
+- name: main
+  context: {cluster: c, user: u}
+users:
+- name: u
+  user:
+    tokenFile: token
+    client-certificate-data: %s
+    client-key-data: %s
+`, api.URL, base64.StdEncoding.EncodeToString(leaf.CertPEM), base64.StdEncoding.EncodeToString(leaf.KeyPEM))
+	path := filepath.Join(dir, "kubeconfig")
+	certstest.WriteFile(t, path, []byte(kc))
+	w, err := NewWebhook(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Webhook: w, NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, aerr := a.Check(request(t, nil, "good")); aerr != nil || u.Name != "alice" {
+		t.Fatalf("through the kubeconfig: %+v %v", u, aerr)
+	}
+
+	for name, body := range map[string]string{
+		"exec plugin": strings.Replace(kc, "    tokenFile: token\n", "    exec: {command: /bin/true, apiVersion: client.authentication.k8s.io/v1}\n", 1),
+		"no context":  strings.Replace(kc, "current-context: main", "current-context: gone", 1),
+		"no server":   strings.Replace(kc, "server: "+api.URL+"/", "server: \"\"", 1),
+		"bad CA":      strings.Replace(kc, "api-ca.crt", "token", 1),
+	} {
+		p := filepath.Join(dir, "bad")
+		certstest.WriteFile(t, p, []byte(body))
+		if _, err := NewWebhook(p); err == nil {
+			t.Errorf("%s: no error", name)
+		} else if name == "exec plugin" && !strings.Contains(err.Error(), "never executes programs") {
+			t.Errorf("exec plugin: %v", err)
+		}
+	}
+	if _, err := NewWebhook(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing kubeconfig: no error")
+	}
+
+	// In-cluster: the service account's CA and (rotating) token.
+	sa := t.TempDir()
+	certstest.WriteFile(t, filepath.Join(sa, "ca.crt"), pemCert(caPEM))
+	certstest.WriteFile(t, filepath.Join(sa, "token"), []byte("from-file"))
+	host, port, _ := strings.Cut(strings.TrimPrefix(api.URL, "https://"), ":")
+	w, err = inClusterWebhook(host, port, sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := w.TokenReview(t.Context(), "good"); err != nil || u == nil || u.Name != "alice" {
+		t.Errorf("in-cluster TokenReview: %+v %v", u, err)
+	}
+	if _, err := inClusterWebhook("", "", sa); err == nil {
+		t.Error("in-cluster outside a pod: no error")
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return []byte("-----BEGIN CERTIFICATE-----\n" + base64.StdEncoding.EncodeToString(der) + "\n-----END CERTIFICATE-----\n")
+}

@@ -1,0 +1,24 @@
+// Package auth authenticates and authorizes requests to the forwarding
+// listener the way a kubelet does (its x509 and webhook modes):
+//
+//   - x509: a client certificate that chains to the client CA bundle
+//     (ExtKeyUsageClientAuth) names the user (CommonName) and its groups
+//     (Organization), as the API server's x509 authenticator does;
+//   - webhook: a bearer token is checked with a TokenReview, and every
+//     authenticated user (certificate or token) is authorized with a
+//     SubjectAccessReview for verb "create" on the "proxy" subresource of
+//     the node — whatever the HTTP method, since a WebSocket upgrade is a
+//     GET (see PROTOCOL.md §8);
+//   - without the webhook, an optional allow-list of user names and groups
+//     decides for certificate users.
+//
+// Answers are 401 (no or bad credentials) and 403 (not allowed) with a
+// one-line text that never repeats request headers, and 500 when the API
+// server cannot be asked. Results are cached per token and per user for
+// CacheTTL (denials for at most DeniedTTL).
+//
+// The API server is reached with plain HTTPS and the k8s.io/api types: the
+// kubeconfig reader takes certificates, keys, tokens and token files, and
+// refuses exec and auth-provider plugins (the daemon never executes
+// programs).
+package auth

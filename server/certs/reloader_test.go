@@ -1,0 +1,136 @@
+package certs_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"path/filepath"
+	"testing"
+
+	"github.com/portforwardd/portforwardd/server/certs"
+	"github.com/portforwardd/portforwardd/server/certs/certstest"
+)
+
+// servedLeaf handshakes with a server using cfg over a real loopback
+// connection and returns the certificate the client saw.
+func servedLeaf(t *testing.T, cfg *tls.Config, roots *x509.CertPool) *x509.Certificate {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.(*tls.Conn).Handshake()
+		c.Close()
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st := c.ConnectionState()
+	if st.NegotiatedProtocol != "h2" {
+		t.Errorf("ALPN: got %q, want h2", st.NegotiatedProtocol)
+	}
+	if st.Version < tls.VersionTLS12 {
+		t.Errorf("TLS version %x below 1.2", st.Version)
+	}
+	return st.PeerCertificates[0]
+}
+
+func TestReloadServesNewFilesAndKeepsOldOnFailure(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, "ca")
+	a, b, c := ca.Server(t, "a"), ca.Server(t, "b"), ca.Server(t, "c")
+	certFile, keyFile := a.WriteFiles(t, dir, "tls")
+	clientCA := filepath.Join(dir, "ca.crt")
+	certstest.WriteFile(t, clientCA, ca.CertPEM)
+
+	r, err := certs.New(certs.Files{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reloads []error
+	r.OnReload = func(err error) { reloads = append(reloads, err) }
+	cfg := r.TLSConfig()
+	if cfg.ClientAuth != tls.RequestClientCert {
+		t.Errorf("ClientAuth %v with a client CA, want RequestClientCert (verified per request)", cfg.ClientAuth)
+	}
+	if got := servedLeaf(t, cfg, ca.Pool()); got.Subject.CommonName != "a" {
+		t.Fatalf("served %q, want a", got.Subject.CommonName)
+	}
+	if err := r.Check(); err != nil || len(reloads) != 0 {
+		t.Fatalf("Check with nothing changed: err %v, reloads %v", err, reloads)
+	}
+
+	b.WriteFiles(t, dir, "tls")
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedLeaf(t, cfg, ca.Pool()); got.Subject.CommonName != "b" {
+		t.Fatalf("after the files changed: served %q, want b", got.Subject.CommonName)
+	}
+
+	// A key that does not match the certificate: keep serving b.
+	certstest.WriteFile(t, keyFile, c.KeyPEM)
+	if err := r.Check(); err == nil {
+		t.Fatal("mismatched key loaded without error")
+	}
+	if got := servedLeaf(t, cfg, ca.Pool()); got.Subject.CommonName != "b" {
+		t.Fatalf("after a failed load: served %q, want b still", got.Subject.CommonName)
+	}
+	// The operator finishes the rotation.
+	certstest.WriteFile(t, certFile, c.CertPEM)
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedLeaf(t, cfg, ca.Pool()); got.Subject.CommonName != "c" {
+		t.Fatalf("after the rotation finished: served %q, want c", got.Subject.CommonName)
+	}
+	if len(reloads) != 3 || reloads[0] != nil || reloads[1] == nil || reloads[2] != nil {
+		t.Errorf("OnReload saw %v, want [nil, error, nil]", reloads)
+	}
+
+	// A new client CA replaces the pool.
+	other := certstest.NewCA(t, "other")
+	certstest.WriteFile(t, clientCA, other.CertPEM)
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	leaf := other.Client(t, "alice")
+	cert, _ := x509.ParseCertificate(leaf.TLS.Certificate[0])
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: r.ClientCAs(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("a client of the new CA does not verify against ClientCAs: %v", err)
+	}
+	if bytes.Equal(other.CertPEM, ca.CertPEM) {
+		t.Fatal("test CAs are equal")
+	}
+}
+
+func TestNewRejectsBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, "ca")
+	a, b := ca.Server(t, "a"), ca.Server(t, "b")
+	certFile, _ := a.WriteFiles(t, dir, "a")
+	_, bKey := b.WriteFiles(t, dir, "b")
+	notPEM := filepath.Join(dir, "junk")
+	certstest.WriteFile(t, notPEM, []byte("not a certificate\n"))
+	for name, f := range map[string]certs.Files{
+		"no key":            {CertFile: certFile},
+		"missing cert":      {CertFile: filepath.Join(dir, "nope.crt"), KeyFile: bKey},
+		"mismatched key":    {CertFile: certFile, KeyFile: bKey},
+		"client CA not PEM": {CertFile: certFile, KeyFile: filepath.Join(dir, "a.key"), ClientCAFile: notPEM},
+	} {
+		if _, err := certs.New(f); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	if _, err := certs.New(certs.Files{CertFile: certFile, KeyFile: filepath.Join(dir, "a.key")}); err != nil {
+		t.Errorf("good pair: %v", err)
+	}
+}
