@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -38,17 +39,54 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 // trackedConn notices the ends net/http gives a request it never hands to
 // the handler: the read deadline of ReadHeaderTimeout, and the 431 answer
 // to a header block over MaxHeaderBytes.
+//
+// It also buffers the reads of cleartext HTTP/2 connections: Go's HTTP/2
+// server reads each frame header and payload straight from the
+// connection, and a downloading client sends a WINDOW_UPDATE pair for
+// every few KiB it reads, which would cost two read(2) calls per frame.
+// Such a connection is recognised by its preface; it is never hijacked,
+// so bytes held in the buffer cannot be stranded.
 type trackedConn struct {
 	net.Conn
 	s       *Server
 	served  atomic.Bool // a request reached the handler
 	counted atomic.Bool
+
+	// Used by the reading goroutine only (net/http reads a connection
+	// from one goroutine at a time).
+	head    []byte        // the first bytes, until h2c is decided
+	decided bool          // whether the connection is h2c is known
+	br      *bufio.Reader // reads of an h2c connection, after its preface
 }
 
+// h2cPreface starts every cleartext HTTP/2 connection with prior
+// knowledge; net/http reads exactly these bytes first to decide.
+const h2cPreface = "PRI * HTTP/2.0"
+
+// h2cReadBuffer is the read buffer of an h2c connection.
+const h2cReadBuffer = 32 << 10
+
 func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		return c.br.Read(p)
+	}
 	n, err := c.Conn.Read(p)
 	if err != nil && !c.served.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.counted.CompareAndSwap(false, true) {
 		c.s.limitHit(limitReadHeaderTimeout)
+	}
+	if !c.decided && n > 0 {
+		c.head = append(c.head, p[:min(n, len(h2cPreface)-len(c.head))]...)
+		switch {
+		case !bytes.HasPrefix([]byte(h2cPreface), c.head):
+			c.decided, c.head = true, nil
+		case len(c.head) == len(h2cPreface) && n <= len(h2cPreface):
+			// net/http read the preface's first bytes exactly (it limits
+			// that read), so nothing past them is in p: buffer from here.
+			c.decided, c.head = true, nil
+			c.br = bufio.NewReaderSize(c.Conn, h2cReadBuffer)
+		case len(c.head) == len(h2cPreface):
+			c.decided, c.head = true, nil // more than the preface came at once: leave it unbuffered
+		}
 	}
 	return n, err
 }

@@ -101,7 +101,7 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		var protocols http.Protocols
 		protocols.SetHTTP2(true)            // over TLS
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig}}
+		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig, HTTP2: h2Config}}
 	}
 	var listeners []net.Listener
 	defer func() {
@@ -245,6 +245,15 @@ func (f *rawForwarder) path() string {
 type localBody struct{ c *net.TCPConn }
 
 func (b localBody) Read(p []byte) (int, error) { return b.c.Read(p) }
+
+// h2Config lets the server send large DATA frames (Go's default is 16 KiB)
+// and gives each stream a window that covers a loopback bulk transfer; the
+// server's side is tuned the same way.
+var h2Config = &http.HTTP2Config{
+	MaxReadFrameSize:              1 << 20,
+	MaxReceiveBufferPerStream:     8 << 20,
+	MaxReceiveBufferPerConnection: 64 << 20,
+}
 
 // handleH2 carries c over one HTTP/2 stream: the request body is what c
 // sends, the response body what the pod sends.

@@ -338,7 +338,9 @@ func forward(serverAddr, route string, remote int, tunnel bool) (int, func(), er
 func h2Path(name, daemonAddr, route string, remote int, p *proc) path {
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
-	client := &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxConnsPerHost: 1}}
+	client := &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxConnsPerHost: 1, HTTP2: &http.HTTP2Config{
+		MaxReadFrameSize: 1 << 20, MaxReceiveBufferPerStream: 8 << 20, MaxReceiveBufferPerConnection: 64 << 20,
+	}}}
 	target := fmt.Sprintf("http://%s%s?port=%d", daemonAddr, route, remote)
 	post := func(body io.Reader) (*http.Response, error) {
 		resp, err := client.Post(target, "application/octet-stream", body)
