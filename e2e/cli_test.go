@@ -101,7 +101,7 @@ func (c *cli) expectForwarding(t *testing.T, remote int) int {
 
 func TestCLIForwardsLikeKubectl(t *testing.T) {
 	d := startDaemon(t)
-	for _, transport := range []struct{ flag, protocol string }{{"auto", "spdy_websocket"}, {"spdy", "spdy"}, {"websocket", "spdy_websocket"}, {"raw", "raw"}, {"h2", "h2"}} {
+	for _, transport := range []struct{ flag, protocol string }{{"auto", "raw"}, {"spdy", "spdy"}, {"websocket", "spdy_websocket"}, {"raw", "raw"}, {"h2", "h2"}} {
 		t.Run(transport.flag, func(t *testing.T) {
 			p := newPod(t)
 			ln := p.listen(t, "tcp4", "127.0.0.1:0")

@@ -175,3 +175,28 @@ func (d *daemon) ioChars(t *testing.T) (rchar, wchar int64) {
 	}
 	return rchar, wchar
 }
+
+// TestOptionsNamesTransports: OPTIONS on a pod's route says, after
+// authentication and the pod lookup, which transports the daemon offers
+// (what portforward --transport auto reads); nothing is dialed.
+func TestOptionsNamesTransports(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	for path, want := range map[string]int{p.route(): http.StatusNoContent, "/portForward/" + p.namespace + "/nope": http.StatusNotFound} {
+		req, _ := http.NewRequest(http.MethodOptions, d.url(path), nil)
+		resp, err := scrapeClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("OPTIONS %s: %d, want %d", path, resp.StatusCode, want)
+		}
+		if want == http.StatusNoContent && resp.Header.Get("Portforwardd-Transports") != "connect-tcp, h2, websocket-spdy, spdy, websocket-v4" {
+			t.Errorf("Portforwardd-Transports: %q", resp.Header.Get("Portforwardd-Transports"))
+		}
+	}
+	if n := d.metric(t, `portforwardd_dial_duration_seconds_count`); n != 0 {
+		t.Errorf("%v dials for OPTIONS, want 0", n)
+	}
+}

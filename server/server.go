@@ -166,9 +166,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "no_route", msg: "404 page not found"})
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost && (r.Method != http.MethodOptions || isToken) {
 		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
-			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {"GET, POST"}}})
+			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {"GET, POST, OPTIONS"}}})
 		return
 	}
 	if !isToken && s.cfg.Auth != nil {
@@ -199,6 +199,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.accepting() {
 		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
+		return
+	}
+	if r.Method == http.MethodOptions {
+		s.answerOptions(w, r, pod)
 		return
 	}
 	if !s.acquireSession(w, r) {

@@ -67,7 +67,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.server, "server", "http://127.0.0.1:10350", "portforwardd's URL")
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "the pod's namespace")
 	fs.StringSliceVar(&o.addresses, "address", []string{"localhost"}, "addresses to listen on (comma-separated); localhost means 127.0.0.1 and ::1")
-	fs.StringVar(&o.transport, "transport", "auto", "auto (WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), h2 (one HTTP/2 stream per connection), or raw (one connect-tcp upgrade per connection, spliced)")
+	fs.StringVar(&o.transport, "transport", "auto", "auto (the best the server offers: raw from portforwardd; from a kubelet or API server the WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), h2 (one HTTP/2 stream per connection), or raw (one connect-tcp upgrade per connection, spliced)")
 	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate")
 	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
 	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
@@ -117,6 +117,19 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
 	}, BearerToken: o.token}
+	if o.transport == "auto" {
+		// Bad input is reported before the server is asked anything.
+		if _, err := parsePortSpecs(o.ports); err != nil {
+			return err
+		}
+		best, err := probeTransport(cfg, base, o.namespace, o.pod)
+		if err != nil {
+			return err
+		}
+		if best != "" {
+			o.transport = best
+		}
+	}
 	if o.transport == "raw" || o.transport == "h2" {
 		return rawForward(o, base, cfg, stdout, stderr, stop, o.transport == "h2")
 	}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+)
+
+// headerTransports is the header in which portforwardd lists, in its
+// answer to OPTIONS on a pod's route, the transports it offers, best
+// first (server.HeaderTransports).
+const headerTransports = "Portforwardd-Transports"
+
+// probeTransport asks the server, with OPTIONS on the pod's route, which
+// transports it offers, and returns the best this client speaks: "raw"
+// (connect-tcp: spliced in the kernel on both hops, no framing) or "h2";
+// "" when the server does not say (a kubelet or an API server), so the
+// caller takes kubectl's path. An unknown pod or refused credentials are
+// errors, as the first connection would report them.
+func probeTransport(cfg *rest.Config, base *url.URL, namespace, pod string) (string, error) {
+	client, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return "", err
+	}
+	client.Timeout = 30 * time.Second
+	u := base.JoinPath("portForward", namespace, pod)
+	req, err := http.NewRequest(http.MethodOptions, u.String(), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusNotFound && strings.TrimSpace(string(body)) == "pod does not exist",
+		resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
+		return "", fmt.Errorf("%s", strings.TrimSpace(string(body)))
+	default:
+		return "", nil // not portforwardd, or it refuses OPTIONS: the Kubernetes path
+	}
+	for t := range strings.SplitSeq(resp.Header.Get(headerTransports), ",") {
+		switch strings.TrimSpace(t) {
+		case "connect-tcp":
+			return "raw", nil
+		case "h2":
+			return "h2", nil
+		}
+	}
+	return "", nil
+}
