@@ -93,20 +93,40 @@ func (p *pump) aborted() bool {
 	return p.result != ""
 }
 
+// ChunkWriterTo is a stream that can hand its buffered bytes to a writer
+// without copying them out first (the SPDY engine's streams). The pump uses
+// it for client→pod: the bytes go from the stream's buffer to the pod's
+// socket with no user-space copy in between.
+type ChunkWriterTo interface {
+	// WriteChunkTo waits for data like Read and writes one contiguous run
+	// of it to w; it returns the bytes written, Read's error, and w's.
+	WriteChunkTo(w io.Writer) (n int, rerr, werr error)
+}
+
 // copyHalf moves one direction until src ends. On EOF it passes the
 // half-close on with closeWrite; any other error aborts the whole pump.
 // It is a named method so both directions show up in stack dumps.
 func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64) {
 	defer wg.Done()
-	buf := bufPool.Get().(*[bufSize]byte)
-	defer bufPool.Put(buf)
+	chunks, direct := src.(ChunkWriterTo)
+	var buf *[bufSize]byte
+	if !direct {
+		buf = bufPool.Get().(*[bufSize]byte)
+		defer bufPool.Put(buf)
+	}
 	for {
-		n, rerr := src.Read(buf[:])
+		var n int
+		var rerr, werr error
+		if direct {
+			n, rerr, werr = chunks.WriteChunkTo(dst)
+		} else if n, rerr = src.Read(buf[:]); n > 0 {
+			_, werr = dst.Write(buf[:n])
+		}
+		if werr != nil {
+			p.abort(ResultReset, werr)
+			return
+		}
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				p.abort(ResultReset, werr)
-				return
-			}
 			*count += int64(n)
 			p.obs.Transferred(dir, n)
 		}

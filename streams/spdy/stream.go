@@ -47,6 +47,11 @@ func (s *Stream) Headers() http.Header { return s.headers }
 // ErrReset after a reset or when the connection is gone.
 func (s *Stream) Read(p []byte) (int, error) { return s.in.Read(p) }
 
+// WriteChunkTo waits for data like Read and writes one contiguous run of
+// it straight from the stream's buffer to w (no copy out first). It
+// returns the bytes written, the error Read would return, and w's error.
+func (s *Stream) WriteChunkTo(w io.Writer) (n int, rerr, werr error) { return s.in.WriteChunkTo(w) }
+
 // Write sends p as DATA frames of at most Options.MaxFrame bytes and
 // returns once they are written to the connection. The writer takes the
 // bytes straight from p.

@@ -177,6 +177,49 @@ func (p *Pipe) Read(b []byte) (int, error) {
 	}
 }
 
+// WriteChunkTo waits for buffered bytes, like Read, and writes one
+// contiguous run of them straight from the ring to w, without copying
+// them out first. It returns the bytes written, the error a Read would
+// have returned (the finishing error once the buffer is drained), and w's
+// error. Only the consumer may call it, never alongside Read.
+func (p *Pipe) WriteChunkTo(w io.Writer) (n int, rerr, werr error) {
+	for {
+		p.mu.Lock()
+		if p.n > 0 {
+			seg := p.buf[p.start:min(p.start+p.n, len(p.buf))]
+			p.mu.Unlock()
+			// The producer writes only into the free region and grow keeps
+			// the unread bytes in order (moved to the front), so seg stays
+			// valid and unread while w has it; consuming it afterwards is
+			// advancing start by what was written, whatever the ring is now.
+			n, werr = w.Write(seg)
+			p.mu.Lock()
+			// nil: aborted meanwhile, and Abort already counted these bytes
+			// as dropped.
+			consumed := n > 0 && p.buf != nil
+			if consumed {
+				p.start = (p.start + n) % len(p.buf)
+				p.n -= n
+			}
+			p.mu.Unlock()
+			if consumed {
+				signal(p.writable)
+				if p.OnRead != nil {
+					p.OnRead(n)
+				}
+			}
+			return n, nil, werr
+		}
+		if p.err != nil {
+			err := p.err
+			p.mu.Unlock()
+			return 0, err, nil
+		}
+		p.mu.Unlock()
+		<-p.readable
+	}
+}
+
 // minSize is the ring's first size.
 const minSize = 32 << 10
 

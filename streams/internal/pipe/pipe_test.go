@@ -87,3 +87,100 @@ func TestPipeGrowsOnDemand(t *testing.T) {
 		t.Fatalf("read %d bytes back, not what was put", len(got))
 	}
 }
+
+// slowWriter collects what it is given, and on its first call lets the
+// producer run (fill the ring, make it grow) while the chunk is out.
+type slowWriter struct {
+	got     bytes.Buffer
+	first   chan struct{} // closed on the first Write
+	proceed chan struct{} // the first Write returns when this closes
+	calls   int
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	if w.calls++; w.calls == 1 {
+		close(w.first)
+		<-w.proceed
+	}
+	return w.got.Write(p)
+}
+
+// TestWriteChunkToKeepsOrderWhileTheRingGrows: bytes handed to the writer
+// straight from the ring stay intact and in order while the producer keeps
+// putting, the ring wraps and grows; the accounting sees every byte once.
+func TestWriteChunkToKeepsOrderWhileTheRingGrows(t *testing.T) {
+	b := New(1 << 20)
+	var read int
+	b.OnRead = func(n int) { read += n }
+	want := make([]byte, 3<<20)
+	for i := range want {
+		want[i] = byte(i*7 + i>>11)
+	}
+	w := &slowWriter{first: make(chan struct{}), proceed: make(chan struct{})}
+	go func() {
+		b.Put(want[:1000], 0)
+		<-w.first
+		b.Put(want[1000:600<<10], 0) // grows the ring past its first size while the chunk is out
+		close(w.proceed)
+		b.Put(want[600<<10:], 0)
+		b.Finish(io.EOF)
+	}()
+	for {
+		_, rerr, werr := b.WriteChunkTo(w)
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+	}
+	if !bytes.Equal(w.got.Bytes(), want) {
+		t.Fatalf("got %d bytes, not the %d put in, in order", w.got.Len(), len(want))
+	}
+	if read != len(want) {
+		t.Fatalf("OnRead counted %d bytes, want %d", read, len(want))
+	}
+}
+
+// TestWriteChunkToAbortedMidWrite: an Abort while a chunk is being written
+// counts the bytes as dropped once; the write's bytes are not counted
+// again as read, and the next call returns the abort's error.
+func TestWriteChunkToAbortedMidWrite(t *testing.T) {
+	b := New(1 << 10)
+	var read int
+	b.OnRead = func(n int) { read += n }
+	b.Put([]byte("0123456789"), 0)
+	w := &slowWriter{first: make(chan struct{}), proceed: make(chan struct{})}
+	dropped := make(chan int, 1)
+	go func() {
+		<-w.first
+		dropped <- b.Abort(errReset)
+		close(w.proceed)
+	}()
+	n, rerr, werr := b.WriteChunkTo(w)
+	if n != 10 || rerr != nil || werr != nil {
+		t.Fatalf("WriteChunkTo: %d, %v, %v", n, rerr, werr)
+	}
+	if d := <-dropped; d != 10 || read != 0 {
+		t.Fatalf("Abort dropped %d, OnRead counted %d; want 10 dropped and 0 read (each byte accounted once)", d, read)
+	}
+	if _, rerr, _ := b.WriteChunkTo(w); !errors.Is(rerr, errReset) {
+		t.Fatalf("after Abort: %v", rerr)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write(p []byte) (int, error) { return 3, errors.New("broken pipe") }
+
+func TestWriteChunkToReportsWriteErrors(t *testing.T) {
+	b := New(64)
+	b.Put([]byte("hello"), 0)
+	n, rerr, werr := b.WriteChunkTo(failingWriter{})
+	if n != 3 || rerr != nil || werr == nil || b.Buffered() != 2 {
+		t.Fatalf("got %d, %v, %v, %d left; want 3 written, the write error, 2 left", n, rerr, werr, b.Buffered())
+	}
+}
