@@ -28,15 +28,27 @@ func (p Pod) String() string {
 // directory.
 func (p Pod) Validate() error {
 	if !isDNS1123Label(p.Namespace) {
-		return fmt.Errorf("%w: namespace %q is not a DNS-1123 label", ErrInvalidPod, p.Namespace)
+		return fmt.Errorf("%w: namespace %q is not a DNS-1123 label", ErrInvalidPod, clip(p.Namespace))
 	}
 	if !isDNS1123Subdomain(p.Name) {
-		return fmt.Errorf("%w: pod name %q is not a DNS-1123 subdomain", ErrInvalidPod, p.Name)
+		return fmt.Errorf("%w: pod name %q is not a DNS-1123 subdomain", ErrInvalidPod, clip(p.Name))
 	}
 	if len(p.UID) > 128 || !isUIDChars(p.UID) {
-		return fmt.Errorf("%w: uid %q is not a UID", ErrInvalidPod, p.UID)
+		return fmt.Errorf("%w: uid %q is not a UID", ErrInvalidPod, clip(p.UID))
 	}
 	return nil
+}
+
+// clipLen bounds how much of an invalid value an error repeats.
+const clipLen = 64
+
+// clip shortens s for an error text: whatever a client sends, the answer
+// stays short.
+func clip(s string) string {
+	if len(s) <= clipLen {
+		return s
+	}
+	return s[:clipLen] + "..."
 }
 
 // Target is a network namespace to dial into.

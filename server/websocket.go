@@ -94,10 +94,15 @@ func parsePortQuery(q url.Values) ([]uint16, *requestError) {
 		for p := range strings.SplitSeq(v, ",") {
 			port, err := strconv.ParseUint(p, 10, 16)
 			if err != nil {
-				return nil, bad("unable to parse %q as a port: %v", v, err)
+				// The kubelet's text, with the value clipped wherever it
+				// appears, so that the answer stays short.
+				if ne, ok := err.(*strconv.NumError); ok {
+					ne.Num = clip(ne.Num)
+				}
+				return nil, bad("unable to parse %q as a port: %v", clip(v), err)
 			}
 			if port < 1 {
-				return nil, bad("port %q must be > 0", v)
+				return nil, bad("port %q must be > 0", clip(v))
 			}
 			if len(ports) == streams.MaxChannelPorts {
 				return nil, bad("too many ports: at most %d per connection", streams.MaxChannelPorts)
@@ -154,4 +159,15 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 	// A v4 WebSocket's ports are all dialed at once, so a drain has
 	// nothing to refuse: it waits for them to end.
 	s.runSession(func() {}, protocol, pod, r.RemoteAddr, func(ctx context.Context) { streams.ServeChannels(ctx, ws, cfg) })
+}
+
+// clipLen bounds how much of a client's value an error repeats.
+const clipLen = 64
+
+// clip shortens s for an error text.
+func clip(s string) string {
+	if len(s) <= clipLen {
+		return s
+	}
+	return s[:clipLen] + "..."
 }

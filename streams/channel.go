@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -25,6 +26,10 @@ const (
 	// default, which the kubelet's wsstream uses. Messages are streamed,
 	// so this bounds time, not memory.
 	maxWSMessage = 32 << 20
+	// maxBase64Message bounds a message of v4.base64.channel.k8s.io: such
+	// a message is held whole until it is decoded (undecodable ones are
+	// dropped, as the kubelet drops them), so it is kept smaller.
+	maxBase64Message = 4 << 20
 	// channelInbox bounds the bytes queued for one port whose pod is not
 	// reading. v4 has no flow control: past this the reader waits.
 	channelInbox = 256 << 10
@@ -85,7 +90,11 @@ type chanSession struct {
 func (s *chanSession) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.ws.SetReadLimit(maxWSMessage)
+	if s.cfg.Base64 {
+		s.ws.SetReadLimit(maxBase64Message)
+	} else {
+		s.ws.SetReadLimit(maxWSMessage)
+	}
 	s.touch()
 	s.ws.SetPingHandler(func(data string) error {
 		s.touch()
@@ -154,6 +163,8 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 		}
 	}()
 	var hdr [1]byte
+	var text bytes.Buffer // a base64 message
+	var decodedBuf []byte
 	buf := bufPool.Get().(*[bufSize]byte)
 	defer bufPool.Put(buf)
 	for {
@@ -176,7 +187,24 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 		}
 		p := s.ports[ch/2]
 		if s.cfg.Base64 {
-			r = base64.NewDecoder(base64.StdEncoding, r)
+			// Decoded whole, or dropped whole: no half of a message that
+			// turns out undecodable reaches the pod.
+			text.Reset()
+			if _, err := text.ReadFrom(r); err != nil {
+				s.log.Debug("websocket read ended", "err", err)
+				return
+			}
+			decoded, err := base64.StdEncoding.AppendDecode(decodedBuf[:0], text.Bytes())
+			if err != nil {
+				s.log.Debug("undecodable base64 message dropped", "channel", ch, "err", err)
+				continue
+			}
+			p.in.Put(decoded, 0)
+			decodedBuf = decoded
+			if text.Cap() > 256<<10 { // let a rare large message's memory go
+				text, decodedBuf = bytes.Buffer{}, nil
+			}
+			continue
 		}
 		for {
 			n, err := r.Read(buf[:])

@@ -1,6 +1,7 @@
 package spdy
 
 import (
+	"compress/zlib"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -323,5 +324,29 @@ func TestHeaderBombEndsConnection(t *testing.T) {
 	var ce *connError
 	if !errors.As(srv.Err(), &ce) {
 		t.Fatalf("connection ended with %v, want a protocol error", srv.Err())
+	}
+}
+
+// TestEmptyHeaderBlocksInflate: the hand-made SYN_REPLY header blocks of
+// one connection form one zlib stream with the SPDY/3 dictionary that an
+// inflater reads block by block, each a header count of zero.
+func TestEmptyHeaderBlocksInflate(t *testing.T) {
+	var hw headerWriter
+	pr, pw := io.Pipe()
+	go func() {
+		for range 3 {
+			pw.Write(append([]byte(nil), hw.emptyBlock()...))
+		}
+		pw.Close()
+	}()
+	zr, err := zlib.NewReaderDict(pr, []byte(headerDictionary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		var count [4]byte
+		if _, err := io.ReadFull(zr, count[:]); err != nil || count != [4]byte{} {
+			t.Fatalf("block %d: count %v, %v", i, count, err)
+		}
 	}
 }
