@@ -112,13 +112,7 @@ var scrapeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: tr
 // series does not exist yet.
 func (d *daemon) metric(t *testing.T, series string) float64 {
 	t.Helper()
-	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for line := range strings.SplitSeq(string(body), "\n") {
+	for line := range strings.SplitSeq(d.scrape(t), "\n") {
 		if rest, ok := strings.CutPrefix(line, series+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
 			if err != nil {
@@ -128,6 +122,21 @@ func (d *daemon) metric(t *testing.T, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// scrape returns the text of /metrics.
+func (d *daemon) scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	return string(body)
 }
 
 // openFDs counts the daemon's open file descriptors.

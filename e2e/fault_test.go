@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -643,24 +642,4 @@ func faultSIGTERM(t *testing.T, d *daemon, drainTimeout time.Duration) string {
 		t.Fatalf("the daemon did not exit within the drain timeout once its transfers were done")
 		return ""
 	}
-}
-
-// dialConnectTCP performs the connect-tcp upgrade and returns the
-// connection and a reader of the forwarded bytes, which may have arrived
-// in the same segment as the 101.
-func dialConnectTCP(t *testing.T, d *daemon, path string) (*net.TCPConn, io.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp4", d.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", path)
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("connect-tcp upgrade: %v %v", resp, err)
-	}
-	return c.(*net.TCPConn), br
 }

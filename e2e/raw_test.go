@@ -18,6 +18,33 @@ import (
 // the connection, now carrying the forwarded bytes; otherwise the response.
 func dialRaw(t *testing.T, d *daemon, path string) (*net.TCPConn, *http.Response, string) {
 	t.Helper()
+	c, br, resp := upgradeConnectTCP(t, d, path)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(resp.Body)
+		return nil, resp, string(body)
+	}
+	if br.Buffered() > 0 {
+		t.Fatal("bytes buffered behind the 101")
+	}
+	return c, resp, ""
+}
+
+// dialConnectTCP performs the connect-tcp upgrade, which must succeed, and
+// returns the connection and a reader of the forwarded bytes, which may
+// have arrived in the same segment as the 101 (a pod that speaks first).
+func dialConnectTCP(t *testing.T, d *daemon, path string) (*net.TCPConn, io.Reader) {
+	t.Helper()
+	c, br, resp := upgradeConnectTCP(t, d, path)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("connect-tcp upgrade: %s", resp.Status)
+	}
+	return c, br
+}
+
+// upgradeConnectTCP sends a connect-tcp upgrade for path and reads the
+// answer; a 101 must name connect-tcp.
+func upgradeConnectTCP(t *testing.T, d *daemon, path string) (*net.TCPConn, *bufio.Reader, *http.Response) {
+	t.Helper()
 	c, err := net.Dial("tcp4", d.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -31,17 +58,10 @@ func dialRaw(t *testing.T, d *daemon, path string) (*net.TCPConn, *http.Response
 		t.Fatalf("read upgrade response: %v", err)
 	}
 	c.SetReadDeadline(time.Time{})
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		body, _ := io.ReadAll(resp.Body)
-		return nil, resp, string(body)
-	}
-	if br.Buffered() > 0 {
-		t.Fatal("bytes buffered behind the 101")
-	}
-	if resp.Header.Get("Upgrade") != "connect-tcp" {
+	if resp.StatusCode == http.StatusSwitchingProtocols && resp.Header.Get("Upgrade") != "connect-tcp" {
 		t.Fatalf("101 with Upgrade %q", resp.Header.Get("Upgrade"))
 	}
-	return c.(*net.TCPConn), resp, ""
+	return c.(*net.TCPConn), br, resp
 }
 
 func rawPath(p *pod, port int) string { return p.route() + "?port=" + strconv.Itoa(port) }

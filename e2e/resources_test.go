@@ -100,14 +100,8 @@ func (d *daemon) collectGarbage(t *testing.T) {
 // example every protocol of portforwardd_sessions_active).
 func (d *daemon) metricSum(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	sum := 0.0
-	for line := range strings.SplitSeq(string(body), "\n") {
+	for line := range strings.SplitSeq(d.scrape(t), "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
