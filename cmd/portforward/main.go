@@ -133,7 +133,7 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	if o.transport == "raw" || o.transport == "h2" {
 		return rawForward(o, base, cfg, stdout, stderr, stop, o.transport == "h2")
 	}
-	u := base.JoinPath("portForward", o.namespace, o.pod)
+	u := podURL(base, o.namespace, o.pod)
 	dialer, err := newDialer(o.transport, cfg, u)
 	if err != nil {
 		return err
@@ -186,6 +186,19 @@ func newDialer(transport string, cfg *rest.Config, u *url.URL) (streamhttp.Diale
 	default:
 		return nil, fmt.Errorf("--transport %q: want auto, spdy, websocket, h2 or raw", transport)
 	}
+}
+
+// podURL is the daemon's URL for a pod: base's path, then
+// /portForward/NAMESPACE/POD with both names escaped, so that whatever they
+// hold ("/", "%") the server looks up exactly the pod named (and refuses a
+// name that is not one).
+func podURL(base *url.URL, namespace, pod string) *url.URL {
+	u := *base
+	u.RawQuery, u.Fragment = "", ""
+	escaped := strings.TrimSuffix(base.EscapedPath(), "/") + "/portForward/" + url.PathEscape(namespace) + "/" + url.PathEscape(pod)
+	u.RawPath = escaped
+	u.Path, _ = url.PathUnescape(escaped) // PathEscape's output always unescapes
+	return &u
 }
 
 func firstLine(s string) string {

@@ -28,7 +28,7 @@ func probeTransport(cfg *rest.Config, base *url.URL, namespace, pod string) (str
 		return "", err
 	}
 	client.Timeout = 30 * time.Second
-	u := base.JoinPath("portForward", namespace, pod)
+	u := podURL(base, namespace, pod)
 	req, err := http.NewRequest(http.MethodOptions, u.String(), nil)
 	if err != nil {
 		return "", err

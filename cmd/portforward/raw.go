@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,15 +53,30 @@ func parsePortSpecs(specs []string) ([]portPair, error) {
 // listenAddrs expands --address the way client-go does: localhost means
 // 127.0.0.1 and ::1, and listening succeeds if either does.
 func listenAddrs(addresses []string) (required []string, optional []string, err error) {
+	// As client-go's parseAddresses: each address once; localhost is
+	// 127.0.0.1 and ::1, failing only if both fail, unless one of them is
+	// also named explicitly, which makes it required; sorted.
+	mustListen := map[string]bool{}
 	for _, a := range addresses {
 		if a == "localhost" {
-			optional = append(optional, "127.0.0.1", "::1")
+			for _, l := range []string{"127.0.0.1", "::1"} {
+				if _, ok := mustListen[l]; !ok {
+					mustListen[l] = false
+				}
+			}
 			continue
 		}
 		if net.ParseIP(a) == nil {
 			return nil, nil, fmt.Errorf("%s is not a valid IP", a)
 		}
-		required = append(required, a)
+		mustListen[a] = true
+	}
+	for _, a := range slices.Sorted(maps.Keys(mustListen)) {
+		if mustListen[a] {
+			required = append(required, a)
+		} else {
+			optional = append(optional, a)
+		}
 	}
 	return required, optional, nil
 }
@@ -236,9 +253,7 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
 	return conn, nil
 }
 
-func (f *rawForwarder) path() string {
-	return strings.TrimSuffix(f.base.EscapedPath(), "/") + "/portForward/" + url.PathEscape(f.namespace) + "/" + url.PathEscape(f.pod)
-}
+func (f *rawForwarder) path() string { return podURL(f.base, f.namespace, f.pod).EscapedPath() }
 
 // localBody is the request body of an HTTP/2 stream: what the local
 // client sends, ending (END_STREAM) when it half-closes.
