@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test: gofmt, go vet, the no-exec rule, and
+# Runs every check and test: gofmt, go vet, the no-exec rule,
 # `go test -race` over all packages, including the root tests and the e2e
-# suite against the built (race-enabled) daemon. Run it as root.
+# suite against the built (race-enabled) daemon, and every fuzz target for
+# a few seconds. Run it as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,3 +46,6 @@ echo "== go test -race"
 export PORTFORWARDD_REQUIRE_ROOT="${PORTFORWARDD_REQUIRE_ROOT:-1}"
 export PORTFORWARDD_E2E_RACE="${PORTFORWARDD_E2E_RACE:-1}"
 go test -race -count=1 -timeout 30m "$@" ./...
+
+echo "== fuzz targets, briefly (hack/fuzz.sh runs them longer)"
+FUZZTIME="${FUZZTIME:-5s}" FUZZ_PARALLEL="${FUZZ_PARALLEL:-2}" hack/fuzz.sh
