@@ -83,6 +83,7 @@ type Server struct {
 	m      *Metrics
 	log    *slog.Logger
 	slots  chan struct{}   // one per session served, MaxSessions deep
+	rel    releaser        // hands freed memory back when idle
 	budget *streams.Budget // client data held by all SPDY connections
 	h2     *http.HTTP2Config
 
@@ -386,7 +387,11 @@ func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remo
 	if s.draining {
 		result = "shutdown"
 	}
+	idle := len(s.sessions) == 0
 	s.mu.Unlock()
+	if idle {
+		s.releaseMemory()
+	}
 	active.Dec()
 	s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
 	s.log.Info("session ended", "pod", pod.String(), "protocol", protocol, "remote", remote,

@@ -85,6 +85,9 @@ func main() {
 	}
 }
 
+// rssSettle is how long after the suite the servers' RSS is read.
+const rssSettle = 2 * time.Second
+
 func parseSize(s string) (int64, error) {
 	mult := int64(1)
 	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
@@ -347,7 +350,13 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 		rows = append(rows, hol)
 	}
 
-	cpuRow, rssRow := row{name: "server CPU per GiB moved"}, row{name: "server RSS after the suite"}
+	// RSS is read at rest: the port-forwards are closed (the head-of-line
+	// ones still hold their stuck streams), and every server gets the same
+	// two seconds to end its sessions and give memory back.
+	stopPaths()
+	stopPaths = func() {}
+	time.Sleep(rssSettle)
+	cpuRow, rssRow := row{name: "server CPU per GiB moved"}, row{name: "server RSS after the suite (at rest)"}
 	for i, p := range paths {
 		if p.proc == nil || moved[i] == 0 {
 			cpuRow.cells = append(cpuRow.cells, result{})
