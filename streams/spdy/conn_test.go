@@ -173,19 +173,12 @@ func TestStuckStreamOverBudgetIsResetAfterStall(t *testing.T) {
 	}
 	// The stuck stream overran its budget and nobody read it: it must be
 	// reset, without anyone consuming it first (a read would drain it).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, "the stuck stream to be reset", func() bool {
 		srv.mu.Lock()
+		defer srv.mu.Unlock()
 		_, open := srv.streams[ssStuck.ID()]
-		srv.mu.Unlock()
-		if !open {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stuck stream not reset; %d bytes buffered", ssStuck.in.Buffered())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return !open
+	})
 	if _, err := ssStuck.Read(make([]byte, 1)); !errors.Is(err, ErrReset) {
 		t.Fatalf("stuck stream read: %v, want ErrReset", err)
 	}
@@ -207,10 +200,7 @@ func TestFloodIsBoundedByBudgets(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.buffered.Load() < 128<<10 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the stream budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
 	if got := srv.buffered.Load(); got != 128<<10 {
 		t.Fatalf("buffered %d bytes, want exactly the 128 KiB budget", got)
 	}

@@ -25,6 +25,8 @@ func (l *limitLog) has(s string) bool {
 	return slices.Contains(l.hits, s)
 }
 
+// waitFor polls cond until it holds (the engine's own goroutines reach
+// the state in their time), failing after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
