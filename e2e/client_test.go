@@ -76,6 +76,14 @@ func (l *errorLog) wait(t *testing.T, local int) []string {
 	return append([]string(nil), l.byPort[local]...)
 }
 
+// forget drops what was recorded for a local port: a new forward listening
+// on a port number an earlier one used must not inherit its errors.
+func (l *errorLog) forget(local int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.byPort, local)
+}
+
 func (l *errorLog) get(local int) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -189,6 +197,7 @@ func startForwardWith(t *testing.T, dialer streamhttp.Dialer, remotePort int) *f
 		t.Fatal(err)
 	}
 	f.local = int(ports[0].Local)
+	forwardErrors.forget(f.local)
 	t.Cleanup(f.close)
 	return f
 }

@@ -260,6 +260,7 @@ func newForward(d *daemon, route string, remotePort int) (*forward, error) {
 		return nil, err
 	}
 	f.local = int(ports[0].Local)
+	forwardErrors.forget(f.local)
 	return f, nil
 }
 
