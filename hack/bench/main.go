@@ -42,6 +42,7 @@ func main() {
 	runs := flag.Int("runs", 3, "interleaved runs per measurement (the median is reported)")
 	pings := flag.Int("pings", 300, "connections per setup-latency measurement")
 	daemon := flag.String("daemon", "", "portforwardd binary (default: build ./cmd/portforwardd)")
+	daemonFlags := flag.String("daemon-flags", "", "more flags for portforwardd, space-separated (e.g. \"--metrics-listen 127.0.0.1:10351 --pprof\" to profile it while the bench runs)")
 	chart := flag.String("chart", "", "write a PNG chart to this file (needs the bulk and parallel sections)")
 	only := flag.String("only", "bulk,parallel,setup,hol", "comma list of sections to run: bulk, parallel, setup, hol")
 	refListen := flag.String("serve-reference", "", "internal: run the reference server on this address")
@@ -77,7 +78,7 @@ func main() {
 	}
 	n, err := parseSize(*size)
 	if err == nil {
-		err = run(n, *runs, *pings, *daemon, *chart, sections(*only))
+		err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *chart, sections(*only))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -119,7 +120,7 @@ func sections(s string) map[string]bool {
 	return m
 }
 
-func run(size int64, runs, pings int, daemonBin, chartFile string, only map[string]bool) error {
+func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, chartFile string, only map[string]bool) error {
 	tmp, err := os.MkdirTemp("", "portforwardd-bench-")
 	if err != nil {
 		return err
@@ -156,7 +157,7 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 	remote := podLn.Addr().(*net.TCPAddr).Port
 	route := "/portForward/bench/" + pod
 
-	d, err := startDaemon(daemonBin)
+	d, err := startDaemon(daemonBin, daemonFlags)
 	if err != nil {
 		return err
 	}
@@ -175,6 +176,11 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 		return err
 	}
 	defer relayProc.stop()
+	nullProc, err := startHelper(self, "-serve-null", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer nullProc.stop()
 
 	newPaths := func() ([]path, func(), error) {
 		var stops []func()
@@ -206,6 +212,11 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 			stopAll()
 			return nil, nil, err
 		}
+		nullAddr, err := mk(nullProc.addr, false)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
 		return []path{
 			tcpPath("direct loopback", tcpDialer(hostLn.Addr().String()), nil),
 			tcpPath("reference stack (SPDY)", tcpDialer(refAddr), ref),
@@ -215,6 +226,7 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 			tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d),
 			h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d),
 			tcpPath("plain relay (read/write, no framing)", tcpDialer(relayProc.addr), relayProc),
+			tcpPath("client-go floor (SPDY server answering from memory)", tcpDialer(nullAddr), nullProc),
 		}, stopAll, nil
 	}
 	paths, stopPaths, err := newPaths()
@@ -281,30 +293,10 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 	}
 
 	lat := make([][]time.Duration, len(paths))
-	var floor []time.Duration
-	var floorSetup func() (time.Duration, error)
-	if only["setup"] {
-		nullProc, err := startHelper(self, "-serve-null", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer nullProc.stop()
-		local, stop, err := forward(nullProc.addr, route, remote, false)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		floorSetup = tcpPath("", tcpDialer(fmt.Sprintf("127.0.0.1:%d", local)), nullProc).setup
-	}
 	for range pings {
 		if !only["setup"] {
 			break
 		}
-		t, err := floorSetup()
-		if err != nil {
-			return fmt.Errorf("setup, client-go floor: %w", err)
-		}
-		floor = append(floor, t)
 		for i, p := range paths {
 			t, err := p.setup()
 			if err != nil {
@@ -387,10 +379,6 @@ func run(size int64, runs, pings int, daemonBin, chartFile string, only map[stri
 		}
 		fmt.Println(line)
 	}
-	if len(floor) > 0 {
-		fmt.Printf("\nclient-go floor for setup (a SPDY server answering from memory: no pod, no dial), through the same client: p50 %d µs (%.2f× the reference stack), p99 %d µs\n",
-			percentile(floor, 50).Microseconds(), float64(percentile(floor, 50))/float64(p50.cells[1].dur), percentile(floor, 99).Microseconds())
-	}
 	if chartFile != "" && only["bulk"] && only["parallel"] {
 		var series []chartRow
 		for _, r := range rows[:4] {
@@ -442,8 +430,9 @@ type proc struct {
 	addr string
 }
 
-func startDaemon(bin string) (*proc, error) {
-	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-format", "json", "--log-level", "info")
+func startDaemon(bin string, more []string) (*proc, error) {
+	args := append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-format", "json", "--log-level", "info"}, more...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -9,11 +9,12 @@ import (
 	"github.com/portforwardd/portforwardd/streams/spdy"
 )
 
-// serveNull runs the floor of the kubectl path's setup latency: a SPDY
-// port-forward server that answers every stream at once and echoes the
-// first byte of each data stream from memory, with no pod, no namespace
-// and no dial. What client-go spends around it is what no server can
-// save. It never returns.
+// serveNull runs the floor of the kubectl path: a SPDY port-forward server
+// that answers every data stream itself with the bench server's protocol,
+// from memory, with no pod, no namespace, no dial and no second socket.
+// What client-go spends around it is what no server can save: its setup
+// latency and its bulk rates bound every server behind client-go's SPDY
+// client. It never returns.
 func serveNull(listen string) error {
 	ln, err := net.Listen("tcp4", listen)
 	if err != nil {
@@ -30,11 +31,8 @@ func serveNull(listen string) error {
 			go func() {
 				defer s.Reset()
 				if s.Headers().Get("streamType") == "data" {
-					b := make([]byte, 1)
-					if _, err := io.ReadFull(s, b); err != nil {
-						return
-					}
-					s.Write(b)
+					handleBench(s)
+					return
 				}
 				io.Copy(io.Discard, s)
 				s.CloseWrite()

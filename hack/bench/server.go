@@ -15,8 +15,17 @@ func serveBench(ln net.Listener) {
 		if err != nil {
 			return
 		}
-		go handleBench(c.(*net.TCPConn))
+		go func() {
+			defer c.Close()
+			handleBench(c.(*net.TCPConn))
+		}()
 	}
+}
+
+// benchConn is one connection or stream the bench server answers on.
+type benchConn interface {
+	io.ReadWriter
+	CloseWrite() error
 }
 
 var pattern = func() []byte {
@@ -27,8 +36,8 @@ var pattern = func() []byte {
 	return b
 }()
 
-func handleBench(c *net.TCPConn) {
-	defer c.Close()
+// handleBench answers one command; the caller closes c.
+func handleBench(c benchConn) {
 	cmd := make([]byte, 1)
 	if _, err := io.ReadFull(c, cmd); err != nil {
 		return
