@@ -6,37 +6,52 @@ import (
 	"time"
 )
 
-// releaseEvery bounds how often memory is handed back to the kernel.
-const releaseEvery = time.Second
+// After a session ends, freed memory is handed back to the kernel within
+// releaseIdle when no session is left, and within releaseBusy otherwise.
+// The busy interval bounds the cost: each release is a forced GC, so a
+// daemon with thousands of sessions coming and going pays for at most one
+// every releaseBusy.
+const (
+	releaseIdle = time.Second
+	releaseBusy = 5 * time.Second
+)
 
-// releaser schedules debug.FreeOSMemory calls.
+// releaser schedules debug.FreeOSMemory calls: at most one pending, and
+// none sooner than its interval after the previous one.
 type releaser struct {
 	mu      sync.Mutex
 	pending *time.Timer
+	due     time.Time
 	last    time.Time
 }
 
-// releaseMemory hands the memory of finished sessions back to the kernel
-// when the server has become idle (no session), at most once per
-// releaseEvery: a burst of bulk transfers leaves tens of MiB of freed
-// buffers that the runtime would otherwise return only slowly, and a node
-// daemon should shrink back when it has nothing to do.
-func (s *Server) releaseMemory() {
+// releaseMemory hands the memory of finished sessions back to the kernel.
+// A burst of bulk transfers leaves tens of MiB of freed buffers that the
+// runtime would otherwise return only slowly, and a node daemon should
+// shrink back when the transfers are over, even while other sessions (an
+// idle shell's port-forward) stay open.
+func (s *Server) releaseMemory(idle bool) {
 	r := &s.rel
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.pending != nil {
-		return // one is scheduled already
+	every := releaseBusy
+	if idle {
+		every = releaseIdle
 	}
-	r.pending = time.AfterFunc(max(0, releaseEvery-time.Since(r.last)), func() {
+	due := r.last.Add(every)
+	if now := time.Now(); due.Before(now) {
+		due = now
+	}
+	if r.pending != nil {
+		if !due.Before(r.due) || !r.pending.Stop() {
+			return // one is scheduled at least as soon, or is running
+		}
+	}
+	r.due = due
+	r.pending = time.AfterFunc(time.Until(due), func() {
 		r.mu.Lock()
 		r.pending, r.last = nil, time.Now()
 		r.mu.Unlock()
-		s.mu.Lock()
-		idle := len(s.sessions) == 0
-		s.mu.Unlock()
-		if idle {
-			debug.FreeOSMemory()
-		}
+		debug.FreeOSMemory()
 	})
 }

@@ -83,7 +83,7 @@ type Server struct {
 	m      *Metrics
 	log    *slog.Logger
 	slots  chan struct{}   // one per session served, MaxSessions deep
-	rel    releaser        // hands freed memory back when idle
+	rel    releaser        // hands freed memory back after sessions end
 	budget *streams.Budget // client data held by all SPDY connections
 	h2     *http.HTTP2Config
 
@@ -389,9 +389,7 @@ func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remo
 	}
 	idle := len(s.sessions) == 0
 	s.mu.Unlock()
-	if idle {
-		s.releaseMemory()
-	}
+	s.releaseMemory(idle)
 	active.Dec()
 	s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
 	s.log.Info("session ended", "pod", pod.String(), "protocol", protocol, "remote", remote,

@@ -87,7 +87,7 @@ func main() {
 }
 
 // rssSettle is how long after the suite the servers' RSS is read.
-const rssSettle = 2 * time.Second
+const rssSettle = 6 * time.Second
 
 func parseSize(s string) (int64, error) {
 	mult := int64(1)
@@ -344,7 +344,8 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 
 	// RSS is read at rest: the port-forwards are closed (the head-of-line
 	// ones still hold their stuck streams), and every server gets the same
-	// two seconds to end its sessions and give memory back.
+	// six seconds to end its sessions and give memory back (portforwardd
+	// releases within five while other sessions stay open).
 	stopPaths()
 	stopPaths = func() {}
 	time.Sleep(rssSettle)
