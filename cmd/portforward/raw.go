@@ -16,6 +16,8 @@ import (
 	"sync"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/portforwardd/portforwardd/streams"
 )
 
 // portPair is one LOCAL:REMOTE forward.
@@ -298,6 +300,8 @@ func (f *rawForwarder) handleH2(c *net.TCPConn, local, remote uint16) {
 		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %s\n", local, remote, strings.TrimSpace(string(body)))
 		return
 	}
-	io.Copy(c, resp.Body)
+	// Large reads while the download is bulk: each read of the body sends
+	// the daemon a WINDOW_UPDATE pair.
+	streams.CopyAdaptive(c, resp.Body)
 	c.CloseWrite()
 }

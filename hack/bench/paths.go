@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
+
+	"github.com/portforwardd/portforwardd/streams"
 )
 
 var errNotApplicable = errors.New("not applicable to this path")
@@ -359,7 +361,8 @@ func h2Path(name, daemonAddr, route string, remote int, p *proc) path {
 			return err
 		}
 		defer resp.Body.Close()
-		n, err := io.Copy(io.Discard, resp.Body)
+		// As the portforward CLI copies a response body.
+		n, err := streams.CopyAdaptive(io.Discard, resp.Body)
 		if err == nil && n != size {
 			err = fmt.Errorf("got %d bytes, want %d", n, size)
 		}
