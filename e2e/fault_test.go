@@ -481,39 +481,9 @@ func faultManyStreams(t *testing.T, d *daemon, ep *echoPod) string {
 // with a forwarded echo, then closes them.
 func faultManySessions(t *testing.T, d *daemon, ep *echoPod) string {
 	const n = 1000
-	fs := make([]*forward, n)
-	errc := make(chan error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
 	start := time.Now()
-	for i := range n {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			f, err := newForward(d, ep.route(), ep.port)
-			if err != nil {
-				errc <- fmt.Errorf("session %d: %w", i, err)
-				return
-			}
-			fs[i] = f
-			if err := echoRandom(f.local, 4<<10); err != nil {
-				errc <- fmt.Errorf("session %d, first echo: %w", i, err)
-			}
-		})
-	}
-	wg.Wait()
+	fs := openSessions(t, d, ep, n, 4<<10)
 	setup := time.Since(start)
-	t.Cleanup(func() {
-		for _, f := range fs {
-			if f != nil {
-				f.close()
-			}
-		}
-	})
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
 	active := `portforwardd_sessions_active{protocol="spdy"}`
 	if got := d.metric(t, active); got != n {
 		t.Fatalf("%s: %v with all %d sessions open, want %d", active, got, n, n)
@@ -521,8 +491,9 @@ func faultManySessions(t *testing.T, d *daemon, ep *echoPod) string {
 	rssOpen := d.rssMiB(t)
 	fdsOpen := d.openFDs(t)
 	// Every session still works while all of them are open.
-	errc = make(chan error, n)
-	sem = make(chan struct{}, 64)
+	errc := make(chan error, n)
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
 	for i, f := range fs {
 		sem <- struct{}{}
 		wg.Go(func() {

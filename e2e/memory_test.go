@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 )
@@ -24,35 +23,7 @@ func TestMemoryReturnedWhileASessionStays(t *testing.T) {
 
 	// Many sessions at once grow the heap by tens of MiB.
 	const n = 400
-	fs := make([]*forward, n)
-	errc := make(chan error, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			f, err := newForward(d, ep.route(), ep.port)
-			if err != nil {
-				errc <- fmt.Errorf("session %d: %w", i, err)
-				return
-			}
-			fs[i] = f
-			if err := echoRandom(f.local, 64<<10); err != nil {
-				errc <- fmt.Errorf("session %d: echo: %w", i, err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errc)
-	for _, f := range fs {
-		if f != nil {
-			defer f.close()
-		}
-	}
-	for err := range errc {
-		t.Fatal(err)
-	}
+	fs := openSessions(t, d, ep, n, 64<<10)
 	rss1, heap1 := d.rssMiB(t), d.heapRetainedMiB(t)
 	if heap1-heap0 < 16 {
 		t.Fatalf("heap %d → %d MiB with %d sessions open: too little growth for this test to tell anything", heap0, heap1, n)

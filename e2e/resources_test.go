@@ -231,6 +231,45 @@ func writePattern(w io.Writer, seed uint64, n int64) (int64, error) {
 // newForward is startForward for use off the test goroutine and at scale:
 // it returns errors instead of failing the test, and does not scrape the
 // daemon. The caller closes the forward.
+// openSessions opens n client-go SPDY sessions to ep, 16 at a time, and
+// checks each with an echo of echo bytes. They are closed when the test
+// ends, if the test has not closed them.
+func openSessions(t *testing.T, d *daemon, ep *echoPod, n, echo int) []*forward {
+	t.Helper()
+	fs := make([]*forward, n)
+	errc := make(chan error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f, err := newForward(d, ep.route(), ep.port)
+			if err != nil {
+				errc <- fmt.Errorf("session %d: %w", i, err)
+				return
+			}
+			fs[i] = f
+			if err := echoRandom(f.local, echo); err != nil {
+				errc <- fmt.Errorf("session %d, first echo: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, f := range fs {
+			if f != nil {
+				f.close()
+			}
+		}
+	})
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	return fs
+}
+
 func newForward(d *daemon, route string, remotePort int) (*forward, error) {
 	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: "http://" + d.addr})
 	if err != nil {
