@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -223,6 +224,45 @@ func TestWebSocketV4ClosesWhenAllPortsEnd(t *testing.T) {
 	_, _, err = c.ws.ReadMessage()
 	if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 		t.Fatalf("after the last port ended: %v, want a close frame 1000", err)
+	}
+}
+
+// TestWebSocketV4BulkInBoundedMessages: a bulk download arrives intact in
+// data messages of at most 128 KiB, however much the daemon reads from the
+// pod at once, so the other ports of the WebSocket get their turn.
+func TestWebSocketV4BulkInBoundedMessages(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	const size, seed = 16 << 20, 41
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	servePattern(ln, seed, size, 0, nil)
+	for _, subprotocol := range v4Subprotocols {
+		t.Run(subprotocol, func(t *testing.T) {
+			c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, subprotocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.expectPrefixes(port(ln))
+			h := sha256.New()
+			var got, largest, msgs int
+			for got < size {
+				ch, payload := c.read()
+				if ch != 0 {
+					t.Fatalf("message on channel %d, want 0", ch)
+				}
+				h.Write(payload)
+				got += len(payload)
+				largest = max(largest, len(payload))
+				msgs++
+			}
+			if got != size || [32]byte(h.Sum(nil)) != patternSum(seed, size) {
+				t.Fatalf("got %d bytes (want %d), intact: %v", got, size, [32]byte(h.Sum(nil)) == patternSum(seed, size))
+			}
+			if largest > 128<<10 {
+				t.Fatalf("largest data message %d bytes, want at most %d", largest, 128<<10)
+			}
+			t.Logf("%d MiB in %d messages, the largest %d KiB", size>>20, msgs, largest>>10)
+		})
 	}
 }
 

@@ -33,7 +33,13 @@ const (
 	// channelInbox bounds the bytes queued for one port whose pod is not
 	// reading. v4 has no flow control: past this the reader waits.
 	channelInbox = 256 << 10
+	// maxMessage bounds the data messages sent to the client.
+	maxMessage = 128 << 10
+	// readBufSize is the buffer a session reads messages through.
+	readBufSize = 128 << 10
 )
+
+var readBufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 
 // ChannelConfig configures ServeChannels.
 type ChannelConfig struct {
@@ -165,8 +171,8 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 	var hdr [1]byte
 	var text bytes.Buffer // a base64 message
 	var decodedBuf []byte
-	buf := bufPool.Get().(*[bufSize]byte)
-	defer bufPool.Put(buf)
+	buf := readBufPool.Get().(*[readBufSize]byte)
+	defer readBufPool.Put(buf)
 	for {
 		_, r, err := s.ws.NextReader()
 		if err != nil {
@@ -273,9 +279,16 @@ func (p *chanPort) forward(ctx context.Context, wg *sync.WaitGroup) {
 
 func (p *chanPort) Read(b []byte) (int, error) { return p.in.Read(b) }
 
+// Write sends b as data messages of at most maxMessage bytes each: a
+// large read from the pod goes out as several, so one port's bulk
+// transfer cannot hold the WebSocket against the other ports for long.
 func (p *chanPort) Write(b []byte) (int, error) {
-	if err := p.s.write(p.dataChannel(), b); err != nil {
-		return 0, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrReset, err)
+	for off := 0; off < len(b); {
+		n := min(len(b)-off, maxMessage)
+		if err := p.s.write(p.dataChannel(), b[off:off+n]); err != nil {
+			return off, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrReset, err)
+		}
+		off += n
 	}
 	return len(b), nil
 }

@@ -42,14 +42,14 @@ func TestCopyAdaptiveGrowsForBulkAndShrinksWhenQuiet(t *testing.T) {
 	}
 	// Bulk (reads fill the buffer), then quiet (100-byte reads), then
 	// bulk again.
-	chunks := []int{adaptiveSmall, mib, mib, 100, 100, adaptiveSmall, mib}
+	chunks := []int{smallBuf, mib, mib, 100, 100, smallBuf, mib}
 	r := &chunkReader{data: data, chunks: chunks}
 	var out bytes.Buffer
 	n, err := CopyAdaptive(&out, r)
 	if err != nil || n != int64(len(data)) || !bytes.Equal(out.Bytes(), data) {
 		t.Fatalf("CopyAdaptive = %d, %v; copied intact: %v", n, err, bytes.Equal(out.Bytes(), data))
 	}
-	want := []int{adaptiveSmall, adaptiveLarge, adaptiveLarge, adaptiveLarge, adaptiveSmall, adaptiveSmall, adaptiveLarge, adaptiveLarge}
+	want := []int{smallBuf, largeBuf, largeBuf, largeBuf, smallBuf, smallBuf, largeBuf, largeBuf}
 	if len(r.sizes) < len(want) {
 		t.Fatalf("read sizes %v, want them to start with %v", r.sizes, want)
 	}
@@ -87,5 +87,34 @@ func TestCopyAdaptiveErrors(t *testing.T) {
 	}
 	if n, err := CopyAdaptive(&failWriter{n: 10}, &chunkReader{data: data}); !errors.Is(err, io.ErrShortWrite) || n != 10 {
 		t.Errorf("short write: CopyAdaptive = %d, %v; want 10, %v", n, err, io.ErrShortWrite)
+	}
+}
+
+// At most maxLarge copies read with a large buffer at once; the next one
+// stays small until one is given back.
+func TestCopyBufferLargeOnesAreCapped(t *testing.T) {
+	bufs := make([]copyBuffer, maxLarge+1)
+	for i := range bufs {
+		bufs[i].bytes()
+		bufs[i].adapt(smallBuf)
+	}
+	for i := range maxLarge {
+		if got := len(bufs[i].bytes()); got != largeBuf {
+			t.Fatalf("copy %d: %d-byte buffer after a full read, want %d", i, got, largeBuf)
+		}
+	}
+	if got := len(bufs[maxLarge].bytes()); got != smallBuf {
+		t.Fatalf("copy %d (beyond maxLarge): %d-byte buffer, want %d", maxLarge, got, smallBuf)
+	}
+	bufs[0].release()
+	bufs[maxLarge].adapt(smallBuf)
+	if got := len(bufs[maxLarge].bytes()); got != largeBuf {
+		t.Fatalf("after one was released: %d-byte buffer, want %d", got, largeBuf)
+	}
+	for i := range bufs {
+		bufs[i].release()
+	}
+	if n := largeInUse.Load(); n != 0 {
+		t.Fatalf("%d large buffers in use after every copy released, want 0", n)
 	}
 }

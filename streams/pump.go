@@ -8,13 +8,6 @@ import (
 	"sync"
 )
 
-// bufSize is the size of the pooled copy buffers. A read from the pod
-// becomes one stream write (one SPDY DATA frame), so a large buffer means
-// few frames for bulk transfers.
-const bufSize = 128 << 10
-
-var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
-
 // PodConn is the pod side of a forwarded connection. *net.TCPConn and
 // *net.UnixConn satisfy it.
 type PodConn interface {
@@ -109,18 +102,22 @@ type ChunkWriterTo interface {
 func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64) {
 	defer wg.Done()
 	chunks, direct := src.(ChunkWriterTo)
-	var buf *[bufSize]byte
-	if !direct {
-		buf = bufPool.Get().(*[bufSize]byte)
-		defer bufPool.Put(buf)
-	}
+	// A read from the pod becomes one stream write (SPDY frames of up to
+	// 128 KiB each, written in one batch), so bulk reads of 1 MiB mean few
+	// syscalls and handoffs.
+	var buf copyBuffer
+	defer buf.release()
 	for {
 		var n int
 		var rerr, werr error
 		if direct {
 			n, rerr, werr = chunks.WriteChunkTo(dst)
-		} else if n, rerr = src.Read(buf[:]); n > 0 {
-			_, werr = dst.Write(buf[:n])
+		} else {
+			p := buf.bytes()
+			if n, rerr = src.Read(p); n > 0 {
+				_, werr = dst.Write(p[:n])
+			}
+			buf.adapt(n)
 		}
 		if werr != nil {
 			p.abort(ResultReset, werr)
