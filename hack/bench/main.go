@@ -217,6 +217,11 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			stopAll()
 			return nil, nil, err
 		}
+		nullTunAddr, err := mk(nullProc.addr, true)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
 		return []path{
 			tcpPath("direct loopback", tcpDialer(hostLn.Addr().String()), nil),
 			tcpPath("reference stack (SPDY)", tcpDialer(refAddr), ref),
@@ -227,6 +232,7 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d),
 			tcpPath("plain relay (read/write, no framing)", tcpDialer(relayProc.addr), relayProc),
 			tcpPath("client-go floor (SPDY server answering from memory)", tcpDialer(nullAddr), nullProc),
+			tcpPath("client-go floor, WS tunnel", tcpDialer(nullTunAddr), nullProc),
 		}, stopAll, nil
 	}
 	paths, stopPaths, err := newPaths()
