@@ -32,9 +32,10 @@ const (
 	tlsSecret      = "portforwardd-tls"
 	netnsDir       = "/run/netns"
 	// processHeadroom is what the daemon needs besides its stream buffers
-	// (--buffer-bytes): about 60 MiB of RSS after the benchmark suite
-	// (README, "Performance"), rounded up.
-	processHeadroom = 64 << 20
+	// (--buffer-bytes): about 35 MiB of RSS after the benchmark suite
+	// (README, "Performance"), up to 64 MiB of bulk copy buffers
+	// (streams: at most 64 of 1 MiB in the process), and a margin.
+	processHeadroom = 128 << 20
 )
 
 // deployment is every YAML document under deploy/, decoded.
