@@ -113,9 +113,9 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 		if direct {
 			n, rerr, werr = chunks.WriteChunkTo(dst)
 		} else {
-			p := buf.bytes()
-			if n, rerr = src.Read(p); n > 0 {
-				_, werr = dst.Write(p[:n])
+			b := buf.bytes()
+			if n, rerr = src.Read(b); n > 0 {
+				_, werr = dst.Write(b[:n])
 			}
 			buf.adapt(n)
 		}
