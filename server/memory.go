@@ -12,9 +12,14 @@ import (
 // The busy interval bounds the cost: each release is two forced GCs, so a
 // daemon with thousands of sessions coming and going pays for at most one
 // release every releaseBusy.
+//
+// A release also waits releaseSettle after the session end that asked for
+// it: a session is counted as ended before its last goroutines have let go
+// of its buffers, and a collection that runs too soon keeps them.
 const (
-	releaseIdle = time.Second
-	releaseBusy = 5 * time.Second
+	releaseIdle   = time.Second
+	releaseBusy   = 5 * time.Second
+	releaseSettle = 250 * time.Millisecond
 )
 
 // releaser schedules debug.FreeOSMemory calls: at most one pending, and
@@ -40,8 +45,8 @@ func (s *Server) releaseMemory(idle bool) {
 		every = releaseIdle
 	}
 	due := r.last.Add(every)
-	if now := time.Now(); due.Before(now) {
-		due = now
+	if soonest := time.Now().Add(releaseSettle); due.Before(soonest) {
+		due = soonest
 	}
 	if r.pending != nil {
 		if !due.Before(r.due) || !r.pending.Stop() {
