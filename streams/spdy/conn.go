@@ -600,16 +600,19 @@ func (c *Conn) peerReset(id uint32) {
 // already sent FIN (then it only releases s locally, as spdystream does);
 // with byUs, reads fail too (the peer's data is being refused).
 func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
+	var err error = fmt.Errorf("stream %d: %w", s.id, ErrReset)
+	if byUs {
+		err = fmt.Errorf("stream %d overran its buffer: %w", s.id, ErrReset)
+	}
+	// Abort first: once the stream is gone from the table its reads fail
+	// and its bytes are no longer counted. DATA still arriving meanwhile
+	// is discarded by the aborted buffer.
+	c.account(-int64(s.in.Abort(err)))
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
 	}
 	c.mu.Unlock()
-	var err error = fmt.Errorf("stream %d: %w", s.id, ErrReset)
-	if byUs {
-		err = fmt.Errorf("stream %d overran its buffer: %w", s.id, ErrReset)
-	}
-	c.account(-int64(s.in.Abort(err)))
 	c.wmu.Lock()
 	if !s.localDone && !c.wclosed {
 		c.pushControlLocked(appendRstStream(nil, s.id, status))
