@@ -8,6 +8,11 @@
 //
 //	go run ./hack/bench -size 1GiB -runs 3 -chart bench.png
 //
+// With -relays it runs the relay study instead: bulk each way through a
+// direct connection, portforwardd's raw transport, and a plain relay
+// process with each copy strategy (read/write buffers, splice loops) and
+// socket buffer size, with the server's CPU and the machine's busy time.
+//
 // The reference stack is the kubelet's port-forward handler library
 // (k8s.io/cri-streaming, as CRI-O and containerd vendor it, on
 // moby/spdystream) with containerd's forwarding loop, built into this
@@ -50,6 +55,11 @@ func main() {
 	relayListen := flag.String("serve-relay", "", "internal: run the plain relay on this address")
 	relayNetns := flag.String("relay-netns", "", "internal: the plain relay's pod netns file")
 	relayPort := flag.Int("relay-port", 0, "internal: the plain relay's pod port")
+	relayCopy := flag.String("relay-copy", "rw-128KiB", "internal: the plain relay's copy strategy")
+	relaySockBuf := flag.Int("relay-sockbuf", 0, "internal: the plain relay's SO_RCVBUF and SO_SNDBUF (0: autotuning)")
+	relays := flag.Bool("relays", false, "run the relay study instead of the suite: bulk each way through a direct connection, portforwardd raw, and the plain relay with each copy strategy and -relay-sockbufs")
+	relayCopies := flag.String("relay-copies", "rw-128KiB,rw-1MiB,splice,splice-fill,splice-256KiB,splice-2pipes", "the relay study's copy strategies: "+relayCopyNames())
+	relaySockBufs := flag.String("relay-sockbufs", "0", "the relay study's socket buffer sizes, comma list (0: autotuning)")
 	netnsDir := flag.String("netns-dir", "/run/netns", "internal: the reference server's netns directory")
 	flag.Parse()
 	// client-go reports expected errors (the stalled stream's reset) through klog.
@@ -70,14 +80,29 @@ func main() {
 		return
 	}
 	if *relayListen != "" {
-		if err := serveRelay(*relayListen, *relayNetns, *relayPort); err != nil {
+		if err := serveRelay(*relayListen, *relayNetns, *relayPort, *relayCopy, *relaySockBuf); err != nil {
 			fmt.Fprintln(os.Stderr, "relay:", err)
 			os.Exit(1)
 		}
 		return
 	}
 	n, err := parseSize(*size)
-	if err == nil {
+	if err == nil && *relays {
+		var bufs []int
+		for _, f := range strings.Split(*relaySockBufs, ",") {
+			b, perr := parseSize(f)
+			if f == "0" {
+				b, perr = 0, nil
+			}
+			if perr != nil {
+				err = fmt.Errorf("bad -relay-sockbufs: %w", perr)
+			}
+			bufs = append(bufs, int(b))
+		}
+		if err == nil {
+			err = runRelays(n, *runs, *daemon, strings.Fields(*daemonFlags), strings.Split(*relayCopies, ","), bufs)
+		}
+	} else if err == nil {
 		err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *chart, sections(*only))
 	}
 	if err != nil {
@@ -120,62 +145,109 @@ func sections(s string) map[string]bool {
 	return m
 }
 
-func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, chartFile string, only map[string]bool) error {
+// benchEnv is what every measurement needs: the pod's network namespace
+// with the bench server in it, the same server on the host (the direct
+// path), and a running portforwardd.
+type benchEnv struct {
+	netns  string // the pod's netns file
+	route  string // the pod's port-forward route
+	remote int    // the bench server's port in the pod
+	host   string // the bench server's address on the host
+	daemon *proc
+	self   string // this program, for its helper modes
+	stops  []func()
+}
+
+func newBenchEnv(daemonBin string, daemonFlags []string) (_ *benchEnv, err error) {
+	e := &benchEnv{}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
 	tmp, err := os.MkdirTemp("", "portforwardd-bench-")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	e.stops = append(e.stops, func() { os.RemoveAll(tmp) })
 	if daemonBin == "" {
 		daemonBin = filepath.Join(tmp, "portforwardd")
 		if out, err := exec.Command("go", "build", "-o", daemonBin, "./cmd/portforwardd").CombinedOutput(); err != nil {
-			return fmt.Errorf("build daemon: %v\n%s", err, out)
+			return nil, fmt.Errorf("build daemon: %v\n%s", err, out)
 		}
 	}
 
 	pod := fmt.Sprintf("pod-%d", os.Getpid())
 	netnsName := "bench_" + pod
 	if out, err := exec.Command("ip", "netns", "add", netnsName).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add: %v: %s", err, out)
+		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
 	}
-	defer exec.Command("ip", "netns", "del", netnsName).Run()
+	e.stops = append(e.stops, func() { exec.Command("ip", "netns", "del", netnsName).Run() })
+	e.netns = "/run/netns/" + netnsName
 	if out, err := exec.Command("ip", "-n", netnsName, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("ip link set lo up: %v: %s", err, out)
+		return nil, fmt.Errorf("ip link set lo up: %v: %s", err, out)
 	}
-	podLn, err := nsentertest.Listen("/run/netns/"+netnsName, "tcp4", "127.0.0.1:0")
+	podLn, err := nsentertest.Listen(e.netns, "tcp4", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer podLn.Close()
+	e.stops = append(e.stops, func() { podLn.Close() })
 	go serveBench(podLn)
 	hostLn, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer hostLn.Close()
+	e.stops = append(e.stops, func() { hostLn.Close() })
 	go serveBench(hostLn)
-	remote := podLn.Addr().(*net.TCPAddr).Port
-	route := "/portForward/bench/" + pod
+	e.host = hostLn.Addr().String()
+	e.remote = podLn.Addr().(*net.TCPAddr).Port
+	e.route = "/portForward/bench/" + pod
 
-	d, err := startDaemon(daemonBin, daemonFlags)
+	if e.daemon, err = startDaemon(daemonBin, daemonFlags); err != nil {
+		return nil, err
+	}
+	e.stops = append(e.stops, e.daemon.stop)
+	if e.self, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// close stops and removes everything, last started first.
+func (e *benchEnv) close() {
+	for i := len(e.stops) - 1; i >= 0; i-- {
+		e.stops[i]()
+	}
+}
+
+// relay starts the plain relay helper with a copy strategy (-relay-copy)
+// and socket buffer size (0: the kernel's autotuning).
+func (e *benchEnv) relay(copyName string, sockBuf int) (*proc, error) {
+	p, err := startHelper(e.self, "-serve-relay", "127.0.0.1:0", "-relay-netns", e.netns, "-relay-port", strconv.Itoa(e.remote),
+		"-relay-copy", copyName, "-relay-sockbuf", strconv.Itoa(sockBuf))
+	if err != nil {
+		return nil, err
+	}
+	e.stops = append(e.stops, p.stop)
+	return p, nil
+}
+
+func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, chartFile string, only map[string]bool) error {
+	e, err := newBenchEnv(daemonBin, daemonFlags)
 	if err != nil {
 		return err
 	}
-	defer d.stop()
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
+	defer e.close()
+	d, self, route, remote := e.daemon, e.self, e.route, e.remote
 	ref, err := startHelper(self, "-serve-reference", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	defer ref.stop()
-	relayProc, err := startHelper(self, "-serve-relay", "127.0.0.1:0", "-relay-netns", "/run/netns/"+netnsName, "-relay-port", strconv.Itoa(remote))
+	relayProc, err := e.relay("rw-128KiB", 0)
 	if err != nil {
 		return err
 	}
-	defer relayProc.stop()
 	nullProc, err := startHelper(self, "-serve-null", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -223,7 +295,7 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			return nil, nil, err
 		}
 		return []path{
-			tcpPath("direct loopback", tcpDialer(hostLn.Addr().String()), nil),
+			tcpPath("direct loopback", tcpDialer(e.host), nil),
 			tcpPath("reference stack (SPDY)", tcpDialer(refAddr), ref),
 			tcpPath("portforwardd SPDY", tcpDialer(spdyAddr), d),
 			tcpPath("portforwardd WS tunnel", tcpDialer(tunAddr), d),
@@ -529,6 +601,8 @@ func formatSize(n int64) string {
 		return fmt.Sprintf("%d GiB", n>>30)
 	case n%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
 }
