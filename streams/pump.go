@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // PodConn is the pod side of a forwarded connection. *net.TCPConn and
@@ -96,12 +97,42 @@ type ChunkWriterTo interface {
 	WriteChunkTo(w io.Writer) (n int, rerr, werr error)
 }
 
+// ChunkSplicer is a stream that can take bytes from a socket with
+// splice(2): the SPDY engine's streams on a plain TCP connection. The pump
+// uses it for pod→client, so the bytes go from the pod's socket to the
+// client's without entering user space.
+type ChunkSplicer interface {
+	// CanSplice reports whether SpliceChunkFrom works on this stream.
+	CanSplice() bool
+	// SpliceChunkFrom waits for data on src and moves one chunk of it to
+	// the stream; it returns the bytes moved, src's error, and the
+	// stream's.
+	SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error)
+}
+
+// splicer returns dst as a ChunkSplicer, and src as the socket it splices
+// from, when both can.
+func splicer(dst io.Writer, src io.Reader) (ChunkSplicer, syscall.Conn, bool) {
+	sp, ok := dst.(ChunkSplicer)
+	if !ok || !sp.CanSplice() {
+		return nil, nil, false
+	}
+	switch sc := src.(type) {
+	case *net.TCPConn:
+		return sp, sc, true
+	case *net.UnixConn:
+		return sp, sc, true
+	}
+	return nil, nil, false
+}
+
 // copyHalf moves one direction until src ends. On EOF it passes the
 // half-close on with closeWrite; any other error aborts the whole pump.
 // It is a named method so both directions show up in stack dumps.
 func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64) {
 	defer wg.Done()
 	chunks, direct := src.(ChunkWriterTo)
+	sp, sock, spliced := splicer(dst, src)
 	// A read from the pod becomes one stream write (SPDY frames of up to
 	// 128 KiB each, written in one batch), so bulk reads of 1 MiB mean few
 	// syscalls and handoffs.
@@ -110,9 +141,12 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 	for {
 		var n int
 		var rerr, werr error
-		if direct {
+		switch {
+		case spliced:
+			n, rerr, werr = sp.SpliceChunkFrom(sock)
+		case direct:
 			n, rerr, werr = chunks.WriteChunkTo(dst)
-		} else {
+		default:
 			b := buf.bytes()
 			if n, rerr = src.Read(b); n > 0 {
 				_, werr = dst.Write(b[:n])

@@ -375,9 +375,16 @@ func TestSessionEndAbortsForwards(t *testing.T) {
 		}
 	}()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	r.openPair(t, port, "0")
+	data, _ := r.openPair(t, port, "0")
 	pod := <-accepted
 	defer pod.Close()
+	// A byte through from the pod: the dial is done and the pump runs.
+	if _, err := pod.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(data, make([]byte, 1)); err != nil {
+		t.Fatalf("read the pod's byte: %v", err)
+	}
 	r.client.Close() // the client goes away with the forward open
 	r.waitRun(t)
 	pod.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -113,6 +113,7 @@ type Conn struct {
 	overflow atomic.Bool   // the control queue overflowed; the reader stops
 	active   []*Stream     // streams with data or FIN to send
 	direct   bool          // nc takes vectored writes, so a Write may go direct
+	tcp      *net.TCPConn  // nc, when it is a plain TCP socket (splice)
 	writing  bool          // a goroutine is writing to nc (the writer, or a Write going direct)
 	wclosed  bool          // the writer stopped; nothing more is sent
 	closing  bool          // write what is queued, then stop
@@ -149,6 +150,7 @@ func Serve(nc net.Conn, accept func(*Stream) error, opts Options) *Conn {
 		shut:     make(chan struct{}),
 		direct:   vectored(nc),
 	}
+	c.tcp, _ = nc.(*net.TCPConn)
 	c.touch()
 	// Peers that honour flow control may send a whole budget per stream
 	// and per connection before they hear from us.

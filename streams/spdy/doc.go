@@ -20,7 +20,10 @@
 //     initial window and sends WINDOW_UPDATEs as data is consumed.
 //   - The writer batches queued frames into one writev, takes at most
 //     Options.MaxFrame bytes from each stream in turn, and writes payload
-//     straight from the caller's slice: no copy in user space.
+//     straight from the caller's slice: no copy in user space. On a plain
+//     TCP connection, Stream.SpliceChunkFrom moves a socket's bytes to the
+//     client with splice(2), never through user space while the writer is
+//     idle.
 //   - Every stream gets its SYN_REPLY before anything else is sent on it.
 //   - Pings from the client are answered; Close sends GOAWAY; a connection
 //     with no frame either way for Options.IdleTimeout is closed.

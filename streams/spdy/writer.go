@@ -156,6 +156,13 @@ func (c *Conn) writeDirect(s *Stream, p []byte, fin bool) error {
 	var hdr [frameHeaderLen]byte
 	bufs := net.Buffers{appendDataHeader(hdr[:0], s.id, flags, len(p)), p}
 	_, err := bufs.WriteTo(c.nc)
+	return c.directDone(err)
+}
+
+// directDone ends a write that went direct: it clears c.writing, and
+// after a failure stops the writer and fails every queued stream, as the
+// writer does.
+func (c *Conn) directDone(err error) error {
 	c.touch()
 	c.wmu.Lock()
 	c.writing = false

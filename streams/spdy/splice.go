@@ -1,0 +1,268 @@
+package spdy
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// CanSplice reports whether SpliceChunkFrom can move bytes to this
+// stream's connection with splice(2): the connection is a plain TCP
+// socket (not TLS, not the WebSocket tunnel).
+func (s *Stream) CanSplice() bool { return s.c.tcp != nil }
+
+// SpliceChunkFrom waits until src (a socket: the pod's connection) has
+// bytes or its EOF, and moves what it has, up to 1 MiB, to the client as
+// DATA frames of at most Options.MaxFrame bytes. The bytes go through a
+// pipe with splice(2). When the writer is idle they never enter user
+// space: each frame's header is sent with MSG_MORE and its payload spliced
+// behind it, on the calling goroutine, as a small Write goes direct. When
+// other frames are queued, the chunk is read back out of the pipe a frame
+// at a time and queued like a Write, so the writer's round robin holds.
+// It returns the bytes moved, src's error (io.EOF at its end) and the
+// write's error. Only call it when CanSplice is true.
+func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
+	c := s.c
+	<-s.replied
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err, nil
+	}
+	var p *splicePipe
+	serr := rc.Read(func(fd uintptr) bool {
+		if p == nil {
+			if p, rerr = getSplicePipe(); rerr != nil {
+				return true
+			}
+		}
+		for {
+			k, err := unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				// Nothing to read: an idle stream holds no pipe.
+				putSplicePipe(p)
+				p = nil
+				return false
+			case err != nil:
+				rerr = fmt.Errorf("splice from pod: %w", err)
+			case k == 0:
+				rerr = io.EOF
+			default:
+				n = int(k)
+			}
+			return true
+		}
+	})
+	if serr != nil {
+		rerr = serr
+	}
+	if n == 0 {
+		if p != nil {
+			putSplicePipe(p)
+		}
+		return 0, rerr, nil
+	}
+	p.n = n
+
+	c.wmu.Lock()
+	if s.localDone || c.wclosed {
+		c.wmu.Unlock()
+		p.destroy()
+		return 0, rerr, fmt.Errorf("write stream %d: %w", s.id, ErrReset)
+	}
+	if !c.writing && len(c.ctrl) == 0 && len(c.active) == 0 {
+		c.writing = true
+		c.wmu.Unlock()
+		err := c.directDone(c.writeSpliced(s, p))
+		if p.n > 0 {
+			p.destroy()
+		} else {
+			putSplicePipe(p)
+		}
+		if err != nil {
+			return 0, rerr, fmt.Errorf("write stream %d: %w", s.id, err)
+		}
+		return n, rerr, nil
+	}
+	c.wmu.Unlock()
+	if testHookSpliceQueued != nil {
+		testHookSpliceQueued()
+	}
+	// The writer is busy: read the chunk back out of the pipe, a frame at
+	// a time, and queue each like a Write, so the writer's round robin
+	// holds and the memory it takes stays one frame per stream.
+	buf := getFrameBuffer(c.opts.MaxFrame)
+	defer putFrameBuffer(buf)
+	sent := 0
+	for p.n > 0 {
+		k, err := io.ReadFull(pipeReader{p}, (*buf)[:min(p.n, len(*buf))])
+		if err != nil {
+			p.destroy()
+			return sent, rerr, fmt.Errorf("write stream %d: read back from the pipe: %v: %w", s.id, err, ErrReset)
+		}
+		if err := s.send((*buf)[:k], false); err != nil {
+			p.destroy()
+			return sent, rerr, err
+		}
+		sent += k
+	}
+	putSplicePipe(p)
+	return sent, rerr, nil
+}
+
+// writeSpliced writes a DATA frame header for p's bytes with MSG_MORE, so
+// it leaves in the same segment as the payload, then splices the payload
+// from p, waiting in Go's poller while the socket is full. It leaves p.n
+// at what is still in the pipe (0 when all went).
+func (c *Conn) writeSpliced(s *Stream, p *splicePipe) error {
+	rc, err := c.tcp.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var hdr [frameHeaderLen]byte
+	var head []byte // the current frame's header, until it is sent
+	frame := 0      // the current frame's payload still to send
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		for p.n > 0 || len(head) > 0 {
+			if frame == 0 && len(head) == 0 {
+				frame = min(p.n, c.opts.MaxFrame)
+				head = appendDataHeader(hdr[:0], s.id, 0, frame)
+			}
+			for len(head) > 0 {
+				k, err := unix.SendmsgN(int(fd), head, nil, nil, unix.MSG_MORE|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+				switch {
+				case err == unix.EINTR:
+					continue
+				case err == unix.EAGAIN:
+					return false
+				case err != nil:
+					werr = err
+					return true
+				}
+				head = head[k:]
+			}
+			for frame > 0 {
+				flags := unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+				if p.n > frame {
+					flags |= unix.SPLICE_F_MORE
+				}
+				k, err := unix.Splice(p.r, nil, int(fd), nil, frame, flags)
+				switch {
+				case err == unix.EINTR:
+					continue
+				case err == unix.EAGAIN:
+					return false
+				case err != nil:
+					werr = err
+					return true
+				}
+				p.n -= int(k)
+				frame -= int(k)
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return err
+}
+
+// testHookSpliceQueued, when set (by tests), is called as a spliced chunk
+// is queued behind other frames.
+var testHookSpliceQueued func()
+
+// spliceChunk is the most SpliceChunkFrom moves at once, and the size
+// asked for each pipe (the default /proc/sys/fs/pipe-max-size). Past the
+// kernel's per-user allowance of pipe pages (64 such pipes in use, for a
+// process without CAP_SYS_RESOURCE) new pipes get the default size, and
+// chunks are smaller.
+const spliceChunk = 1 << 20
+
+// splicePipe is a non-blocking pipe and the bytes this process put in it.
+type splicePipe struct {
+	r, w    int
+	n       int
+	cleanup runtime.Cleanup
+}
+
+// splicePipes keeps pipes between chunks; a cleanup closes those the
+// garbage collector drops.
+var splicePipes sync.Pool
+
+func getSplicePipe() (*splicePipe, error) {
+	if p, ok := splicePipes.Get().(*splicePipe); ok {
+		return p, nil
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("splice pipe: %w", err)
+	}
+	// A smaller pipe (the size is refused past the per-user allowance)
+	// still works, in smaller chunks.
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, spliceChunk)
+	p := &splicePipe{r: fds[0], w: fds[1]}
+	p.cleanup = runtime.AddCleanup(p, closePipe, fds)
+	return p, nil
+}
+
+// putSplicePipe keeps an empty pipe for reuse.
+func putSplicePipe(p *splicePipe) {
+	if p.n != 0 {
+		p.destroy()
+		return
+	}
+	splicePipes.Put(p)
+}
+
+// destroy closes a pipe that still holds bytes.
+func (p *splicePipe) destroy() {
+	p.cleanup.Stop()
+	closePipe([2]int{p.r, p.w})
+}
+
+func closePipe(fds [2]int) {
+	unix.Close(fds[0])
+	unix.Close(fds[1])
+}
+
+// pipeReader reads what is in a splice pipe.
+type pipeReader struct{ p *splicePipe }
+
+func (r pipeReader) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(r.p.r, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, io.ErrUnexpectedEOF
+		}
+		r.p.n -= n
+		return n, nil
+	}
+}
+
+// frameBuffers hold a frame read back from a pipe while it is queued.
+var frameBuffers sync.Pool
+
+func getFrameBuffer(size int) *[]byte {
+	if b, ok := frameBuffers.Get().(*[]byte); ok && cap(*b) >= size {
+		*b = (*b)[:size]
+		return b
+	}
+	b := make([]byte, size)
+	return &b
+}
+
+func putFrameBuffer(b *[]byte) { frameBuffers.Put(b) }

@@ -1,0 +1,185 @@
+package spdy
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+)
+
+// podPair returns both ends of a loopback TCP connection: the daemon's
+// side of a pod connection, and the pod's.
+func podPair(t *testing.T) (daemon, pod *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	d, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-accepted
+	if p == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { d.Close(); p.Close() })
+	return d.(*net.TCPConn), p.(*net.TCPConn)
+}
+
+// spliceAll moves src to s with SpliceChunkFrom until src's EOF, then
+// half-closes s, as the pump does.
+func spliceAll(s *Stream, src *net.TCPConn) (int64, error) {
+	var total int64
+	for {
+		n, rerr, werr := s.SpliceChunkFrom(src)
+		total += int64(n)
+		if werr != nil {
+			return total, werr
+		}
+		if errors.Is(rerr, io.EOF) {
+			return total, s.CloseWrite()
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// sendRandom writes n random bytes to c, half-closes it, and returns
+// their sha256.
+func sendRandom(c *net.TCPConn, n int64) [32]byte {
+	h := sha256.New()
+	io.Copy(io.MultiWriter(c, h), io.LimitReader(rand.Reader, n))
+	c.CloseWrite()
+	return [32]byte(h.Sum(nil))
+}
+
+// TestSpliceChunkFromIntegrity: four streams at once carry 16 MiB each
+// from their pod sockets to a moby/spdystream client, spliced (direct, or
+// queued behind each other's frames), and every byte arrives in order.
+func TestSpliceChunkFromIntegrity(t *testing.T) {
+	client, _, accepted := pair(t, Options{})
+	const streams, size = 4, 16 << 20
+	var wg sync.WaitGroup
+	for i := range streams {
+		cs, ss := open(t, client, accepted, "s"+string(rune('0'+i)))
+		if !ss.CanSplice() {
+			t.Fatal("a stream on a TCP connection cannot splice")
+		}
+		daemon, pod := podPair(t)
+		sum := make(chan [32]byte, 1)
+		go func() { sum <- sendRandom(pod, size) }()
+		spliced := make(chan error, 1)
+		go func() {
+			n, err := spliceAll(ss, daemon)
+			if err == nil && n != size {
+				err = errors.New("spliced a wrong count")
+			}
+			spliced <- err
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := sha256.New()
+			n, err := io.Copy(h, cs)
+			if err != nil || n != size || [32]byte(h.Sum(nil)) != <-sum {
+				t.Errorf("stream %d: client got %d bytes (err %v), want %d with the pod's sha256", i, n, err, size)
+			}
+			if err := <-spliced; err != nil {
+				t.Errorf("stream %d: splice: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestSpliceChunkQueuedBehindStuckStream: while one stream's frames wait
+// for a client that does not read them, another stream's spliced chunk is
+// queued behind them (read back out of its pipe) instead of going direct,
+// and arrives whole once the client reads again.
+func TestSpliceChunkQueuedBehindStuckStream(t *testing.T) {
+	client, _, accepted := pair(t, Options{})
+	stuckC, stuckS := open(t, client, accepted, "stuck")
+	otherC, otherS := open(t, client, accepted, "other")
+
+	queued := make(chan struct{}, 1)
+	testHookSpliceQueued = func() {
+		select {
+		case queued <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { testHookSpliceQueued = nil })
+
+	// 64 MiB the client does not read yet: the stuck stream stays queued.
+	big := make([]byte, 64<<20)
+	stuckDone := make(chan error, 1)
+	go func() { _, err := stuckS.Write(big); stuckDone <- err }()
+	if _, err := io.ReadFull(stuckC, make([]byte, 1)); err != nil {
+		t.Fatalf("first byte of the stuck stream: %v", err)
+	}
+
+	daemon, pod := podPair(t)
+	const size = 4 << 20
+	sum := make(chan [32]byte, 1)
+	go func() { sum <- sendRandom(pod, size) }()
+	spliced := make(chan error, 1)
+	go func() { _, err := spliceAll(otherS, daemon); spliced <- err }()
+	<-queued // the chunk found the writer busy with the stuck stream
+
+	// The client reads again: both streams complete.
+	go io.Copy(io.Discard, stuckC)
+	h := sha256.New()
+	n, err := io.Copy(h, otherC)
+	if err != nil || n != size || [32]byte(h.Sum(nil)) != <-sum {
+		t.Fatalf("client got %d bytes (err %v), want %d with the pod's sha256", n, err, size)
+	}
+	if err := <-spliced; err != nil {
+		t.Fatalf("splice: %v", err)
+	}
+	if err := <-stuckDone; err != nil {
+		t.Fatalf("stuck stream's write: %v", err)
+	}
+}
+
+// TestSpliceChunkFromPodReset: a pod that resets ends the splice with an
+// error, moves nothing more, and leaves the connection sound: another
+// stream then carries data both ways.
+func TestSpliceChunkFromPodReset(t *testing.T) {
+	client, _, accepted := pair(t, Options{})
+	_, ss := open(t, client, accepted, "reset")
+	daemon, pod := podPair(t)
+	pod.SetLinger(0)
+	pod.Close() // RST
+	n, rerr, werr := ss.SpliceChunkFrom(daemon)
+	if n != 0 || werr != nil || rerr == nil || errors.Is(rerr, io.EOF) {
+		t.Fatalf("after the pod's reset: n %d, rerr %v, werr %v; want 0, a reset error, nil", n, rerr, werr)
+	}
+	ss.Reset()
+
+	cs2, ss2 := open(t, client, accepted, "after")
+	daemon2, pod2 := podPair(t)
+	go func() {
+		pod2.Write([]byte("still fine"))
+		pod2.CloseWrite()
+	}()
+	spliced := make(chan error, 1)
+	go func() { _, err := spliceAll(ss2, daemon2); spliced <- err }()
+	got, err := io.ReadAll(cs2)
+	if err != nil || string(got) != "still fine" {
+		t.Fatalf("second stream: got %q (err %v), want %q", got, err, "still fine")
+	}
+	if err := <-spliced; err != nil {
+		t.Fatalf("second stream's splice: %v", err)
+	}
+}
