@@ -67,19 +67,7 @@ func TestBulkGiB(t *testing.T) {
 		t.Run("pod_to_client", func(t *testing.T) {
 			p := newPod(t)
 			ln := p.listen(t, "tcp4", bindAddr)
-			sums := make(chan [32]byte, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				src, sum := randomStream(gib)
-				io.Copy(c, src)
-				sums <- sum()
-				c.(*net.TCPConn).CloseWrite()
-				io.Copy(io.Discard, c)
-			}()
+			sums := serveRandom(ln, gib)
 			f := startForward(t, d, tr, p.route(), port(ln))
 			c := f.dial(t)
 			n, sum, err := hashAll(c)
@@ -88,6 +76,25 @@ func TestBulkGiB(t *testing.T) {
 			}
 		})
 	})
+}
+
+// serveRandom accepts one connection on ln, sends it size random bytes,
+// half-closes it and sends their sha256 on the channel.
+func serveRandom(ln net.Listener, size int64) <-chan [32]byte {
+	sums := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		src, sum := randomStream(size)
+		io.Copy(c, src)
+		sums <- sum()
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	}()
+	return sums
 }
 
 // TestSPDYDownloadIsSpliced moves 512 MiB pod→client through client-go's
@@ -101,19 +108,7 @@ func TestSPDYDownloadIsSpliced(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport) {
 		p := newPod(t)
 		ln := p.listen(t, "tcp4", "127.0.0.1:0")
-		sums := make(chan [32]byte, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			src, sum := randomStream(size)
-			io.Copy(c, src)
-			sums <- sum()
-			c.(*net.TCPConn).CloseWrite()
-			io.Copy(io.Discard, c)
-		}()
+		sums := serveRandom(ln, size)
 		f := startForward(t, d, tr, p.route(), port(ln))
 		c := f.dial(t)
 		rchar0, wchar0 := d.ioChars(t)
