@@ -50,6 +50,7 @@ func main() {
 	daemonFlags := flag.String("daemon-flags", "", "more flags for portforwardd, space-separated (e.g. \"--metrics-listen 127.0.0.1:10351 --pprof\" to profile it while the bench runs)")
 	chart := flag.String("chart", "", "write a PNG chart to this file (needs the bulk and parallel sections)")
 	only := flag.String("only", "bulk,parallel,setup,hol", "comma list of sections to run: bulk, parallel, setup, hol")
+	pathList := flag.String("paths", strings.Join(pathNames, ","), "comma list of paths to measure besides the direct connection and the reference stack, which every ratio needs: "+strings.Join(pathNames, ", "))
 	refListen := flag.String("serve-reference", "", "internal: run the reference server on this address")
 	nullListen := flag.String("serve-null", "", "internal: run the null SPDY server on this address")
 	relayListen := flag.String("serve-relay", "", "internal: run the plain relay on this address")
@@ -103,7 +104,10 @@ func main() {
 			err = runRelays(n, *runs, *daemon, strings.Fields(*daemonFlags), strings.Split(*relayCopies, ","), bufs)
 		}
 	} else if err == nil {
-		err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *chart, sections(*only))
+		var columns map[string]bool
+		if columns, err = pathKeys(*pathList); err == nil {
+			err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *chart, sections(*only), columns)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -137,6 +141,20 @@ type result struct {
 }
 
 // sections parses -only.
+// pathNames are the -paths keys, in the table's column order.
+var pathNames = []string{"spdy", "tunnel", "v4", "raw", "h2", "relay", "floor", "floor-tunnel"}
+
+// pathKeys parses -paths.
+func pathKeys(s string) (map[string]bool, error) {
+	m := sections(s)
+	for k := range m {
+		if !slices.Contains(pathNames, k) && k != "direct" && k != "reference" {
+			return nil, fmt.Errorf("bad -paths: unknown path %q (known: %s)", k, strings.Join(pathNames, ", "))
+		}
+	}
+	return m, nil
+}
+
 func sections(s string) map[string]bool {
 	m := map[string]bool{}
 	for _, f := range strings.Split(s, ",") {
@@ -232,7 +250,7 @@ func (e *benchEnv) relay(copyName string, sockBuf int) (*proc, error) {
 	return p, nil
 }
 
-func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, chartFile string, only map[string]bool) error {
+func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, chartFile string, only, columns map[string]bool) error {
 	e, err := newBenchEnv(daemonBin, daemonFlags)
 	if err != nil {
 		return err
@@ -294,18 +312,30 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			stopAll()
 			return nil, nil, err
 		}
-		return []path{
-			tcpPath("direct loopback", tcpDialer(e.host), nil),
-			tcpPath("reference stack (SPDY)", tcpDialer(refAddr), ref),
-			tcpPath("portforwardd SPDY", tcpDialer(spdyAddr), d),
-			tcpPath("portforwardd WS tunnel", tcpDialer(tunAddr), d),
-			v4Path("portforwardd WS v4", d.addr, route, remote, d),
-			tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d),
-			h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d),
-			tcpPath("plain relay (read/write, no framing)", tcpDialer(relayProc.addr), relayProc),
-			tcpPath("client-go floor (SPDY server answering from memory)", tcpDialer(nullAddr), nullProc),
-			tcpPath("client-go floor, WS tunnel", tcpDialer(nullTunAddr), nullProc),
-		}, stopAll, nil
+		all := []struct {
+			key string
+			p   path
+		}{
+			{"direct", tcpPath("direct loopback", tcpDialer(e.host), nil)},
+			{"reference", tcpPath("reference stack (SPDY)", tcpDialer(refAddr), ref)},
+			{"spdy", tcpPath("portforwardd SPDY", tcpDialer(spdyAddr), d)},
+			{"tunnel", tcpPath("portforwardd WS tunnel", tcpDialer(tunAddr), d)},
+			{"v4", v4Path("portforwardd WS v4", d.addr, route, remote, d)},
+			{"raw", tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d)},
+			{"h2", h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d)},
+			{"relay", tcpPath("plain relay (read/write, no framing)", tcpDialer(relayProc.addr), relayProc)},
+			{"floor", tcpPath("client-go floor (SPDY server answering from memory)", tcpDialer(nullAddr), nullProc)},
+			{"floor-tunnel", tcpPath("client-go floor, WS tunnel", tcpDialer(nullTunAddr), nullProc)},
+		}
+		var ps []path
+		for _, a := range all {
+			// The direct connection and the reference stack are the
+			// baselines every ratio needs: always measured.
+			if a.key == "direct" || a.key == "reference" || columns[a.key] {
+				ps = append(ps, a.p)
+			}
+		}
+		return ps, stopAll, nil
 	}
 	paths, stopPaths, err := newPaths()
 	if err != nil {
