@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -183,5 +187,134 @@ func TestH2KubernetesScenarios(t *testing.T) {
 				t.Fatalf("tester log %q", log)
 			}
 		})
+	}
+}
+
+// TestH2PodResetEndsItsSession: a pod that resets its connection resets
+// the stream (RST_STREAM), and the stream's session ends with it: the
+// gauge returns to zero, and a SIGTERM then finds nothing to wait for.
+func TestH2PodResetEndsItsSession(t *testing.T) {
+	d := startDaemon(t, "--drain-timeout", "60s")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("hello"))
+		c.Read(make([]byte, 1)) // the client has it: now reset
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	resp, err := h2Client().Post(h2URL(d, p, port(ln)), "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make([]byte, len("hello"))
+	if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v; want \"hello\"", got, err)
+	}
+	go pw.Write([]byte("x"))
+	if rest, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read %q and a clean end; want the stream reset", rest)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_sessions_active{protocol="h2"}`)
+		ended := d.metric(t, `portforwardd_sessions_total{protocol="h2",result="closed"}`)
+		return active == 0 && ended == 1, fmt.Sprintf("sessions_active %v, sessions_total closed %v", active, ended)
+	})
+	exit := d.signal(t, syscall.SIGTERM)
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit code %d", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon waits on a session that ended (its drain timeout is 60 s)")
+	}
+}
+
+// TestH2DrainTimeoutClosesStuckStream: an HTTP/2 stream still open at
+// --drain-timeout is reset and the daemon exits 0, as the upgraded
+// transports' sessions are closed.
+func TestH2DrainTimeoutClosesStuckStream(t *testing.T) {
+	d := startDaemon(t, "--drain-timeout", "300ms")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	resp, err := h2Client().Post(h2URL(d, p, port(ln)), "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	go pw.Write([]byte("open"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "open" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+	exit := d.signal(t, syscall.SIGTERM)
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit code %d, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not exit after its drain timeout with an HTTP/2 stream open")
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("the stuck stream ended cleanly; want it reset")
+	}
+}
+
+// TestH2WindowsFollowBufferFlags: the daemon's HTTP/2 flow control holds
+// a client to --stream-buffer-bytes per stream (SETTINGS_INITIAL_WINDOW_SIZE)
+// and --session-buffer-bytes per connection (the connection's window), as
+// the SPDY engine's buffers are bounded.
+func TestH2WindowsFollowBufferFlags(t *testing.T) {
+	const stream, session = 1 << 20, 3 << 20
+	d := startDaemon(t, "--stream-buffer-bytes", "1Mi", "--session-buffer-bytes", "3Mi")
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	// The client preface and an empty SETTINGS frame.
+	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
+		t.Fatal(err)
+	}
+	const initialWindow = 65535 // RFC 9113 §6.9.2, before any update
+	streamWindow, connWindow := -1, initialWindow
+	br := bufio.NewReader(c)
+	for streamWindow < 0 || connWindow == initialWindow {
+		var hdr [9]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			t.Fatalf("read frame: %v (stream window %d, connection window %d so far)", err, streamWindow, connWindow)
+		}
+		payload := make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatal(err)
+		}
+		typ, flags, id := hdr[3], hdr[4], binary.BigEndian.Uint32(hdr[5:])&(1<<31-1)
+		switch {
+		case typ == 0x4 && flags&0x1 == 0: // SETTINGS, not an ACK
+			streamWindow = initialWindow
+			for s := payload; len(s) >= 6; s = s[6:] {
+				if binary.BigEndian.Uint16(s) == 0x4 { // INITIAL_WINDOW_SIZE
+					streamWindow = int(binary.BigEndian.Uint32(s[2:]))
+				}
+			}
+		case typ == 0x8 && id == 0: // WINDOW_UPDATE for the connection
+			connWindow += int(binary.BigEndian.Uint32(payload) & (1<<31 - 1))
+		}
+	}
+	if streamWindow != stream || connWindow != session {
+		t.Errorf("stream window %d, connection window %d; want %d and %d", streamWindow, connWindow, stream, session)
 	}
 }

@@ -14,14 +14,12 @@ import (
 
 const protocolH2 = "h2"
 
-// h2Config tunes HTTP/2 for port-forward streams: many concurrent streams,
-// large frames, and per-stream windows big enough for a loopback bulk
-// stream while staying bounded.
+// h2Config tunes HTTP/2 for port-forward streams: large frames. The
+// server sets the concurrent streams and the windows from its Limits
+// (by default 8 MiB per stream, enough for a loopback bulk stream, and
+// 64 MiB per connection).
 var h2Config = &http.HTTP2Config{
-	MaxConcurrentStreams:          4096,
-	MaxReadFrameSize:              1 << 20,
-	MaxReceiveBufferPerConnection: 64 << 20,
-	MaxReceiveBufferPerStream:     8 << 20,
+	MaxReadFrameSize: 1 << 20,
 }
 
 // serveH2 forwards one HTTP/2 stream: the pod is dialed before the
@@ -29,7 +27,7 @@ var h2Config = &http.HTTP2Config{
 // the request body carries client→pod and the response body pod→client.
 func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16) {
 	obs := s.m.observer(protocolH2)
-	pc, ok := s.dialFirst(w, r, pod, target, port, obs)
+	pc, ok := s.dialFirst(r.Context(), w, r, pod, target, port, obs)
 	if !ok {
 		return
 	}
@@ -42,8 +40,13 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 	}
 	st := &h2Stream{body: r.Body, w: w, rc: rc}
 	s.runSession(func() {}, protocolH2, pod, r.RemoteAddr, func(ctx context.Context) {
+		// The stream ends with the request (a client reset) or with the
+		// server (the drain's deadline), whichever comes first.
+		pctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(ctx, cancel)()
 		obs.ForwardStarted()
-		res := streams.Pump(r.Context(), st, pc, obs)
+		res := streams.Pump(pctx, st, pc, obs)
 		obs.ForwardEnded(res.Result)
 		if res.Result == streams.ResultReset && !st.responseDone.Load() {
 			// RST_STREAM to the client, as the pod reset.

@@ -115,6 +115,10 @@ func New(cfg Config) *Server {
 	s.budget = streams.NewBudget(l.BufferBytes)
 	h2 := *h2Config
 	h2.MaxConcurrentStreams = l.MaxStreamsPerSession
+	// HTTP/2's flow control holds clients to the same per-stream and
+	// per-connection bounds as the SPDY engine's buffers.
+	h2.MaxReceiveBufferPerStream = l.StreamBufferBytes
+	h2.MaxReceiveBufferPerConnection = l.SessionBufferBytes
 	s.h2 = &h2
 	for name, v := range map[string]int64{
 		limitSessions: int64(l.MaxSessions), streams.LimitStreams: int64(l.MaxStreamsPerSession),
@@ -198,10 +202,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "invalid_pod", msg: err.Error()})
 		return
 	}
-	if !s.accepting() {
+	if !s.enter() {
 		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
 		return
 	}
+	defer s.wg.Done()
 	if r.Method == http.MethodOptions {
 		s.answerOptions(w, r, pod)
 		return
@@ -379,22 +384,25 @@ func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remo
 	start := time.Now()
 	s.log.Info("session started", "pod", pod.String(), "protocol", protocol, "remote", remote)
 
+	// Deferred: an HTTP/2 stream ends a reset by panicking with
+	// http.ErrAbortHandler through here.
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, e)
+		result := "closed"
+		if s.draining {
+			result = "shutdown"
+		}
+		idle := len(s.sessions) == 0
+		s.mu.Unlock()
+		s.releaseMemory(idle)
+		active.Dec()
+		s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
+		s.log.Info("session ended", "pod", pod.String(), "protocol", protocol, "remote", remote,
+			"result", result, "duration", time.Since(start).Round(time.Millisecond))
+		s.wg.Done()
+	}()
 	run(s.ctx)
-
-	s.mu.Lock()
-	delete(s.sessions, e)
-	result := "closed"
-	if s.draining {
-		result = "shutdown"
-	}
-	idle := len(s.sessions) == 0
-	s.mu.Unlock()
-	s.releaseMemory(idle)
-	active.Dec()
-	s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
-	s.log.Info("session ended", "pod", pod.String(), "protocol", protocol, "remote", remote,
-		"result", result, "duration", time.Since(start).Round(time.Millisecond))
-	s.wg.Done()
 }
 
 // dialFunc dials ports of one pod, recording latency and failures.
@@ -411,10 +419,18 @@ func (s *Server) dialFunc(target nsenter.Target) streams.DialFunc {
 	}
 }
 
-func (s *Server) accepting() bool {
+// enter counts a request in for Drain, from before it is resolved or
+// dialed until its handler returns, so a session still being set up when
+// the drain starts is waited for (and drained as it registers); false once
+// draining. Call s.wg.Done when it returns true and the request is over.
+func (s *Server) enter() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.draining
+	if s.draining {
+		return false
+	}
+	s.wg.Add(1) // under mu, and never once draining: Drain's Wait sees it
+	return true
 }
 
 // MarkServing records that the forwarding listener is up; /readyz then

@@ -302,12 +302,21 @@ func serve(o options, log *slog.Logger) error {
 	if proxy != nil {
 		proxy.stop(drainCtx)
 	}
-	// Stop accepting; upgraded connections are not the http.Server's any
-	// more, the Server drains them.
-	httpSrv.Shutdown(drainCtx)
+	// Stop accepting, and drain at the same time: upgraded connections are
+	// not the http.Server's any more, the Server drains them, while
+	// Shutdown waits for HTTP/2 streams (sessions too, which Drain ends at
+	// the deadline) to finish. Past the deadline, what is left is closed.
+	shutDone := make(chan struct{})
+	go func() {
+		defer close(shutDone)
+		if err := httpSrv.Shutdown(drainCtx); err != nil {
+			httpSrv.Close()
+		}
+	}()
 	if err := srv.Drain(drainCtx); err != nil {
 		log.Warn("drain cut short; remaining sessions were closed", "err", err)
 	}
+	<-shutDone
 	if metricsSrv != nil {
 		shutCtx, cancelShut := context.WithTimeout(context.Background(), time.Second)
 		metricsSrv.Shutdown(shutCtx)
