@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -218,5 +219,102 @@ func TestOptionsNamesTransports(t *testing.T) {
 	}
 	if n := d.metric(t, `portforwardd_dial_duration_seconds_count`); n != 0 {
 		t.Errorf("%v dials for OPTIONS, want 0", n)
+	}
+}
+
+// TestRawRequestDataAndFINTogether: a client may send its request, its
+// bytes and its FIN at once (a one-shot request to a pod). The FIN reaches
+// the pod as a FIN after the bytes, the pod's answer comes back, and the
+// bytes sent behind the request are counted. net/http's own read of the
+// connection sees the FIN before the handler has dialed; it must not
+// cancel the dial. Repeated, as the race is a matter of timing.
+func TestRawRequestDataAndFINTogether(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				got, _ := io.ReadAll(c) // until the client's FIN
+				c.Write(append([]byte("pong:"), got...))
+			}()
+		}
+	}()
+	const rounds = 20
+	for i := range rounds {
+		c, err := net.Dial("tcp4", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\nping", rawPath(p, port(ln)))
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			body, _ := io.ReadAll(resp.Body)
+			t.Fatalf("round %d: %s %q, want 101", i, resp.Status, body)
+		}
+		got, err := io.ReadAll(br)
+		c.Close()
+		if err != nil || string(got) != "pong:ping" {
+			t.Fatalf("round %d: pod answered %q, %v; want \"pong:ping\"", i, got, err)
+		}
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		up := d.metric(t, `portforwardd_bytes_total{direction="client_to_pod",protocol="raw"}`)
+		return up == 4*rounds, fmt.Sprintf("bytes_total client_to_pod %v, want %d", up, 4*rounds)
+	})
+	if n := d.metric(t, `portforwardd_dial_errors_total{reason="canceled"}`); n != 0 {
+		t.Errorf("%v dials canceled", n)
+	}
+}
+
+// TestRawTLSPodResetIsAReset: over TLS, where the bytes are not spliced,
+// a pod's reset still reaches the client as a reset, not as TLS's clean
+// end (close_notify), which would read as a finished transfer.
+func TestRawTLSPodResetIsAReset(t *testing.T) {
+	pk := newPKI(t)
+	d := startDaemon(t, pk.daemonArgs()...)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("partial"))
+		c.Read(make([]byte, 1)) // the client has it: now reset
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}()
+	alice := pk.clientCA.Client(t, "alice", "ops")
+	c, err := tls.Dial("tcp4", d.addr, &tls.Config{RootCAs: pk.serverCA.Pool(), Certificates: []tls.Certificate{alice.TLS}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", rawPath(p, port(ln)))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade over TLS: %v, %v", resp, err)
+	}
+	got := make([]byte, len("partial"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "partial" {
+		t.Fatalf("read %q, %v; want \"partial\"", got, err)
+	}
+	io.WriteString(c, "x")
+	if rest, err := io.ReadAll(br); err == nil {
+		t.Fatalf("read %q and a clean end; want the pod's reset", rest)
 	}
 }

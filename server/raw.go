@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -41,7 +42,11 @@ func isConnectTCP(h http.Header) bool {
 // socket to the pod's.
 func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16) {
 	obs := s.m.observer(protocolRaw)
-	pc, ok := s.dialFirst(w, r, pod, target, port, obs)
+	// Not the request's context: net/http cancels it when its background
+	// read sees the client's EOF, and a client may send its bytes and its
+	// FIN with the request; they are the pod's, the dial has its own
+	// timeout.
+	pc, ok := s.dialFirst(context.WithoutCancel(r.Context()), w, r, pod, target, port, obs)
 	if !ok {
 		return
 	}
@@ -64,15 +69,19 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		return
 	}
 	// Bytes the client pipelined behind its request go first.
+	obs.ForwardStarted()
 	if n := bufrw.Reader.Buffered(); n > 0 {
-		if _, err := io.CopyN(podConn, bufrw.Reader, int64(n)); err != nil {
+		k, err := io.CopyN(podConn, bufrw.Reader, int64(n))
+		obs.Transferred(streams.ClientToPod, int(k))
+		if err != nil {
 			raw.Close()
 			podConn.Close()
+			obs.ForwardEnded(streams.ResultReset)
 			return
 		}
 	}
 	s.runSession(func() {}, protocolRaw, pod, r.RemoteAddr, func(ctx context.Context) {
-		obs.ForwardStarted()
+		defer raw.Close()
 		var res streams.PumpResult
 		if tcp, ok := raw.(*net.TCPConn); ok {
 			res = streams.Splice(ctx, tcp, podConn, obs)
@@ -94,15 +103,29 @@ func (c connStream) CloseWrite() error {
 	}
 	return nil
 }
-func (c connStream) Reset() error         { return c.Conn.Close() }
+
+// Reset closes the connection so the client sees a reset, not an end:
+// SO_LINGER 0, and over TLS without close_notify, which would read as a
+// clean end of the stream.
+func (c connStream) Reset() error {
+	nc := c.Conn
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = unwrapConn(tc.NetConn())
+	}
+	if tcp, ok := nc.(*net.TCPConn); ok {
+		tcp.SetLinger(0)
+	}
+	return nc.Close()
+}
+
 func (c connStream) Headers() http.Header { return nil }
 func (c connStream) ID() uint32           { return 0 }
 
 // dialFirst dials the pod before a transport answers, as the raw and HTTP/2
 // transports do; a failure is answered here, as a 502 carrying the
 // kubelet's text, and counted as a dial error.
-func (s *Server) dialFirst(w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16, obs *observer) (streams.PodConn, bool) {
-	pc, err := s.dialFunc(target)(r.Context(), port)
+func (s *Server) dialFirst(ctx context.Context, w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16, obs *observer) (streams.PodConn, bool) {
+	pc, err := s.dialFunc(target)(ctx, port)
 	if err != nil {
 		obs.ForwardStarted()
 		obs.ForwardEnded(streams.ResultDialError)
