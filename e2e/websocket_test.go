@@ -547,3 +547,37 @@ func TestWebSocketMalformedInput(t *testing.T) {
 		t.Errorf("daemon RSS grew from %d to %d MiB on malformed input", rss0, rss)
 	}
 }
+
+// TestWebSocketV4IdleTimeoutCountsWrites: a download whose client sends
+// nothing is not idle. The pod writes a tick every 100 ms for 2 s under a
+// 500 ms idle timeout; every tick arrives, as with the kubelet, whose
+// resetTimeout pushes the deadline on writes too.
+func TestWebSocketV4IdleTimeoutCountsWrites(t *testing.T) {
+	d := startDaemon(t, "--stream-idle-timeout", "500ms")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	const ticks = 20
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for range ticks {
+			<-tick.C
+			if _, err := c.Write([]byte{'.'}); err != nil {
+				return
+			}
+		}
+	}()
+	c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(port(ln))
+	if got := c.readData(0, ticks); got != strings.Repeat(".", ticks) {
+		t.Fatalf("got %q, want %d ticks", got, ticks)
+	}
+}

@@ -233,7 +233,11 @@ func (s *chanSession) write(ch byte, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.cfg.IdleTimeout > 0 {
+		// A message either way keeps the connection alive, as the
+		// kubelet's resetTimeout does on writes too: a download whose
+		// client sends nothing is not idle.
 		s.ws.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		s.touch()
 	}
 	typ := websocket.BinaryMessage
 	if s.cfg.Base64 {
