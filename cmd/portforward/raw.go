@@ -190,27 +190,41 @@ func (f *rawForwarder) handle(c *net.TCPConn, local, remote uint16) {
 		f.handleH2(c, local, remote)
 		return
 	}
-	sc, err := f.upgrade(remote)
+	sc, early, err := f.upgrade(remote)
 	if err != nil {
 		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
 		return
 	}
 	defer sc.Close()
-	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src) // splice(2) between two TCP sockets
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+	if len(early) > 0 {
+		if _, err := c.Write(early); err != nil {
+			return
 		}
 	}
+	var wg sync.WaitGroup
 	wg.Add(2)
-	go half(sc, c)
-	go half(c, sc)
+	go copyHalf(&wg, sc, c)
+	go copyHalf(&wg, c, sc)
 	wg.Wait()
 }
 
-func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
+// copyHalf copies src to dst, then half-closes dst. Between two
+// *net.TCPConn (plain TCP to the server) io.Copy splices.
+func copyHalf(wg *sync.WaitGroup, dst, src net.Conn) {
+	defer wg.Done()
+	io.Copy(dst, src)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// upgrade opens a connection to the server and upgrades it to connect-tcp
+// to the pod's port remote. It returns the connection (a *net.TCPConn,
+// or a *tls.Conn with TLS) and the pod's first bytes if they came in the
+// same read as the 101 (a server that talks first, such as SSH or SMTP):
+// the caller sends those to its client before anything read from the
+// connection. On error the connection is closed.
+func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	host := f.base.Host
 	if f.base.Port() == "" {
 		port := "80"
@@ -227,19 +241,22 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
 		conn, err = net.Dial("tcp", host)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := f.path()
 	auth := ""
 	if f.token != "" {
 		auth = "Authorization: Bearer " + f.token + "\r\n"
 	}
-	fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n%s\r\n", path, remote, f.base.Host, auth)
+	if _, err := fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n%s\r\n", path, remote, f.base.Host, auth); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -247,12 +264,11 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, error) {
 		if resp.StatusCode == http.StatusNotFound {
 			f.once.Do(func() { close(f.podGone) })
 		}
-		return nil, errors.New(strings.TrimSpace(string(body)))
+		return nil, nil, errors.New(strings.TrimSpace(string(body)))
 	}
-	if br.Buffered() > 0 {
-		return nil, errors.New("server sent data before the upgrade completed")
-	}
-	return conn, nil
+	// A 101 has no body: whatever br holds beyond it is the pod's.
+	early, _ := br.Peek(br.Buffered())
+	return conn, early, nil
 }
 
 func (f *rawForwarder) path() string { return podURL(f.base, f.namespace, f.pod).EscapedPath() }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portforwardd/portforwardd/server"
+)
+
+// failAfter bounds every wait of these tests: it is how long an event may
+// take before the test fails, never a pause that orders anything.
+const failAfter = 10 * time.Second
+
+// outBuf is a goroutine-safe output buffer that tells waiters about each
+// write.
+type outBuf struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced at each write
+}
+
+func newOutBuf() *outBuf { return &outBuf{changed: make(chan struct{})} }
+
+func (o *outBuf) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	close(o.changed)
+	o.changed = make(chan struct{})
+	return o.b.Write(p)
+}
+
+func (o *outBuf) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+// waitFor waits until cond holds for what was written, or until exited
+// (if not nil) is closed, and returns the text; cond is checked once
+// more after exited, so an output written just before exit counts.
+func (o *outBuf) waitFor(t *testing.T, what string, exited <-chan struct{}, cond func(string) bool) (string, bool) {
+	t.Helper()
+	deadline := time.After(failAfter)
+	for {
+		o.mu.Lock()
+		s, changed := o.b.String(), o.changed
+		o.mu.Unlock()
+		if cond(s) {
+			return s, true
+		}
+		select {
+		case <-changed:
+		case <-exited:
+			s := o.String()
+			return s, cond(s)
+		case <-deadline:
+			t.Fatalf("no %s within %v; output so far: %q", what, failAfter, s)
+		}
+	}
+}
+
+// cliRun is the CLI run in-process by startCLI.
+type cliRun struct {
+	stdout, stderr *outBuf
+	exited         chan struct{} // closed when run returns
+	code           int           // run's result, once exited is closed
+	stop           func()        // SIGINT
+}
+
+// startCLI runs the CLI with args in a goroutine. The test's cleanup
+// stops it and waits for it to return.
+func startCLI(t *testing.T, args ...string) *cliRun {
+	t.Helper()
+	stopc := make(chan struct{})
+	var once sync.Once
+	c := &cliRun{stdout: newOutBuf(), stderr: newOutBuf(), exited: make(chan struct{}),
+		stop: func() { once.Do(func() { close(stopc) }) }}
+	go func() {
+		defer close(c.exited)
+		c.code = run(args, c.stdout, c.stderr, stopc)
+	}()
+	t.Cleanup(func() {
+		c.stop()
+		select {
+		case <-c.exited:
+		case <-time.After(failAfter):
+			t.Errorf("portforward %q still running %v after SIGINT", args, failAfter)
+		}
+	})
+	return c
+}
+
+// exitCode waits for the CLI to return and gives its exit code.
+func (c *cliRun) exitCode(t *testing.T, why string) int {
+	t.Helper()
+	select {
+	case <-c.exited:
+		return c.code
+	case <-time.After(failAfter):
+		t.Fatalf("portforward still running %v after %s; stdout %q, stderr %q", failAfter, why, c.stdout, c.stderr)
+		return -1
+	}
+}
+
+var forwardingRE = regexp.MustCompile(`(?m)^Forwarding from (\S+):(\d+) -> (\d+)$`)
+
+// localPort waits for the first "Forwarding from" line and returns its
+// local port.
+func (c *cliRun) localPort(t *testing.T) string {
+	t.Helper()
+	out, ok := c.stdout.waitFor(t, `"Forwarding from" line`, c.exited, forwardingRE.MatchString)
+	if !ok {
+		t.Fatalf("portforward exited with %d before forwarding; stdout %q, stderr %q", c.code, out, c.stderr)
+	}
+	return forwardingRE.FindStringSubmatch(out)[2]
+}
+
+// fakeDaemon answers like portforwardd for any pod: OPTIONS lists
+// connect-tcp and h2; a connect-tcp upgrade gets its 101 followed, in the
+// same write, by greeting (what a pod server that talks first sends), then
+// echoes; an HTTP/2 POST echoes its body. Each forward's request URI goes
+// to uris.
+type fakeDaemon struct {
+	*httptest.Server
+	greeting string
+	uris     chan string
+}
+
+func startFakeDaemon(t *testing.T, greeting string) *fakeDaemon {
+	t.Helper()
+	d := &fakeDaemon{greeting: greeting, uris: make(chan string, 100)}
+	d.Server = httptest.NewUnstartedServer(http.HandlerFunc(d.serve))
+	d.Config.Protocols = new(http.Protocols)
+	d.Config.Protocols.SetHTTP1(true)
+	d.Config.Protocols.SetUnencryptedHTTP2(true)
+	d.Start()
+	t.Cleanup(d.Close)
+	return d
+}
+
+func (d *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodOptions:
+		w.Header().Set(server.HeaderTransports, "connect-tcp, h2")
+		w.WriteHeader(http.StatusNoContent)
+	case r.Header.Get("Upgrade") == "connect-tcp":
+		d.uris <- r.RequestURI
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n"+d.greeting); err != nil {
+			return
+		}
+		io.Copy(c, brw.Reader)
+	case r.Method == http.MethodPost && r.ProtoMajor == 2:
+		d.uris <- r.RequestURI
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		rc.Flush()
+		io.WriteString(w, d.greeting)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				rc.Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	default:
+		http.Error(w, "unexpected request", http.StatusBadRequest)
+	}
+}
+
+// echoOnce sends msg on a new connection to 127.0.0.1:port and reads it
+// back after want.
+func echoOnce(t *testing.T, port, want, msg string) {
+	t.Helper()
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(failAfter))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want)+len(msg))
+	if n, err := io.ReadFull(c, got); err != nil || string(got) != want+msg {
+		t.Fatalf("through port %s: read %q, %v; want %q", port, got[:n], err, want+msg)
+	}
+}
+
+// freePort returns a port that nothing listens on, on any address.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "[::]:0") // dual stack: free on both families
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// lines splits output into its lines.
+func lines(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
