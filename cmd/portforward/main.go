@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
@@ -122,7 +123,11 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		if _, err := parsePortSpecs(o.ports); err != nil {
 			return err
 		}
-		best, err := probeTransport(cfg, base, o.namespace, o.pod)
+		ctx := wait.ContextForChannel(stop) // SIGINT ends the probe
+		best, err := probeTransport(ctx, cfg, base, o.namespace, o.pod)
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -150,6 +155,8 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	done := make(chan error, 1)
 	go func() { done <- pf.ForwardPorts() }()
 	select {
+	case <-stop:
+		return nil // the dial may be waiting for an answer that never comes
 	case <-ready:
 		errOut.set(stderr, early)
 	case err := <-done:

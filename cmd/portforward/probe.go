@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,15 +22,16 @@ const headerTransports = "Portforwardd-Transports"
 // (connect-tcp: spliced in the kernel on both hops, no framing) or "h2";
 // "" when the server does not say (a kubelet or an API server), so the
 // caller takes kubectl's path. An unknown pod or refused credentials are
-// errors, as the first connection would report them.
-func probeTransport(cfg *rest.Config, base *url.URL, namespace, pod string) (string, error) {
+// errors, as the first connection would report them. Cancelling ctx ends
+// the request.
+func probeTransport(ctx context.Context, cfg *rest.Config, base *url.URL, namespace, pod string) (string, error) {
 	client, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return "", err
 	}
 	client.Timeout = 30 * time.Second
 	u := podURL(base, namespace, pod)
-	req, err := http.NewRequest(http.MethodOptions, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodOptions, u.String(), nil)
 	if err != nil {
 		return "", err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -47,7 +48,7 @@ func TestProbeTransport(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)
 			defer srv.Close()
 			base, _ := url.Parse(srv.URL + "/base")
-			got, err := probeTransport(&rest.Config{Host: srv.URL, BearerToken: "tok"}, base, "ns", "web")
+			got, err := probeTransport(context.Background(), &rest.Config{Host: srv.URL, BearerToken: "tok"}, base, "ns", "web")
 			if got != tc.want || (err == nil) != (tc.wantErr == "") || (err != nil && err.Error() != tc.wantErr) {
 				t.Errorf("got %q, %v; want %q, %q", got, err, tc.want, tc.wantErr)
 			}
