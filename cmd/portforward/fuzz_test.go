@@ -5,12 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,14 +66,15 @@ func FuzzParsePortSpecs(f *testing.F) {
 
 // FuzzListenAddrs checks the raw and h2 transports' --address parser
 // against client-go's (parseAddresses, through NewOnAddresses): the same
-// error text, and the same listeners: each address once, "localhost" as
-// 127.0.0.1 and ::1 of which one must work, an explicit address (which
-// wins over localhost's) required. The input is the comma list of
-// --address.
+// error text, and the same listeners in the same order: each address
+// once, sorted; "localhost" as 127.0.0.1 and ::1 with failure mode "all",
+// an explicit address (which wins over localhost's) "any"; tcp4 for what
+// client-go's parser reads as IPv4, tcp6 for the rest. The input is the
+// comma list of --address.
 func FuzzListenAddrs(f *testing.F) {
 	for _, s := range []string{
 		"localhost", "0.0.0.0,::1", "127.0.0.1", "::", "localhost,10.0.0.1",
-		"::ffff:127.0.0.1", "fe80::1%eth0", "bogus", "",
+		"::ffff:127.0.0.1", "fe80::1%eth0", "bogus", "", "0.0.0.0,localhost", "::1,localhost,::",
 	} {
 		f.Add(s)
 	}
@@ -86,35 +85,40 @@ func FuzzListenAddrs(f *testing.F) {
 				return // IPv4 with leading zeros: client-go parses it, then cannot listen on it
 			}
 		}
-		required, optional, err := listenAddrs(addrs)
+		got, err := parseAddresses(addrs)
 		_, cerr := portforward.NewOnAddresses(nil, addrs, []string{"80"}, nil, nil, io.Discard, io.Discard)
 		if (err == nil) != (cerr == nil) || err != nil && err.Error() != cerr.Error() {
-			t.Fatalf("listenAddrs(%q): %v; client-go: %v", addrs, err, cerr)
+			t.Fatalf("parseAddresses(%q): %v; client-go: %v", addrs, err, cerr)
 		}
 		if err != nil {
 			return
 		}
-		want := map[string]bool{} // address: required
+		want := map[string]listenAddress{}
 		for _, a := range addrs {
 			if a == "localhost" {
-				for _, l := range []string{"127.0.0.1", "::1"} {
-					if _, ok := want[l]; !ok {
-						want[l] = false
+				for _, l := range []listenAddress{{"127.0.0.1", "tcp4", "all"}, {"::1", "tcp6", "all"}} {
+					if _, ok := want[l.address]; !ok {
+						want[l.address] = l
 					}
 				}
 				continue
 			}
-			want[a] = true
-		}
-		got := map[string]bool{}
-		for i, a := range append(slices.Clone(optional), required...) {
-			if _, dup := got[a]; dup {
-				t.Fatalf("listenAddrs(%q): listens on %s twice (optional %q, required %q)", addrs, a, optional, required)
+			protocol := "tcp6"
+			if netutils.ParseIPSloppy(a).To4() != nil {
+				protocol = "tcp4"
 			}
-			got[a] = i >= len(optional)
+			want[a] = listenAddress{a, protocol, "any"}
 		}
-		if !maps.Equal(got, want) {
-			t.Fatalf("listenAddrs(%q): required %q, optional %q; client-go listens on %v (true: required)", addrs, required, optional, want)
+		if len(got) != len(want) {
+			t.Fatalf("parseAddresses(%q) = %v; client-go listens on %v", addrs, got, want)
+		}
+		for i, l := range got {
+			if i > 0 && got[i-1].address >= l.address {
+				t.Fatalf("parseAddresses(%q) = %v: not sorted by address, or %s twice", addrs, got, l.address)
+			}
+			if want[l.address] != l {
+				t.Fatalf("parseAddresses(%q) = %v; client-go listens on %v", addrs, got, want)
+			}
 		}
 	})
 }

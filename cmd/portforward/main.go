@@ -160,10 +160,7 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	case <-ready:
 		errOut.set(stderr, early)
 	case err := <-done:
-		if msg := strings.TrimSpace(early.String()); msg != "" && err != nil {
-			return fmt.Errorf("%v (%s)", err, firstLine(msg))
-		}
-		return err
+		return withEarly(err, early)
 	}
 	return <-done
 }
@@ -206,6 +203,17 @@ func podURL(base *url.URL, namespace, pod string) *url.URL {
 	u.RawPath = escaped
 	u.Path, _ = url.PathUnescape(escaped) // PathEscape's output always unescapes
 	return &u
+}
+
+// withEarly adds to err, if not nil, the first line of what was written
+// to stderr before the failure (client-go's "Unable to listen on port N:
+// …" that explains "unable to listen on any of the requested ports"), so
+// that the failure is one line.
+func withEarly(err error, early *bytes.Buffer) error {
+	if msg := strings.TrimSpace(early.String()); msg != "" && err != nil {
+		return fmt.Errorf("%v (%s)", err, firstLine(msg))
+	}
+	return err
 }
 
 func firstLine(s string) string {

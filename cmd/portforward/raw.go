@@ -2,15 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,37 +51,6 @@ func parsePortSpecs(specs []string) ([]portPair, error) {
 	return out, nil
 }
 
-// listenAddrs expands --address the way client-go does: localhost means
-// 127.0.0.1 and ::1, and listening succeeds if either does.
-func listenAddrs(addresses []string) (required []string, optional []string, err error) {
-	// As client-go's parseAddresses: each address once; localhost is
-	// 127.0.0.1 and ::1, failing only if both fail, unless one of them is
-	// also named explicitly, which makes it required; sorted.
-	mustListen := map[string]bool{}
-	for _, a := range addresses {
-		if a == "localhost" {
-			for _, l := range []string{"127.0.0.1", "::1"} {
-				if _, ok := mustListen[l]; !ok {
-					mustListen[l] = false
-				}
-			}
-			continue
-		}
-		if net.ParseIP(a) == nil {
-			return nil, nil, fmt.Errorf("%s is not a valid IP", a)
-		}
-		mustListen[a] = true
-	}
-	for _, a := range slices.Sorted(maps.Keys(mustListen)) {
-		if mustListen[a] {
-			required = append(required, a)
-		} else {
-			optional = append(optional, a)
-		}
-	}
-	return required, optional, nil
-}
-
 // rawForwarder forwards each local connection over its own connect-tcp
 // upgrade, spliced in the kernel on both hops, or (with h2 set) over its
 // own stream of one shared HTTP/2 connection.
@@ -101,11 +69,11 @@ type rawForwarder struct {
 }
 
 func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}, h2 bool) error {
-	pairs, err := parsePortSpecs(o.ports)
+	addrs, err := parseAddresses(o.addresses)
 	if err != nil {
 		return err
 	}
-	required, optional, err := listenAddrs(o.addresses)
+	pairs, err := parsePortSpecs(o.ports)
 	if err != nil {
 		return err
 	}
@@ -122,38 +90,20 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig, HTTP2: h2Config}}
 	}
-	var listeners []net.Listener
+	// As for client-go's transports, a failure is one line.
+	early := &bytes.Buffer{}
+	listeners, err := listenPorts(addrs, pairs, stdout, early)
+	if err != nil {
+		return withEarly(err, early)
+	}
+	io.Copy(stderr, early)
 	defer func() {
 		for _, ln := range listeners {
 			ln.Close()
 		}
 	}()
-	for _, pp := range pairs {
-		local := pp.local
-		var opened []net.Listener
-		var failures []string
-		for _, addr := range append(append([]string(nil), optional...), required...) {
-			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(int(local))))
-			if err != nil {
-				if contains(required, addr) {
-					return fmt.Errorf("unable to listen on %s: %v", net.JoinHostPort(addr, strconv.Itoa(int(local))), err)
-				}
-				failures = append(failures, err.Error())
-				continue
-			}
-			if local == 0 {
-				local = uint16(ln.Addr().(*net.TCPAddr).Port)
-			}
-			opened = append(opened, ln)
-			fmt.Fprintf(stdout, "Forwarding from %s -> %d\n", net.JoinHostPort(addr, strconv.Itoa(int(local))), pp.remote)
-		}
-		if len(opened) == 0 {
-			return fmt.Errorf("unable to listen on port %d: %s", pp.local, strings.Join(failures, "; "))
-		}
-		for _, ln := range opened {
-			listeners = append(listeners, ln)
-			go f.accept(ln, local, pp.remote, stdout)
-		}
+	for _, ln := range listeners {
+		go f.accept(ln, ln.port.local, ln.port.remote, stdout)
 	}
 	select {
 	case <-stop:
@@ -161,15 +111,6 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 	case <-f.podGone:
 		return errors.New("lost connection to pod")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.Writer) {
