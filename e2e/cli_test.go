@@ -66,6 +66,16 @@ func (c *cli) line(t *testing.T) string {
 	}
 }
 
+// hasExited reports whether the process has exited.
+func (c *cli) hasExited() bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 func (c *cli) exitCode(t *testing.T) int {
 	t.Helper()
 	select {
@@ -209,36 +219,59 @@ func TestCLIBadInput(t *testing.T) {
 	}
 }
 
-// TestCLILostConnection: when the pod goes away the CLI exits 1 with
-// kubectl's "lost connection to pod".
+// TestCLILostConnection: when the pod or the daemon goes away the CLI
+// exits 1 with kubectl's "lost connection to pod". spdy and websocket
+// notice when their connection closes; raw and h2 (auto picks raw) at the
+// next local connection, which fails with its own error first.
 func TestCLILostConnection(t *testing.T) {
-	d := startDaemon(t)
-	for _, transport := range []string{"auto", "raw", "h2"} {
-		t.Run(transport, func(t *testing.T) {
-			p := newPod(t)
-			ln := p.listen(t, "tcp4", "127.0.0.1:0")
-			serveEcho(ln)
-			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
-			l := c.line(t)
-			m := forwardingLine.FindStringSubmatch(l)
-			if m == nil {
-				t.Fatalf("stdout line %q", l)
-			}
-			ln.Close()
-			p.remove(t)
-			conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2])
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.ReadAll(conn)
-			conn.Close()
-			if code := c.exitCode(t); code != 1 {
-				t.Fatalf("exit code %d, want 1", code)
-			}
-			if !strings.Contains(c.stderr.String(), "error: lost connection to pod") {
-				t.Fatalf("stderr %q lacks \"error: lost connection to pod\"", c.stderr.String())
-			}
-		})
+	for _, lost := range []string{"pod", "daemon"} {
+		for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
+			t.Run(lost+"/"+transport, func(t *testing.T) {
+				d := startDaemon(t)
+				p := newPod(t)
+				ln := p.listen(t, "tcp4", "127.0.0.1:0")
+				serveEcho(ln)
+				c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+				l := c.line(t)
+				m := forwardingLine.FindStringSubmatch(l)
+				if m == nil {
+					t.Fatalf("stdout line %q", l)
+				}
+				before := dialLocal(t, m[2])
+				echoOnce(t, before, "before the loss")
+				before.Close()
+				if lost == "pod" {
+					ln.Close()
+					p.remove(t)
+				} else {
+					d.cmd.Process.Kill()
+					<-d.exited
+				}
+				// Local connections until the CLI exits: raw and h2 notice
+				// the loss at the first one (h2 at a later one if it tries
+				// the HTTP/2 connection it had before it sees that close).
+				deadline := time.Now().Add(30 * time.Second)
+				for !c.hasExited() && time.Now().Before(deadline) {
+					conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2])
+					if err != nil {
+						break // the listener is closed: the CLI is exiting
+					}
+					conn.SetDeadline(deadline)
+					io.ReadAll(conn)
+					conn.Close()
+				}
+				if code := c.exitCode(t); code != 1 {
+					t.Fatalf("exit code %d, want 1; stderr %q", code, c.stderr)
+				}
+				stderr := c.stderr.String()
+				if !strings.HasSuffix(stderr, "error: lost connection to pod\n") {
+					t.Fatalf("stderr %q does not end with \"error: lost connection to pod\"", stderr)
+				}
+				if transport != "spdy" && transport != "websocket" && !strings.Contains(stderr, "an error occurred forwarding "+m[2]+" -> ") {
+					t.Fatalf("stderr %q lacks the failed connection's \"an error occurred forwarding %s -> …\"", stderr, m[2])
+				}
+			})
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,12 +128,17 @@ func (c *cliRun) localPort(t *testing.T) string {
 // fakeDaemon answers like portforwardd for any pod: OPTIONS lists
 // connect-tcp and h2; a connect-tcp upgrade gets its 101 followed, in the
 // same write, by greeting (what a pod server that talks first sends), then
-// echoes; an HTTP/2 POST echoes its body. Each forward's request URI goes
-// to uris.
+// echoes; an HTTP/2 POST gets greeting and echoes its body. Each forward's
+// request URI goes to uris. Forwards get 404 "pod does not exist" while
+// podGone is set, 503 while busy counts down, and no answer while stall
+// is set.
 type fakeDaemon struct {
 	*httptest.Server
 	greeting string
 	uris     chan string
+	podGone  atomic.Bool
+	busy     atomic.Int32
+	stall    atomic.Bool
 }
 
 func startFakeDaemon(t *testing.T, greeting string) *fakeDaemon {
@@ -152,6 +158,13 @@ func (d *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodOptions:
 		w.Header().Set(server.HeaderTransports, "connect-tcp, h2")
 		w.WriteHeader(http.StatusNoContent)
+	case d.podGone.Load():
+		http.Error(w, "pod does not exist", http.StatusNotFound)
+	case d.busy.Add(-1) >= 0:
+		http.Error(w, "too many sessions", http.StatusServiceUnavailable)
+	case d.stall.Load():
+		d.uris <- r.RequestURI
+		<-r.Context().Done()
 	case r.Header.Get("Upgrade") == "connect-tcp":
 		d.uris <- r.RequestURI
 		c, brw, err := http.NewResponseController(w).Hijack()
@@ -204,15 +217,21 @@ func echoOnce(t *testing.T, port, want, msg string) {
 	}
 }
 
-// freePort returns a port that nothing listens on, on any address.
-func freePort(t *testing.T) string {
+// freePorts returns n different ports that nothing listens on, on any
+// address. Servers the test needs are started first, so that they cannot
+// take these ports.
+func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "[::]:0") // dual stack: free on both families
-	if err != nil {
-		t.Fatal(err)
+	var ports []string
+	for range n {
+		ln, err := net.Listen("tcp", "[::]:0") // dual stack: free on both families
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close() // held until all are chosen, so that they differ
+		ports = append(ports, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	return ports
 }
 
 // lines splits output into its lines.

@@ -74,7 +74,9 @@ func TestListenLikeKubectl(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy6.Close()
-	free, free2 := freePort(t), freePort(t)
+	d := startFakeDaemon(t, "")
+	ports := freePorts(t, 2)
+	free, free2 := ports[0], ports[1]
 	for _, tc := range []struct {
 		name, addresses string
 		ports           []string
@@ -94,7 +96,6 @@ func TestListenLikeKubectl(t *testing.T) {
 		for _, transport := range []string{"raw", "h2"} {
 			t.Run(tc.name+"/"+transport, func(t *testing.T) {
 				kout, kerr, kfail := kubectlListen(t, tc.addresses, tc.ports)
-				d := startFakeDaemon(t, "")
 				c := startCLI(t, append([]string{"--server", d.URL, "--transport", transport, "--address", tc.addresses, "pod"}, tc.ports...)...)
 				out, _ := c.stdout.waitFor(t, "kubectl's stdout "+kout, c.exited, func(s string) bool { return s == kout })
 				if kfail != "" {
@@ -144,8 +145,8 @@ func TestListenFailedPortClosed(t *testing.T) {
 	}
 	defer busy6.Close()
 	busy := strings.TrimPrefix(busy6.Addr().String(), "[::1]:")
-	free := freePort(t)
 	d := startFakeDaemon(t, "hi")
+	free := freePorts(t, 1)[0]
 	c := startCLI(t, "--server", d.URL, "--transport", "raw", "--address", "127.0.0.1,::1", "pod", busy+":80", free+":81")
 	wantErr := "Unable to listen on port " + busy + ": "
 	if s, ok := c.stderr.waitFor(t, wantErr, c.exited, func(s string) bool { return strings.HasPrefix(s, wantErr) }); !ok {

@@ -6,7 +6,16 @@
 // It runs client-go's port-forward, the code kubectl runs, so it prints
 // the same lines ("Forwarding from 127.0.0.1:5000 -> 5000", "Handling
 // connection for 5000") and behaves the same way on errors. It exits 0 on
-// SIGINT or SIGTERM and 1 when anything fails, including losing the pod.
+// SIGINT or SIGTERM and 1 when anything fails, including losing the pod
+// ("lost connection to pod").
+//
+// The spdy and websocket transports hold one connection to the server and
+// lose the pod when it closes. raw and h2 watch no connection: they
+// notice a server that can no longer be reached (a dial that fails) or a
+// pod that no longer exists (404) at the next local connection, which
+// fails with "an error occurred forwarding L -> R: …" before the CLI
+// exits. Other HTTP errors (503: the server is at its limits) fail only
+// that connection.
 package main
 
 import (
@@ -118,11 +127,17 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
 	}, BearerToken: o.token}
-	if o.transport == "auto" {
+	if o.transport == "auto" || o.transport == "raw" || o.transport == "h2" {
 		// Bad input is reported before the server is asked anything.
+		if _, err := parseAddresses(o.addresses); err != nil {
+			return err
+		}
 		if _, err := parsePortSpecs(o.ports); err != nil {
 			return err
 		}
+		// raw and h2 would otherwise notice a server that is down, or a
+		// pod that does not exist, only at the first local connection:
+		// the probe fails before any listener opens, as for auto.
 		ctx := wait.ContextForChannel(stop) // SIGINT ends the probe
 		best, err := probeTransport(ctx, cfg, base, o.namespace, o.pod)
 		if ctx.Err() != nil {
@@ -131,7 +146,7 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		if err != nil {
 			return err
 		}
-		if best != "" {
+		if o.transport == "auto" && best != "" {
 			o.transport = best
 		}
 	}

@@ -13,8 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
 
 	"github.com/portforwardd/portforwardd/streams"
 )
@@ -63,10 +65,25 @@ type rawForwarder struct {
 	pod       string
 	stderr    io.Writer
 
-	mu      sync.Mutex
-	podGone chan struct{}
-	once    sync.Once
+	lost     chan struct{} // closed by lose
+	lostOnce sync.Once
+
+	mu    sync.Mutex
+	ended bool // guarded by mu: the forward has returned, stderr is the caller's
 }
+
+// lostError is the failure of one connection that also ends the forward:
+// the server cannot be reached (its dial failed), or the pod does not
+// exist. The raw transport keeps no connection to the server between
+// local connections, and h2 does not watch its own, so this is how they
+// notice what client-go notices when its one connection closes.
+type lostError struct{ err error }
+
+func (e *lostError) Error() string { return e.err.Error() }
+func (e *lostError) Unwrap() error { return e.err }
+
+// lose ends the forward with "lost connection to pod".
+func (f *rawForwarder) lose() { f.lostOnce.Do(func() { close(f.lost) }) }
 
 func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}, h2 bool) error {
 	addrs, err := parseAddresses(o.addresses)
@@ -83,7 +100,7 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 			return err
 		}
 	}
-	f := &rawForwarder{base: base, tlsConfig: tlsConfig, token: cfg.BearerToken, namespace: o.namespace, pod: o.pod, stderr: stderr, podGone: make(chan struct{})}
+	f := &rawForwarder{base: base, tlsConfig: tlsConfig, token: cfg.BearerToken, namespace: o.namespace, pod: o.pod, stderr: stderr, lost: make(chan struct{})}
 	if h2 {
 		var protocols http.Protocols
 		protocols.SetHTTP2(true)            // over TLS
@@ -101,6 +118,7 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		for _, ln := range listeners {
 			ln.Close()
 		}
+		f.end()
 	}()
 	for _, ln := range listeners {
 		go f.accept(ln, ln.port.local, ln.port.remote, stdout)
@@ -108,8 +126,8 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 	select {
 	case <-stop:
 		return nil
-	case <-f.podGone:
-		return errors.New("lost connection to pod")
+	case <-f.lost:
+		return portforward.ErrLostConnectionToPod
 	}
 }
 
@@ -124,22 +142,48 @@ func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.W
 	}
 }
 
-// handle upgrades one server connection and splices it to c.
+// handle forwards c, and reports its failure as client-go does: "an
+// error occurred forwarding L -> R: ..." on stderr (unless the forward
+// has ended). A lostError then ends the forward.
 func (f *rawForwarder) handle(c *net.TCPConn, local, remote uint16) {
 	defer c.Close()
+	var err error
 	if f.h2 != nil {
-		f.handleH2(c, local, remote)
+		err = f.forwardH2(c, remote)
+	} else {
+		err = f.forwardRaw(c, remote)
+	}
+	if err == nil {
 		return
 	}
+	f.mu.Lock()
+	if !f.ended {
+		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
+	}
+	f.mu.Unlock()
+	if errors.As(err, new(*lostError)) {
+		f.lose()
+	}
+}
+
+// end silences the connections still running when the forward returns,
+// so that its error is the last line on stderr.
+func (f *rawForwarder) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ended = true
+}
+
+// forwardRaw upgrades one server connection and splices it to c.
+func (f *rawForwarder) forwardRaw(c *net.TCPConn, remote uint16) error {
 	sc, early, err := f.upgrade(remote)
 	if err != nil {
-		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
-		return
+		return err
 	}
 	defer sc.Close()
 	if len(early) > 0 {
 		if _, err := c.Write(early); err != nil {
-			return
+			return nil // the local client is gone: nothing to report
 		}
 	}
 	var wg sync.WaitGroup
@@ -147,6 +191,7 @@ func (f *rawForwarder) handle(c *net.TCPConn, local, remote uint16) {
 	go copyHalf(&wg, sc, c)
 	go copyHalf(&wg, c, sc)
 	wg.Wait()
+	return nil
 }
 
 // copyHalf copies src to dst, then half-closes dst. Between two
@@ -164,7 +209,8 @@ func copyHalf(wg *sync.WaitGroup, dst, src net.Conn) {
 // or a *tls.Conn with TLS) and the pod's first bytes if they came in the
 // same read as the 101 (a server that talks first, such as SSH or SMTP):
 // the caller sends those to its client before anything read from the
-// connection. On error the connection is closed.
+// connection. On error the connection is closed; a failed dial, and a 404
+// (the pod does not exist), are lostErrors.
 func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	host := f.base.Host
 	if f.base.Port() == "" {
@@ -182,7 +228,7 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 		conn, err = net.Dial("tcp", host)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &lostError{err}
 	}
 	path := f.path()
 	auth := ""
@@ -202,10 +248,11 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		conn.Close()
+		err := errors.New(strings.TrimSpace(string(body)))
 		if resp.StatusCode == http.StatusNotFound {
-			f.once.Do(func() { close(f.podGone) })
+			return nil, nil, &lostError{err}
 		}
-		return nil, nil, errors.New(strings.TrimSpace(string(body)))
+		return nil, nil, err
 	}
 	// A 101 has no body: whatever br holds beyond it is the pod's.
 	early, _ := br.Peek(br.Buffered())
@@ -220,6 +267,12 @@ type localBody struct{ c *net.TCPConn }
 
 func (b localBody) Read(p []byte) (int, error) { return b.c.Read(p) }
 
+// Close ends a Read waiting for the local client. The transport closes
+// the body when the stream ends before it does (an error status, a broken
+// connection, the response body closed once the pod is done) and then
+// waits for that Read: without this, until the client sent or closed.
+func (b localBody) Close() error { return b.c.SetReadDeadline(time.Now()) }
+
 // h2Config lets the server send large DATA frames (Go's default is 16 KiB)
 // and gives each stream a window that covers a loopback bulk transfer; the
 // server's side is tuned the same way.
@@ -229,36 +282,39 @@ var h2Config = &http.HTTP2Config{
 	MaxReceiveBufferPerConnection: 64 << 20,
 }
 
-// handleH2 carries c over one HTTP/2 stream: the request body is what c
-// sends, the response body what the pod sends.
-func (f *rawForwarder) handleH2(c *net.TCPConn, local, remote uint16) {
+// forwardH2 carries c over one HTTP/2 stream: the request body is what c
+// sends, the response body what the pod sends. A request that fails to
+// dial the server, and a 404 (the pod does not exist), are lostErrors.
+func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 	u := *f.base
 	u.Path, u.RawPath = "", ""
 	target := u.String() + f.path() + "?port=" + strconv.Itoa(int(remote))
 	req, err := http.NewRequest(http.MethodPost, target, localBody{c})
 	if err != nil {
-		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
-		return
+		return err
 	}
 	if f.token != "" {
 		req.Header.Set("Authorization", "Bearer "+f.token)
 	}
 	resp, err := f.h2.Do(req)
 	if err != nil {
-		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %v\n", local, remote, err)
-		return
+		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "dial" {
+			return &lostError{err}
+		}
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		err := errors.New(strings.TrimSpace(string(body)))
 		if resp.StatusCode == http.StatusNotFound {
-			f.once.Do(func() { close(f.podGone) })
+			return &lostError{err}
 		}
-		fmt.Fprintf(f.stderr, "an error occurred forwarding %d -> %d: %s\n", local, remote, strings.TrimSpace(string(body)))
-		return
+		return err
 	}
 	// Large reads while the download is bulk: each read of the body sends
 	// the daemon a WINDOW_UPDATE pair.
 	streams.CopyAdaptive(c, resp.Body)
 	c.CloseWrite()
+	return nil
 }
