@@ -190,16 +190,16 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("parseArgs(%q, -n %q): pod %q, namespace %q", pod, namespace, o.pod, o.namespace)
 		}
 		want := nsenter.Pod{Namespace: o.namespace, Name: o.pod}
-		// forward and probeTransport build their URL this way; client-go
-		// and the probe send it as u.String().
+		// forward, probeTransport and forwardH2 build their URL this way;
+		// client-go, the probe and h2 send it as u.String().
 		joined, err := url.Parse(podURL(base, o.namespace, o.pod).String())
 		if err != nil {
 			return // the CLI fails before sending anything
 		}
 		raw := &rawForwarder{base: base, namespace: o.namespace, pod: o.pod}
 		for _, u := range []struct{ transport, requestURI string }{
-			{"spdy, websocket, probe", joined.RequestURI()},
-			{"raw, h2", raw.path()},
+			{"spdy, websocket, h2, probe", joined.RequestURI()},
+			{"raw", raw.path()},
 		} {
 			if got, ok := resolvedBy(s, rec, u.requestURI); ok && got != want {
 				t.Fatalf("portforward -n %q %q: the %s URL %q makes the server look up %s, not %s", namespace, pod, u.transport, u.requestURI, podFields(got), podFields(want))

@@ -286,10 +286,9 @@ var h2Config = &http.HTTP2Config{
 // sends, the response body what the pod sends. A request that fails to
 // dial the server, and a 404 (the pod does not exist), are lostErrors.
 func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
-	u := *f.base
-	u.Path, u.RawPath = "", ""
-	target := u.String() + f.path() + "?port=" + strconv.Itoa(int(remote))
-	req, err := http.NewRequest(http.MethodPost, target, localBody{c})
+	u := podURL(f.base, f.namespace, f.pod)
+	u.RawQuery = "port=" + strconv.Itoa(int(remote))
+	req, err := http.NewRequest(http.MethodPost, u.String(), localBody{c})
 	if err != nil {
 		return err
 	}

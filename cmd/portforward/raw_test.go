@@ -20,3 +20,18 @@ func TestRawGreetingAfter101(t *testing.T) {
 		t.Errorf("stderr %q, want nothing", s)
 	}
 }
+
+// TestServerQueryIgnored: a query in --server does not change the pod's
+// URL that raw and h2 ask for (the probe's and client-go's ignore it too).
+func TestServerQueryIgnored(t *testing.T) {
+	for _, transport := range []string{"raw", "h2"} {
+		t.Run(transport, func(t *testing.T) {
+			d := startFakeDaemon(t, "")
+			c := startCLI(t, "--server", d.URL+"/?x=y", "--transport", transport, "--address", "127.0.0.1", "-n", "ns", "pod", ":80")
+			echoOnce(t, c.localPort(t), "", "ping")
+			if got, want := <-d.uris, "/portForward/ns/pod?port=80"; got != want {
+				t.Errorf("request URI %q, want %q", got, want)
+			}
+		})
+	}
+}
