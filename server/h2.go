@@ -48,8 +48,10 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 		obs.ForwardStarted()
 		res := streams.Pump(pctx, st, pc, obs)
 		obs.ForwardEnded(res.Result)
-		if res.Result == streams.ResultReset && !st.responseDone.Load() {
-			// RST_STREAM to the client, as the pod reset.
+		if res.Result != streams.ResultOK && !st.responseDone.Load() {
+			// RST_STREAM to the client: the pod reset, or the stream was
+			// cut (the drain's deadline). Ending the response would read
+			// as a finished transfer.
 			panic(http.ErrAbortHandler)
 		}
 	})
