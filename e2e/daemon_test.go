@@ -163,6 +163,21 @@ func (d *daemon) signal(t *testing.T, sig syscall.Signal) <-chan int {
 	return ch
 }
 
+// stop sends SIGTERM and expects the daemon to exit 0 within the time
+// given; what says when, for the failure message.
+func (d *daemon) stop(t *testing.T, within time.Duration, what string) {
+	t.Helper()
+	exit := d.signal(t, syscall.SIGTERM)
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit code %d after SIGTERM, want 0", code)
+		}
+	case <-time.After(within):
+		t.Fatalf("the daemon did not exit within %v of SIGTERM %s", within, what)
+	}
+}
+
 // eventually polls cond until it holds or the deadline passes. It is for
 // state another process reaches in its own time (counts returning to a
 // baseline), not for ordering the test's own actions.

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -197,16 +196,7 @@ func TestH2PodResetEndsItsSession(t *testing.T) {
 	d := startDaemon(t, "--drain-timeout", "60s")
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write([]byte("hello"))
-		c.Read(make([]byte, 1)) // the client has it: now reset
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close()
-	}()
+	serveReset(ln, "hello")
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	resp, err := h2Client().Post(h2URL(d, p, port(ln)), "application/octet-stream", pr)
@@ -227,15 +217,7 @@ func TestH2PodResetEndsItsSession(t *testing.T) {
 		ended := d.metric(t, `portforwardd_sessions_total{protocol="h2",result="closed"}`)
 		return active == 0 && ended == 1, fmt.Sprintf("sessions_active %v, sessions_total closed %v", active, ended)
 	})
-	exit := d.signal(t, syscall.SIGTERM)
-	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit code %d", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the daemon waits on a session that ended (its drain timeout is 60 s)")
-	}
+	d.stop(t, 20*time.Second, "with no session left (its drain timeout is 60 s)")
 }
 
 // TestH2DrainTimeoutClosesStuckStream: an HTTP/2 stream still open at
@@ -258,15 +240,7 @@ func TestH2DrainTimeoutClosesStuckStream(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "open" {
 		t.Fatalf("echo: %q, %v", buf, err)
 	}
-	exit := d.signal(t, syscall.SIGTERM)
-	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit code %d, want 0", code)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not exit after its drain timeout with an HTTP/2 stream open")
-	}
+	d.stop(t, 30*time.Second, "after its drain timeout with an HTTP/2 stream open")
 	if _, err := io.ReadAll(resp.Body); err == nil {
 		t.Error("the stuck stream ended cleanly; want it reset")
 	}

@@ -201,15 +201,7 @@ func TestDrainTimeoutClosesStuckTransfers(t *testing.T) {
 	f := startForward(t, d, transports[0], p.route(), port(ln))
 	c := f.dial(t)
 	echoOnce(t, c, "open")
-	exit := d.signal(t, syscall.SIGTERM)
-	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit code %d, want 0", code)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not exit after its drain timeout")
-	}
+	d.stop(t, 30*time.Second, "after its drain timeout")
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadAll(c); err != nil && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("stuck connection after drain timeout: %v, want it closed", err)

@@ -142,8 +142,10 @@ func collect(t *testing.T, logs <-chan string) []string {
 	}
 }
 
-// serveEcho echoes every connection on ln and half-closes after EOF.
-func serveEcho(ln net.Listener) {
+// serveEach runs handle on a goroutine of its own for every connection
+// ln accepts, until ln is closed, and closes each connection when its
+// handle returns.
+func serveEach(ln net.Listener, handle func(c *net.TCPConn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -152,9 +154,26 @@ func serveEcho(ln net.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c.(*net.TCPConn))
 			}()
 		}
 	}()
+}
+
+// serveEcho echoes every connection on ln and half-closes after EOF.
+func serveEcho(ln net.Listener) {
+	serveEach(ln, func(c *net.TCPConn) {
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
+}
+
+// serveReset sends greeting on every connection of ln, waits for one byte
+// from the client (it has the greeting), then resets the connection.
+func serveReset(ln net.Listener, greeting string) {
+	serveEach(ln, func(c *net.TCPConn) {
+		io.WriteString(c, greeting)
+		c.Read(make([]byte, 1))
+		c.SetLinger(0) // the deferred close is a reset
+	})
 }

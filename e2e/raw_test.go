@@ -232,19 +232,10 @@ func TestRawRequestDataAndFINTogether(t *testing.T) {
 	d := startDaemon(t)
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				got, _ := io.ReadAll(c) // until the client's FIN
-				c.Write(append([]byte("pong:"), got...))
-			}()
-		}
-	}()
+	serveEach(ln, func(c *net.TCPConn) {
+		got, _ := io.ReadAll(c) // until the client's FIN
+		c.Write(append([]byte("pong:"), got...))
+	})
 	const rounds = 20
 	for i := range rounds {
 		c, err := net.Dial("tcp4", d.addr)
@@ -286,16 +277,7 @@ func TestRawTLSPodResetIsAReset(t *testing.T) {
 	d := startDaemon(t, pk.daemonArgs()...)
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write([]byte("partial"))
-		c.Read(make([]byte, 1)) // the client has it: now reset
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close()
-	}()
+	serveReset(ln, "partial")
 	alice := pk.clientCA.Client(t, "alice", "ops")
 	c, err := tls.Dial("tcp4", d.addr, &tls.Config{RootCAs: pk.serverCA.Pool(), Certificates: []tls.Certificate{alice.TLS}, NextProtos: []string{"http/1.1"}})
 	if err != nil {
