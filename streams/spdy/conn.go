@@ -98,6 +98,7 @@ type Conn struct {
 	hr       headerReader
 	hw       headerWriter
 	ctrlBuf  []byte
+	held     int64  // bytes of the current DATA frame put in a stream's buffer
 	lastID   uint32 // highest stream id the peer opened
 	buffered atomic.Int64
 	drained  chan struct{} // signalled when a consumer reads
@@ -106,18 +107,19 @@ type Conn struct {
 	streams   map[uint32]*Stream
 	goingAway bool
 
-	wmu      sync.Mutex
-	wake     chan struct{} // signalled when the writer has work
-	ctrl     [][]byte      // queued control frames
-	ctrlSize int           // their bytes
-	overflow atomic.Bool   // the control queue overflowed; the reader stops
-	active   []*Stream     // streams with data or FIN to send
-	direct   bool          // nc takes vectored writes, so a Write may go direct
-	tcp      *net.TCPConn  // nc, when it is a plain TCP socket (splice)
-	writing  bool          // a goroutine is writing to nc (the writer, or a Write going direct)
-	wclosed  bool          // the writer stopped; nothing more is sent
-	closing  bool          // write what is queued, then stop
-	writerOK chan struct{} // closed when the writer goroutine exits
+	wmu         sync.Mutex
+	wake        chan struct{} // signalled when the writer has work
+	ctrl        [][]byte      // queued control frames
+	ctrlSize    int           // their bytes
+	overflow    atomic.Bool   // the control queue overflowed; the reader stops
+	connUnacked int           // bytes released since the last connection WINDOW_UPDATE
+	active      []*Stream     // streams with data or FIN to send
+	direct      bool          // nc takes vectored writes, so a Write may go direct
+	tcp         *net.TCPConn  // nc, when it is a plain TCP socket (splice)
+	writing     bool          // a goroutine is writing to nc (the writer, or a Write going direct)
+	wclosed     bool          // the writer stopped; nothing more is sent
+	closing     bool          // write what is queued, then stop
+	writerOK    chan struct{} // closed when the writer goroutine exits
 
 	lastActivity atomic.Int64
 	idleTimer    *time.Timer
@@ -184,9 +186,36 @@ func (c *Conn) Close() error {
 
 // account records n bytes more (or fewer) held for streams, in the
 // connection's and the shared budget.
+// account records n bytes more (n < 0: fewer) held in streams' buffers.
+// Bytes released wake a reader waiting for the connection budget, and
+// return to the peer's connection window.
 func (c *Conn) account(n int64) {
 	c.buffered.Add(n)
 	c.opts.Global.add(n)
+	if n < 0 {
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
+		c.creditConn(int(-n))
+	}
+}
+
+// creditConn returns n bytes the peer sent to its connection window: they
+// were read by a consumer, dropped by a reset, or discarded on arrival.
+// The window update goes out every half budget, so a peer that honours
+// flow control never waits on bytes the daemon no longer holds.
+func (c *Conn) creditConn(n int) {
+	if n <= 0 {
+		return
+	}
+	c.wmu.Lock()
+	c.connUnacked += n
+	if c.connUnacked >= c.opts.ConnBuffer/2 && !c.wclosed && !c.closing {
+		c.pushControlLocked(appendWindowUpdate(nil, 0, uint32(c.connUnacked)))
+		c.connUnacked = 0
+	}
+	c.wmu.Unlock()
 }
 
 func (c *Conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
@@ -377,7 +406,9 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 	case id <= c.lastID:
 		return &streamError{id, statusProtocolError, fmt.Sprintf("stream id %d after %d", id, c.lastID)}
 	}
+	c.mu.Lock() // goAway reads it from other goroutines
 	c.lastID = id
+	c.mu.Unlock()
 	if herr != nil {
 		return &streamError{id, statusProtocolError, herr.Error()}
 	}
@@ -416,14 +447,14 @@ func (c *Conn) newStream(id uint32, headers map[string][]string) *Stream {
 	s := &Stream{c: c, id: id, headers: headers, in: pipe.New(c.opts.StreamBuffer),
 		replied: make(chan struct{}), wdone: make(chan error, 1)}
 	s.in.OnRead = func(n int) { c.consumed(s, n) }
-	s.in.OnPut = func(n int) { c.account(int64(n)) }
+	s.in.OnPut = func(n int) { c.held += int64(n); c.account(int64(n)) }
 	return s
 }
 
 // wmuLocalDone marks a refused stream as finished on our side.
 func (s *Stream) wmuLocalDone() {
 	s.c.wmu.Lock()
-	s.localDone = true
+	s.localDone, s.ended = true, true
 	s.c.wmu.Unlock()
 }
 
@@ -432,20 +463,16 @@ func (s *Stream) wmuLocalDone() {
 // the connection.
 func (c *Conn) consumed(s *Stream, n int) {
 	c.account(-int64(n))
-	select {
-	case c.drained <- struct{}{}:
-	default:
-	}
 	c.wmu.Lock()
 	s.unacked += n
 	if s.unacked >= c.opts.StreamBuffer/2 && !c.wclosed {
-		b := appendWindowUpdate(nil, s.id, uint32(s.unacked))
-		b = appendWindowUpdate(b, 0, uint32(s.unacked))
-		c.pushControlLocked(b)
+		c.pushControlLocked(appendWindowUpdate(nil, s.id, uint32(s.unacked)))
 		s.unacked = 0
-		c.wakeWriter()
 	}
 	c.wmu.Unlock()
+	if s.in.Buffered() == 0 {
+		c.maybeForget(s) // a finished stream leaves the table once read
+	}
 }
 
 // readData delivers a DATA frame to its stream's pipe, waiting while the
@@ -460,9 +487,20 @@ func (c *Conn) readData(h frameHeader) error {
 	remoteDone := s != nil && s.remoteDone
 	c.mu.Unlock()
 	n := int64(h.length)
-	if s == nil || remoteDone {
+	// What this frame brings that no buffer holds (discarded) goes back
+	// to the peer's connection window at once.
+	c.held = 0
+	defer func() { c.creditConn(int(int64(h.length) - c.held)) }()
+	switch {
+	case s != nil && remoteDone:
+		// DATA after the peer's FIN: STREAM_ALREADY_CLOSED, and the
+		// stream is over both ways (SPDY/3 §2.3.6).
+		c.resetStream(s, statusStreamAlreadyClose, false)
+		_, err := io.CopyN(io.Discard, c.br, n)
+		return err
+	case s == nil:
 		// Reset or finished streams still receive what was in flight.
-		if s != nil || h.stream > c.lastID {
+		if h.stream > c.lastID {
 			c.queueControl(appendRstStream(nil, h.stream, statusInvalidStream))
 		}
 		_, err := io.CopyN(io.Discard, c.br, n)
@@ -523,6 +561,9 @@ func (c *Conn) waitConnBudget() error {
 			stall.Reset(c.opts.StallTimeout)
 		case <-poll:
 		case <-stall.C:
+			if conn, global = overConn(), c.opts.Global.exhausted(); !conn && !global {
+				return nil // freed meanwhile: nobody needs resetting
+			}
 			if !c.resetFullest() {
 				if conn {
 					return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
@@ -568,12 +609,18 @@ func (c *Conn) finishRemote(s *Stream) {
 // finishLocal records that our FIN went out.
 func (c *Conn) finishLocal(s *Stream) { c.maybeForget(s) }
 
+// maybeForget drops s from the table once it is over both ways and its
+// buffer is read: until then it holds budget, and must stay where
+// resetFullest and the connection's end can reach it.
 func (c *Conn) maybeForget(s *Stream) {
 	c.wmu.Lock()
 	local := s.localDone && !s.queued
 	c.wmu.Unlock()
+	if !local || s.in.Buffered() > 0 {
+		return
+	}
 	c.mu.Lock()
-	if local && s.remoteDone && c.streams[s.id] == s {
+	if s.remoteDone && c.streams[s.id] == s {
 		delete(c.streams, s.id)
 	}
 	c.mu.Unlock()
@@ -593,7 +640,7 @@ func (c *Conn) peerReset(id uint32) {
 	}
 	c.account(-int64(s.in.Abort(errPeerReset)))
 	c.wmu.Lock()
-	s.localDone = true
+	s.localDone, s.ended = true, true
 	c.failPendingLocked(s, errPeerReset)
 	c.wmu.Unlock()
 }
@@ -616,11 +663,12 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
 	}
 	c.mu.Unlock()
 	c.wmu.Lock()
-	if !s.localDone && !c.wclosed {
+	if !s.ended && !c.wclosed {
+		// Also when a FIN is queued but not yet written: it is dropped
+		// from the queue below, and the peer must see the stream end.
 		c.pushControlLocked(appendRstStream(nil, s.id, status))
-		c.wakeWriter()
 	}
-	s.localDone = true
+	s.localDone, s.ended = true, true
 	c.failPendingLocked(s, err)
 	c.wmu.Unlock()
 }

@@ -26,7 +26,8 @@ type Stream struct {
 	fin       bool       // a FIN goes out after pending
 	queued    bool       // in c.active
 	wdone     chan error // Write and CloseWrite wait here
-	localDone bool       // FIN or RST sent (or queued)
+	localDone bool       // FIN or RST sent (or queued): no more writes
+	ended     bool       // the peer will see the stream end: our FIN written, an RST queued, or it reset
 	unacked   int        // bytes consumed since the last WINDOW_UPDATE
 	inflight  bool       // part of pending is in the batch being written
 	batchOff  int        // how much of pending the current batch takes
@@ -73,6 +74,10 @@ func (s *Stream) send(p []byte, fin bool) error {
 		c.wmu.Unlock()
 		return fmt.Errorf("write stream %d: %w", s.id, ErrReset)
 	}
+	if len(p) == 0 && !fin {
+		c.wmu.Unlock()
+		return nil // no frame: an empty DATA frame would say nothing
+	}
 	if fin {
 		s.localDone = true
 	}
@@ -83,6 +88,9 @@ func (s *Stream) send(p []byte, fin bool) error {
 			return fmt.Errorf("write stream %d: %w", s.id, err)
 		}
 		if fin {
+			c.wmu.Lock()
+			s.ended = true
+			c.wmu.Unlock()
 			c.finishLocal(s)
 		}
 		return nil

@@ -109,6 +109,9 @@ func (c *Conn) writeLoop() {
 		c.writing = false
 		for _, s := range batch {
 			s.inflight = false
+			if err == nil && s.finSent {
+				s.ended = true // the FIN is on the wire
+			}
 			switch {
 			case s.failErr != nil: // reset while we wrote
 				s.pending = nil

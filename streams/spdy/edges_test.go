@@ -1,0 +1,377 @@
+// Stream ends, budgets and windows at their edges: each test here failed
+// before the fix it names.
+package spdy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	spdyframe "github.com/moby/spdystream/spdy"
+)
+
+// TestResetAfterQueuedFINEndsTheStream: the pump's pod→client half
+// calls CloseWrite (pod EOF) while the writer is busy, so the FIN is
+// queued; the client→pod half then fails (EPIPE) and the pump Resets the
+// stream. The client must see the stream end (FIN or RST_STREAM); with the
+// bug it sees neither and client-go's remote→local copy hangs forever.
+func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
+	got := make(chan *Stream, 2)
+	f, _, srv := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
+	go func() {
+		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
+		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 3, Headers: http.Header{"A": {"b"}}})
+	}()
+	s1, s3 := <-got, <-got
+	if s1.ID() != 1 {
+		s1, s3 = s3, s1
+	}
+	for replies := 0; replies < 2; {
+		fr, err := f.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
+			replies++
+		}
+	}
+	// The writer is busy with stream 1 (the client does not read now).
+	const size = 1 << 20
+	wrote := make(chan error, 1)
+	go func() { _, err := s1.Write(make([]byte, size)); wrote <- err }()
+	waitFor(t, "the writer to be busy with stream 1", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return srv.writing && s1.inflight
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- s3.CloseWrite() }() // pod EOF: FIN queued
+	waitFor(t, "stream 3's FIN to be queued", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return slices.Contains(srv.active, s3)
+	})
+	s3.Reset() // the other half failed: abort
+	t.Logf("CloseWrite returned %v", <-closed)
+
+	// The client reads again: everything up to stream 1's data, then a
+	// ping's echo (queued after anything stream 3 could still send).
+	var ended bool
+	n := 0
+	pinged := false
+	for {
+		fr, err := f.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch fr := fr.(type) {
+		case *spdyframe.DataFrame:
+			if fr.StreamId == 3 && fr.Flags&spdyframe.DataFlagFin != 0 {
+				ended = true
+			}
+			if fr.StreamId == 1 {
+				n += len(fr.Data)
+			}
+		case *spdyframe.RstStreamFrame:
+			if fr.StreamId == 3 {
+				ended = true
+			}
+		case *spdyframe.PingFrame:
+			if fr.Id == 99 {
+				if !ended {
+					t.Fatal("stream 3 got neither FIN nor RST_STREAM: the client never sees it end")
+				}
+				return
+			}
+		}
+		if n == size && !pinged {
+			pinged = true
+			if err := <-wrote; err != nil {
+				t.Fatal(err)
+			}
+			go f.WriteFrame(&spdyframe.PingFrame{Id: 99})
+		}
+	}
+}
+
+// TestResetWakesReaderWaitingForConnBudget: the reader
+// waits because the connection's streams hold ConnBuffer bytes; the
+// consumer of one of them resets it, which frees half the budget. The
+// reader should go on at once; with the bug it sleeps until StallTimeout
+// and then resets another (innocent) stream.
+func TestResetWakesReaderWaitingForConnBudget(t *testing.T) {
+	var limits limitLog
+	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: 30 * time.Second, OnLimit: limits.add})
+	aC, aS := open(t, client, accepted, "a")
+	bC, bS := open(t, client, accepted, "b")
+	cC, cS := open(t, client, accepted, "c")
+	aC.Write(make([]byte, 64<<10))
+	bC.Write(make([]byte, 64<<10))
+	waitFor(t, "the connection budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
+	cC.Write([]byte("x"))
+	waitFor(t, "the reader to wait for the connection budget", func() bool { return limits.has(LimitSessionBuffer) })
+
+	aS.Reset() // frees 64 KiB of the connection's 128 KiB
+	got := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		_, err := io.ReadFull(cS, b)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("stream c's byte not delivered 5s after a reset freed the budget (buffered now %d of %d)", srv.buffered.Load(), 128<<10)
+	}
+	_ = bS
+}
+
+// TestSessionWindowReplenished: a client that honours SPDY/3.1
+// session flow control (initial session window = ConnBuffer, as the
+// server advertises) must get the session window back for bytes the
+// server consumed; with the bug, bytes of streams that each stay below
+// StreamBuffer/2 are never credited and the client stalls for good.
+func TestSessionWindowReplenished(t *testing.T) {
+	const streamBuf, connBuf = 64 << 10, 128 << 10
+	const perStream, nStreams = 16 << 10, 32 // 512 KiB in all, 4 session windows
+	eof := make(chan struct{}, nStreams)
+	f, _, _ := rawClientWith(t, Options{StreamBuffer: streamBuf, ConnBuffer: connBuf}, func(s *Stream) {
+		io.Copy(io.Discard, s)
+		eof <- struct{}{}
+		s.Reset()
+	})
+	frames := make(chan spdyframe.Frame, 1024)
+	go func() {
+		for {
+			fr, err := f.ReadFrame()
+			if err != nil {
+				close(frames)
+				return
+			}
+			frames <- fr
+		}
+	}()
+	// The client: session window as advertised (64 KiB default + the
+	// server's session WINDOW_UPDATE), stream windows ignored here.
+	window := int64(64 << 10)
+	credit := func(fr spdyframe.Frame) {
+		if wu, ok := fr.(*spdyframe.WindowUpdateFrame); ok && wu.StreamId == 0 {
+			window += int64(wu.DeltaWindowSize)
+		}
+	}
+	sent := 0
+	for i := range nStreams {
+		id := spdyframe.StreamId(2*i + 1)
+		if err := f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: id, Headers: http.Header{"A": {"b"}}}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(5 * time.Second)
+		for window < perStream {
+			select {
+			case fr := <-frames:
+				credit(fr)
+			case <-deadline:
+				t.Fatalf("stream %d: session window stuck at %d after %d bytes sent; the server consumed them all", id, window, sent)
+			}
+		}
+		window -= perStream
+		sent += perStream
+		if err := f.WriteFrame(&spdyframe.DataFrame{StreamId: id, Flags: spdyframe.DataFlagFin, Data: make([]byte, perStream)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-eof:
+		case <-time.After(5 * time.Second):
+			t.Fatal("server did not consume the stream")
+		}
+	}
+}
+
+// rawClientWith is rawClient with a chosen consumer.
+func rawClientWith(t *testing.T, opts Options, consume func(*Stream)) (*spdyframe.Framer, io.ReadWriteCloser, *Conn) {
+	t.Helper()
+	a, b := net.Pipe()
+	srv := Serve(b, func(s *Stream) error { go consume(s); return nil }, opts)
+	t.Cleanup(func() { a.Close(); srv.Close(); <-srv.Done() })
+	f, err := spdyframe.NewFramer(a, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, a, srv
+}
+
+// TestFreedBudgetResetsNoStream: after a consumer's
+// Reset frees the connection budget the reader was waiting for, the stall
+// timer still fires and resets the fullest stream (b), though nothing is
+// over budget any more.
+func TestFreedBudgetResetsNoStream(t *testing.T) {
+	var limits limitLog
+	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: time.Second, OnLimit: limits.add})
+	aC, aS := open(t, client, accepted, "a")
+	bC, bS := open(t, client, accepted, "b")
+	cC, cS := open(t, client, accepted, "c")
+	aC.Write(make([]byte, 64<<10))
+	bC.Write(make([]byte, 64<<10))
+	waitFor(t, "the connection budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
+	cC.Write([]byte("x"))
+	waitFor(t, "the reader to wait for the connection budget", func() bool { return limits.has(LimitSessionBuffer) })
+	aS.Reset()
+	if _, err := io.ReadFull(cS, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// b held 64 KiB of a 128 KiB connection budget: within its own
+	// budget and the connection's. It must still be readable.
+	n, err := io.ReadFull(bS, make([]byte, 64<<10))
+	if err != nil {
+		t.Fatalf("stream b (within every budget) read %d bytes: %v; limits hit: %v", n, err, limits.hits)
+	}
+}
+
+// TestDataAfterFINResetsTheStream: DATA on a stream the client already
+// half-closed is answered with RST_STREAM STREAM_ALREADY_CLOSED, and the
+// stream is over: a later Write fails, and no DATA follows the reset.
+func TestDataAfterFINResetsTheStream(t *testing.T) {
+	got := make(chan *Stream, 1)
+	f, _, _ := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
+	go func() {
+		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, CFHeader: spdyframe.ControlFrameHeader{Flags: spdyframe.ControlFlagFin}, Headers: http.Header{"A": {"b"}}})
+		f.WriteFrame(&spdyframe.DataFrame{StreamId: 1, Data: []byte("late")})
+	}()
+	s := <-got
+	for rst := false; !rst; {
+		fr, err := f.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := fr.(*spdyframe.RstStreamFrame); ok && r.StreamId == 1 {
+			if r.Status != spdyframe.StreamAlreadyClosed {
+				t.Fatalf("RST_STREAM status %d, want STREAM_ALREADY_CLOSED", r.Status)
+			}
+			rst = true
+		}
+	}
+	werr := make(chan error, 1)
+	go func() { _, err := s.Write([]byte("after reset")); werr <- err }()
+	if err := <-werr; err == nil {
+		t.Fatal("Write on a stream the server reset succeeded")
+	}
+	go f.WriteFrame(&spdyframe.PingFrame{Id: 7})
+	for {
+		fr, err := f.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch fr := fr.(type) {
+		case *spdyframe.DataFrame:
+			t.Fatalf("server sent DATA %q on stream %d after its RST_STREAM", fr.Data, fr.StreamId)
+		case *spdyframe.PingFrame:
+			return // everything the server had queued came before the echo
+		}
+	}
+}
+
+// TestEmptyWriteReturns: Write of an empty slice when it cannot go
+// direct (a non-vectored connection, e.g. the WebSocket tunnel or TLS)
+// never returns, and the writer spins.
+func TestEmptyWriteReturns(t *testing.T) {
+	got := make(chan *Stream, 1)
+	f, _, _ := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
+	go f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
+	s := <-got
+	go func() {
+		for {
+			if _, err := f.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { _, err := s.Write(nil); done <- err }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Write(nil) did not return")
+	}
+}
+
+// TestCloseDuringSynStreams: Close (another goroutine) reads c.lastID for the
+// GOAWAY while the reader writes it without c.mu.
+func TestCloseDuringSynStreams(t *testing.T) {
+	f, _, srv := rawClientWith(t, Options{}, func(s *Stream) { s.Reset() })
+	refused := make(chan struct{}, 100)
+	go func() {
+		for {
+			fr, err := f.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := fr.(*spdyframe.RstStreamFrame); ok {
+				select {
+				case refused <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	go func() {
+		for id := spdyframe.StreamId(1); ; id += 2 {
+			// Over the per-field limit: the stream is refused right after
+			// lastID is set, without taking c.mu.
+			if err := f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: id, Headers: http.Header{"A": {string(make([]byte, MaxHeaderField+1))}}}); err != nil {
+				return
+			}
+		}
+	}()
+	for range 20 { // the reader is busy with the SYN_STREAM flood
+		<-refused
+	}
+	srv.Close()
+	<-srv.Done()
+}
+
+// TestStallResetsAFinishedStreamNotTheConnection: two streams done both
+// ways (our FIN, the client's FIN) whose consumers have not read their
+// 64 KiB yet leave the connection's table but keep their bytes counted.
+// When a third stream's DATA then waits for the connection budget and the
+// stall timer fires, resetFullest finds nothing to reset and the whole
+// connection ends with GOAWAY INTERNAL_ERROR, instead of one stream being
+// reset and the others going on.
+func TestStallResetsAFinishedStreamNotTheConnection(t *testing.T) {
+	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: 300 * time.Millisecond})
+	for _, name := range []string{"a", "b"} {
+		cs, ss := open(t, client, accepted, name)
+		if err := ss.CloseWrite(); err != nil { // the pod's EOF went out
+			t.Fatal(err)
+		}
+		cs.Write(make([]byte, 64<<10)) // not read yet by the slow pod
+		cs.Close()
+	}
+	waitFor(t, "the finished streams to fill the budget", func() bool { return srv.buffered.Load() >= 128<<10 })
+	cC, cS := open(t, client, accepted, "c")
+	cC.Write([]byte("x"))
+	got := make(chan error, 1)
+	go func() { _, err := io.ReadFull(cS, make([]byte, 1)); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("stream c: %v; connection: %v", err, func() error {
+				select {
+				case <-srv.Done():
+					return srv.Err()
+				default:
+					return nil
+				}
+			}())
+		}
+	case <-srv.Done():
+		t.Fatalf("the connection ended: %v", srv.Err())
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream c's byte not delivered")
+	}
+}
