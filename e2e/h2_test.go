@@ -189,6 +189,20 @@ func TestH2KubernetesScenarios(t *testing.T) {
 	}
 }
 
+// openH2Stream opens a forwarded connection as an HTTP/2 stream whose
+// request body the test writes as it goes; both are closed at the end.
+func openH2Stream(t *testing.T, d *daemon, p *pod, port int) (*http.Response, *io.PipeWriter) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	resp, err := h2Client().Post(h2URL(d, p, port), "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp, pw
+}
+
 // TestH2PodResetEndsItsSession: a pod that resets its connection resets
 // the stream (RST_STREAM), and the stream's session ends with it: the
 // gauge returns to zero, and a SIGTERM then finds nothing to wait for.
@@ -197,13 +211,7 @@ func TestH2PodResetEndsItsSession(t *testing.T) {
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveReset(ln, "hello")
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	resp, err := h2Client().Post(h2URL(d, p, port(ln)), "application/octet-stream", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, pw := openH2Stream(t, d, p, port(ln))
 	got := make([]byte, len("hello"))
 	if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != "hello" {
 		t.Fatalf("read %q, %v; want \"hello\"", got, err)
@@ -228,13 +236,7 @@ func TestH2DrainTimeoutClosesStuckStream(t *testing.T) {
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(ln)
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	resp, err := h2Client().Post(h2URL(d, p, port(ln)), "application/octet-stream", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, pw := openH2Stream(t, d, p, port(ln))
 	go pw.Write([]byte("open"))
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "open" {

@@ -103,17 +103,7 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 // reader should go on at once; with the bug it sleeps until StallTimeout
 // and then resets another (innocent) stream.
 func TestResetWakesReaderWaitingForConnBudget(t *testing.T) {
-	var limits limitLog
-	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: 30 * time.Second, OnLimit: limits.add})
-	aC, aS := open(t, client, accepted, "a")
-	bC, bS := open(t, client, accepted, "b")
-	cC, cS := open(t, client, accepted, "c")
-	aC.Write(make([]byte, 64<<10))
-	bC.Write(make([]byte, 64<<10))
-	waitFor(t, "the connection budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
-	cC.Write([]byte("x"))
-	waitFor(t, "the reader to wait for the connection budget", func() bool { return limits.has(LimitSessionBuffer) })
-
+	srv, aS, _, cS, _ := connBudgetFull(t, 30*time.Second)
 	aS.Reset() // frees 64 KiB of the connection's 128 KiB
 	got := make(chan error, 1)
 	go func() {
@@ -129,7 +119,25 @@ func TestResetWakesReaderWaitingForConnBudget(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("stream c's byte not delivered 5s after a reset freed the budget (buffered now %d of %d)", srv.buffered.Load(), 128<<10)
 	}
-	_ = bS
+}
+
+// connBudgetFull opens streams a, b and c on a connection with 64 KiB
+// stream and 128 KiB connection budgets: a and b hold 64 KiB each, unread,
+// and c's one byte waits for the connection budget. It returns the
+// server's side of the three streams and the limits hit.
+func connBudgetFull(t *testing.T, stall time.Duration) (srv *Conn, a, b, c *Stream, limits *limitLog) {
+	t.Helper()
+	limits = &limitLog{}
+	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: stall, OnLimit: limits.add})
+	aC, a := open(t, client, accepted, "a")
+	bC, b := open(t, client, accepted, "b")
+	cC, c := open(t, client, accepted, "c")
+	aC.Write(make([]byte, 64<<10))
+	bC.Write(make([]byte, 64<<10))
+	waitFor(t, "the connection budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
+	cC.Write([]byte("x"))
+	waitFor(t, "the reader to wait for the connection budget", func() bool { return limits.has(LimitSessionBuffer) })
+	return srv, a, b, c, limits
 }
 
 // TestSessionWindowReplenished: a client that honours SPDY/3.1
@@ -211,16 +219,7 @@ func rawClientWith(t *testing.T, opts Options, consume func(*Stream)) (*spdyfram
 // timer still fires and resets the fullest stream (b), though nothing is
 // over budget any more.
 func TestFreedBudgetResetsNoStream(t *testing.T) {
-	var limits limitLog
-	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: time.Second, OnLimit: limits.add})
-	aC, aS := open(t, client, accepted, "a")
-	bC, bS := open(t, client, accepted, "b")
-	cC, cS := open(t, client, accepted, "c")
-	aC.Write(make([]byte, 64<<10))
-	bC.Write(make([]byte, 64<<10))
-	waitFor(t, "the connection budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
-	cC.Write([]byte("x"))
-	waitFor(t, "the reader to wait for the connection budget", func() bool { return limits.has(LimitSessionBuffer) })
+	_, aS, bS, cS, limits := connBudgetFull(t, time.Second)
 	aS.Reset()
 	if _, err := io.ReadFull(cS, make([]byte, 1)); err != nil {
 		t.Fatal(err)
