@@ -184,11 +184,9 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// account records n bytes more (or fewer) held for streams, in the
-// connection's and the shared budget.
-// account records n bytes more (n < 0: fewer) held in streams' buffers.
-// Bytes released wake a reader waiting for the connection budget, and
-// return to the peer's connection window.
+// account records n bytes more (n < 0: fewer) held in streams' buffers,
+// in the connection's and the shared budget. Bytes released wake a reader
+// waiting for the connection budget.
 func (c *Conn) account(n int64) {
 	c.buffered.Add(n)
 	c.opts.Global.add(n)
@@ -197,25 +195,36 @@ func (c *Conn) account(n int64) {
 		case c.drained <- struct{}{}:
 		default:
 		}
-		c.creditConn(int(-n))
 	}
 }
 
-// creditConn returns n bytes the peer sent to its connection window: they
-// were read by a consumer, dropped by a reset, or discarded on arrival.
-// The window update goes out every half budget, so a peer that honours
-// flow control never waits on bytes the daemon no longer holds.
-func (c *Conn) creditConn(n int) {
+// release gives back n bytes a stream held that nobody will read (a
+// reset): to the budgets and to the peer's connection window.
+func (c *Conn) release(n int) {
+	c.account(-int64(n))
+	c.credit(n)
+}
+
+// credit returns n bytes the peer sent to its connection window.
+func (c *Conn) credit(n int) {
 	if n <= 0 {
 		return
 	}
 	c.wmu.Lock()
+	c.creditLocked(n)
+	c.wmu.Unlock()
+}
+
+// creditLocked returns n bytes to the peer's connection window: bytes a
+// consumer read, a reset dropped, or the reader discarded on arrival. The
+// WINDOW_UPDATE goes out every half budget, so a peer that honours flow
+// control never waits on bytes the daemon no longer holds. c.wmu is held.
+func (c *Conn) creditLocked(n int) {
 	c.connUnacked += n
 	if c.connUnacked >= c.opts.ConnBuffer/2 && !c.wclosed && !c.closing {
 		c.pushControlLocked(appendWindowUpdate(nil, 0, uint32(c.connUnacked)))
 		c.connUnacked = 0
 	}
-	c.wmu.Unlock()
 }
 
 func (c *Conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
@@ -464,6 +473,7 @@ func (s *Stream) wmuLocalDone() {
 func (c *Conn) consumed(s *Stream, n int) {
 	c.account(-int64(n))
 	c.wmu.Lock()
+	c.creditLocked(n)
 	s.unacked += n
 	if s.unacked >= c.opts.StreamBuffer/2 && !c.wclosed {
 		c.pushControlLocked(appendWindowUpdate(nil, s.id, uint32(s.unacked)))
@@ -490,7 +500,7 @@ func (c *Conn) readData(h frameHeader) error {
 	// What this frame brings that no buffer holds (discarded) goes back
 	// to the peer's connection window at once.
 	c.held = 0
-	defer func() { c.creditConn(int(int64(h.length) - c.held)) }()
+	defer func() { c.credit(int(int64(h.length) - c.held)) }()
 	switch {
 	case s != nil && remoteDone:
 		// DATA after the peer's FIN: STREAM_ALREADY_CLOSED, and the
@@ -638,7 +648,7 @@ func (c *Conn) peerReset(id uint32) {
 	if s == nil {
 		return
 	}
-	c.account(-int64(s.in.Abort(errPeerReset)))
+	c.release(s.in.Abort(errPeerReset))
 	c.wmu.Lock()
 	s.localDone, s.ended = true, true
 	c.failPendingLocked(s, errPeerReset)
@@ -656,7 +666,7 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
 	// Abort first: once the stream is gone from the table its reads fail
 	// and its bytes are no longer counted. DATA still arriving meanwhile
 	// is discarded by the aborted buffer.
-	c.account(-int64(s.in.Abort(err)))
+	c.release(s.in.Abort(err))
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
