@@ -12,6 +12,9 @@
 #
 # FUZZ_MINIMIZETIME (default 10s) bounds the minimization of each new input
 # (go test's default, 60s, can leave a short run doing nothing else).
+# A run that fails with nothing but Go's "context deadline exceeded" as
+# -fuzztime ends (golang/go#75804: a starved worker was mid-input; no
+# crasher) is decided by a replay of the target's corpus instead.
 # Logs are kept in FUZZ_LOGDIR (default a new temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
