@@ -63,7 +63,7 @@ func New(files Files) (*Reloader, error) {
 		return nil, errors.New("tls: both a certificate file and a private key file are needed")
 	}
 	r := &Reloader{files: files}
-	if err := r.load(); err != nil {
+	if _, err := r.load(); err != nil {
 		return nil, err
 	}
 	r.lastCheck = time.Now()
@@ -74,34 +74,36 @@ func (r *Reloader) paths() [3]string {
 	return [3]string{r.files.CertFile, r.files.KeyFile, r.files.ClientCAFile}
 }
 
-// load reads every file; on success it replaces what is served. r.mu is
+// load reads every file; on success it replaces what is served. It
+// returns the files' stamps as they were before it read them, so that a
+// write finishing during a failed load still counts as a change. r.mu is
 // held by the caller or r is not shared yet.
-func (r *Reloader) load() error {
+func (r *Reloader) load() ([3]stamp, error) {
 	var stamps [3]stamp
 	for i, p := range r.paths() {
 		st, err := statFile(p)
 		if err != nil {
-			return fmt.Errorf("tls: %w", err)
+			return stamps, fmt.Errorf("tls: %w", err)
 		}
 		stamps[i] = st
 	}
 	cert, err := tls.LoadX509KeyPair(r.files.CertFile, r.files.KeyFile)
 	if err != nil {
-		return fmt.Errorf("tls: load %s and %s: %w", r.files.CertFile, r.files.KeyFile, err)
+		return stamps, fmt.Errorf("tls: load %s and %s: %w", r.files.CertFile, r.files.KeyFile, err)
 	}
 	var pool *x509.CertPool
 	if r.files.ClientCAFile != "" {
 		pem, err := os.ReadFile(r.files.ClientCAFile)
 		if err != nil {
-			return fmt.Errorf("tls: client CA: %w", err)
+			return stamps, fmt.Errorf("tls: client CA: %w", err)
 		}
 		pool = x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("tls: client CA %s: no PEM certificate in it", r.files.ClientCAFile)
+			return stamps, fmt.Errorf("tls: client CA %s: no PEM certificate in it", r.files.ClientCAFile)
 		}
 	}
 	r.cert, r.pool, r.stamps = &cert, pool, stamps
-	return nil
+	return stamps, nil
 }
 
 // Check loads the files again if any changed since the last load, and
@@ -125,18 +127,15 @@ func (r *Reloader) checkLocked() error {
 	if !changed {
 		return nil
 	}
-	err := r.load()
+	stamps, err := r.load()
+	if err != nil {
+		// Keep serving the old pair and wait for the next change: the
+		// stamps are those taken before the failed read, so a write that
+		// finished since (the second half of a rotation) is one.
+		r.stamps = stamps
+	}
 	if r.OnReload != nil {
 		r.OnReload(err)
-	}
-	if err != nil {
-		// Keep serving the old pair; try again on the next change (or the
-		// next tick, if the files are still mid-write).
-		for i, p := range r.paths() {
-			if st, serr := statFile(p); serr == nil {
-				r.stamps[i] = st
-			}
-		}
 	}
 	return err
 }

@@ -134,3 +134,41 @@ func TestNewRejectsBadFiles(t *testing.T) {
 		t.Errorf("good pair: %v", err)
 	}
 }
+
+// TestReloadAfterRotationFinishedDuringFailedLoad: a rotation written as
+// two renames (key, then certificate) whose second rename lands while a
+// reload of the half-rotated pair is failing is loaded at the next check,
+// not lost until the files change again. OnReload runs right after the
+// failed load, so it plays the operator's second rename there.
+func TestReloadAfterRotationFinishedDuringFailedLoad(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, "ca")
+	a, b := ca.Server(t, "a"), ca.Server(t, "b")
+	certFile, keyFile := a.WriteFiles(t, dir, "tls")
+	r, err := certs.New(certs.Files{CertFile: certFile, KeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := true
+	r.OnReload = func(err error) {
+		if err != nil && first {
+			first = false
+			certstest.WriteFile(t, certFile, b.CertPEM) // the operator's second rename
+		}
+	}
+	certstest.WriteFile(t, keyFile, b.KeyPEM) // the operator's first rename
+	if err := r.Check(); err == nil {
+		t.Fatal("half-rotated pair loaded")
+	}
+	// Both files now hold b, consistently. Every later check should load it.
+	for range 3 {
+		r.Check()
+	}
+	if got := r.Certificate().Leaf; got == nil || got.Subject.CommonName != "b" {
+		name := "<nil>"
+		if got != nil {
+			name = got.Subject.CommonName
+		}
+		t.Fatalf("files hold b, served certificate is still %q: the finished rotation is never loaded", name)
+	}
+}
