@@ -141,20 +141,17 @@ func (p *Proxy) forward(ss grpc.ServerStream, method string, first ...*frame) er
 			}
 		}
 	}()
-	headerSent := false
+	// The upstream's header comes before its first message, or with its
+	// status: Header waits for it. Passed on as soon as it comes, so a
+	// client that waits for the header before it sends is not held up.
+	if md, herr := cs.Header(); herr == nil && len(md) > 0 {
+		if err := ss.SendHeader(md); err != nil {
+			return err
+		}
+	}
 	for {
 		f := new(frame)
 		err := cs.RecvMsg(f)
-		if !headerSent {
-			// The upstream's header arrives before its first message or with
-			// its status; pass it on before either.
-			if md, herr := cs.Header(); herr == nil && len(md) > 0 {
-				if err := ss.SendHeader(md); err != nil {
-					return err
-				}
-			}
-			headerSent = true
-		}
 		if err != nil {
 			ss.SetTrailer(cs.Trailer())
 			if errors.Is(err, io.EOF) {

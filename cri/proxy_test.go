@@ -324,3 +324,49 @@ func TestProxyPortForward(t *testing.T) {
 		t.Errorf("not ready: %v, %v; want the runtime's own URL", resp, err)
 	}
 }
+
+// TestProxyPassesEarlyHeader: an upstream that sends its header at once
+// and then waits for the client's messages (any call shape may) has its
+// header reach the client through the proxy as directly, so a client
+// that waits for the header before it sends is not held up.
+func TestProxyPassesEarlyHeader(t *testing.T) {
+	dir := t.TempDir()
+	up := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		if err := ss.SendHeader(metadata.Pairs("x-early", "1")); err != nil {
+			return err
+		}
+		f := new(frame)
+		if err := ss.RecvMsg(f); err != nil {
+			return err
+		}
+		return ss.SendMsg(f)
+	}))
+	serveUnix(t, up, filepath.Join(dir, "up.sock"))
+	upConn, err := Dial("unix://" + filepath.Join(dir, "up.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upConn.Close()
+	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: NewTokens(0), StreamURL: func() (string, bool) { return "", false }})
+	serveUnix(t, p.NewServer(), filepath.Join(dir, "proxy.sock"))
+
+	for _, name := range []string{"up.sock", "proxy.sock"} {
+		conn := dialTest(t, filepath.Join(dir, name))
+		ctx, cancel := context.WithCancel(context.Background())
+		cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/x.Y/Chat", grpc.ForceCodec(rawCodec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan metadata.MD, 1)
+		go func() { md, _ := cs.Header(); got <- md }()
+		select {
+		case md := <-got:
+			if len(md.Get("x-early")) != 1 {
+				t.Errorf("%s: header %v, want x-early", name, md)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: the upstream's header, sent before any message, has not reached the client after 5s", name)
+		}
+		cancel()
+	}
+}
