@@ -172,8 +172,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost && (r.Method != http.MethodOptions || isToken) {
+		allow := "GET, POST, OPTIONS"
+		if isToken {
+			allow = "GET, POST"
+		}
 		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
-			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {"GET, POST, OPTIONS"}}})
+			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {allow}}})
 		return
 	}
 	if !isToken && s.cfg.Auth != nil {
@@ -288,12 +292,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serveSPDY(w, r, pod, target, protocol)
 }
 
+// logPath is r's path for the log: a token route's token is left out,
+// since a request refused before redeeming it (a wrong method) leaves it
+// valid, and logs are read more widely than the daemon's socket.
+func logPath(r *http.Request) string {
+	if _, ok := parseTokenRoute(r.URL.EscapedPath()); ok {
+		return "/portforward/<token>"
+	}
+	return r.URL.EscapedPath()
+}
+
 // fail answers a request that will not be upgraded and closes its
 // connection: after a refused upgrade the client's next bytes may be
 // anything.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
 	s.m.upgradeFailures.WithLabelValues(e.reason).Inc()
-	s.log.Info("request refused", "path", r.URL.EscapedPath(), "method", r.Method, "remote", r.RemoteAddr,
+	s.log.Info("request refused", "path", logPath(r), "method", r.Method, "remote", r.RemoteAddr,
 		"status", e.status, "reason", e.reason, "msg", e.msg)
 	for k, vs := range e.header {
 		for _, v := range vs {
