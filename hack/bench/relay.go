@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -34,6 +35,10 @@ var relayCopies = map[string]func(dst, src *net.TCPConn) error{
 	// splice with two pipes: one goroutine drains the socket into one
 	// while another pumps the other out, so reading and writing overlap
 	"splice-2pipes": spliceOverlap,
+	// splice with blocking system calls on the goroutine's own thread:
+	// the kernel wakes the thread directly, with no trip through Go's
+	// poller and scheduler per chunk (what a C relay does)
+	"splice-blocking": spliceBlocking,
 }
 
 // relayCopyNames lists relayCopies in order, for help and errors.
@@ -275,4 +280,85 @@ func spliceOverlap(dst, src *net.TCPConn) error {
 		err = perr
 	}
 	return err
+}
+
+// spliceBlocking copies through one 1 MiB pipe with blocking splice(2)
+// calls: src's socket is switched to blocking mode (Go's poller never
+// touches it again in this relay), and each call sleeps in the kernel
+// until it can move bytes.
+func spliceBlocking(dst, src *net.TCPConn) error {
+	const size = 1 << 20
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, size)
+	sfd, err := blockingFD(src)
+	if err != nil {
+		return err
+	}
+	dfd, err := blockingFD(dst)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(sfd)
+	defer unix.Close(dfd)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	err = spliceBlockingLoop(dfd, sfd, fds)
+	if err != nil {
+		// Closing Go's fds would not end the other direction's blocked
+		// call (these dups hold the sockets open); shutting them down does.
+		unix.Shutdown(sfd, unix.SHUT_RDWR)
+		unix.Shutdown(dfd, unix.SHUT_RDWR)
+	}
+	return err
+}
+
+func spliceBlockingLoop(dfd, sfd int, fds [2]int) error {
+	const size = 1 << 20
+	for {
+		n, err := unix.Splice(sfd, nil, fds[1], nil, size, unix.SPLICE_F_MOVE)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		for n > 0 {
+			k, err := unix.Splice(fds[0], nil, dfd, nil, int(n), unix.SPLICE_F_MOVE)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			n -= k
+		}
+	}
+}
+
+// blockingFD dups c's socket and puts it (the shared file description,
+// so c too) in blocking mode.
+func blockingFD(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) {
+		fd, derr = unix.Dup(int(s))
+		if derr == nil {
+			derr = unix.SetNonblock(fd, false)
+		}
+	}); err != nil {
+		return -1, err
+	}
+	return fd, derr
 }
