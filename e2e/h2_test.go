@@ -294,3 +294,49 @@ func TestH2WindowsFollowBufferFlags(t *testing.T) {
 		t.Errorf("stream window %d, connection window %d; want %d and %d", streamWindow, connWindow, stream, session)
 	}
 }
+
+// TestH2ChunkOf4KiBIsFlushed: a pod that sends exactly 4 KiB and waits
+// for the answer gets it: the 4 KiB reach the client at once, not held in
+// the HTTP/2 handler's 4 KiB buffer until the pod sends more.
+func TestH2ChunkOf4KiBIsFlushed(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	for _, size := range []int{4<<10 - 1, 4 << 10, 4<<10 + 1} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			serveOnce := make(chan struct{})
+			go func() {
+				defer close(serveOnce)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				c.Write(bytes.Repeat([]byte("a"), size))
+				c.Read(make([]byte, 1)) // the client's answer, after it has all of them
+				io.WriteString(c, "done")
+			}()
+			resp, pw := openH2Stream(t, d, p, port(ln))
+			got := make(chan error, 1)
+			go func() {
+				buf := make([]byte, size)
+				_, err := io.ReadFull(resp.Body, buf)
+				got <- err
+			}()
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatalf("read the pod's %d bytes: %v", size, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the pod's %d bytes did not reach the client within 10 s", size)
+			}
+			pw.Write([]byte("k"))
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil || string(rest) != "done" {
+				t.Fatalf("then read %q, %v; want \"done\"", rest, err)
+			}
+			<-serveOnce
+		})
+	}
+}

@@ -80,14 +80,15 @@ func (s *h2Stream) Read(p []byte) (int, error) {
 }
 
 // h2HandlerBuffer is the size of the buffer Go's HTTP/2 server puts in
-// front of a handler's writes: a larger write goes straight to the
-// connection's writer (which flushes when it has nothing more queued), a
-// smaller one waits in it until a Flush.
+// front of a handler's writes (a bufio.Writer): a larger write goes
+// straight to the connection's writer (which flushes when it has nothing
+// more queued); one that fits, a full 4 KiB included, waits in it until a
+// Flush.
 const h2HandlerBuffer = 4 << 10
 
 func (s *h2Stream) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
-	if err == nil && len(p) < h2HandlerBuffer {
+	if err == nil && len(p) <= h2HandlerBuffer {
 		err = s.rc.Flush()
 	}
 	if err != nil {
