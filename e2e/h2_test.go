@@ -14,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // h2Client speaks HTTP/2 with prior knowledge to the daemon: every
@@ -339,4 +342,103 @@ func TestH2ChunkOf4KiBIsFlushed(t *testing.T) {
 			<-serveOnce
 		})
 	}
+}
+
+// TestH2PodResetWhileClientNotReading: a pod that resets its connection
+// while the client is uploading and not reading the response (its stream
+// window full, the daemon's write of the pod's bytes waiting for it) still
+// resets the stream: the client's upload is not left to stall on a body
+// nobody reads, and the stream is counted as ended.
+func TestH2PodResetWhileClientNotReading(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	resetNow, resetDone := make(chan struct{}), make(chan struct{})
+	serveEach(ln, func(c *net.TCPConn) {
+		go c.Write(make([]byte, 1<<20)) // far more than the client's window
+		<-resetNow
+		c.SetLinger(0)
+		c.Close()
+		close(resetDone)
+	})
+
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings() // the default window: 65535 bytes per stream
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// next reads frames until want says stop; SETTINGS are acknowledged.
+	next := func(want func(f http2.Frame) bool) {
+		t.Helper()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("read frame: %v", err)
+			}
+			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+				fr.WriteSettingsAck()
+			}
+			if want(f) {
+				return
+			}
+		}
+	}
+	received := 0
+	next(func(f http2.Frame) bool {
+		if df, ok := f.(*http2.DataFrame); ok && df.StreamID == 1 {
+			received += len(df.Data())
+		}
+		if rf, ok := f.(*http2.RSTStreamFrame); ok {
+			t.Fatalf("stream reset before the pod's: %v", rf.ErrCode)
+		}
+		return received >= 65535
+	})
+	close(resetNow)
+	<-resetDone
+
+	// Upload on. Each 4 KiB the daemon takes from the body is answered
+	// with a WINDOW_UPDATE for the stream; the first write to the pod after
+	// its reset fails, and the stream must then be reset.
+	chunk := bytes.Repeat([]byte("x"), 4<<10)
+	for i := 0; ; i++ {
+		if i == 64 {
+			t.Fatal("the daemon kept taking the upload for a pod that reset")
+		}
+		if err := fr.WriteData(1, false, chunk); err != nil {
+			t.Fatal(err)
+		}
+		var reset bool
+		next(func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.RSTStreamFrame:
+				reset = f.StreamID == 1
+				return reset
+			case *http2.WindowUpdateFrame:
+				return f.StreamID == 1
+			}
+			return false
+		})
+		if reset {
+			break
+		}
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		resets := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`)
+		return active == 0 && resets == 1, fmt.Sprintf("streams_active %v, streams_total reset %v", active, resets)
+	})
 }

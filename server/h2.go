@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/portforwardd/portforwardd/nsenter"
 	"github.com/portforwardd/portforwardd/streams"
@@ -102,6 +103,19 @@ func (s *h2Stream) CloseWrite() error {
 	return s.body.Close() // unblocks the client→pod direction
 }
 
-func (s *h2Stream) Reset() error         { return s.body.Close() }
+// Reset stops both directions: the request body is closed (a read waiting
+// for the client returns), and unless the response has ended, the stream
+// is reset at once with a write deadline in the past. A write waiting for
+// the client's window (a client that uploads and does not read yet) would
+// otherwise keep the pump, and the stream, until the client reads, while
+// Go's server drops the client's further DATA without returning its
+// window, so an uploading client stalls and never learns of the reset.
+func (s *h2Stream) Reset() error {
+	if !s.responseDone.Load() {
+		s.rc.SetWriteDeadline(time.Unix(1, 0))
+	}
+	return s.body.Close()
+}
+
 func (s *h2Stream) Headers() http.Header { return nil }
 func (s *h2Stream) ID() uint32           { return 0 }

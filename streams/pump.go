@@ -38,13 +38,22 @@ type PumpResult struct {
 // everything the client sent in one frame.
 func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpResult {
 	p := &pump{client: client, pod: pod, obs: obs}
-	stop := context.AfterFunc(ctx, func() { p.abort(ResultAborted, context.Cause(ctx)) })
+	// An abort by ctx that has started is waited for below: once Pump has
+	// returned, its caller may finish the stream (an HTTP/2 handler
+	// returns), and a Reset after that must not happen.
+	aborting := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(aborting)
+		p.abort(ResultAborted, context.Cause(ctx))
+	})
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go p.copyHalf(&wg, ClientToPod, pod, client, pod.CloseWrite, &p.up)
 	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down)
 	wg.Wait()
-	stop()
+	if !stop() {
+		<-aborting
+	}
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
