@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -441,4 +442,43 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 		resets := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`)
 		return active == 0 && resets == 1, fmt.Sprintf("streams_active %v, streams_total reset %v", active, resets)
 	})
+}
+
+// TestH2ClientResetCountsAsReset: a client that resets its stream
+// (RST_STREAM CANCEL, what Go's client sends when a request is canceled)
+// ends the forwarded connection as a reset, every time: it is the
+// client's reset, not the end of the daemon's session.
+func TestH2ClientResetCountsAsReset(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	client := h2Client()
+	const rounds = 20
+	for i := range rounds {
+		ctx, cancel := context.WithCancel(context.Background())
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h2URL(d, p, port(ln)), pr)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go pw.Write([]byte("hi"))
+		got := make([]byte, 2)
+		if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != "hi" {
+			t.Fatalf("round %d: echo %q, %v", i, got, err)
+		}
+		cancel() // RST_STREAM CANCEL
+		resp.Body.Close()
+		pw.Close()
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		resets := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`)
+		aborted := d.metric(t, `portforwardd_streams_total{protocol="h2",result="aborted"}`)
+		return active == 0 && resets+aborted == rounds, fmt.Sprintf("streams_active %v, streams_total reset %v, aborted %v", active, resets, aborted)
+	})
+	if aborted := d.metric(t, `portforwardd_streams_total{protocol="h2",result="aborted"}`); aborted != 0 {
+		t.Errorf("%v of %d client resets counted as aborted (the daemon's session ending), want reset", aborted, rounds)
+	}
 }

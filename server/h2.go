@@ -41,11 +41,16 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 	}
 	st := &h2Stream{body: r.Body, w: w, rc: rc}
 	s.runSession(func() {}, protocolH2, pod, r.RemoteAddr, func(ctx context.Context) {
-		// The stream ends with the request (a client reset) or with the
-		// server (the drain's deadline), whichever comes first.
-		pctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		defer context.AfterFunc(ctx, cancel)()
+		// The stream ends with the request (a client reset, counted as
+		// one: Go's server cancels the request's context before the body
+		// reports the reset) or with the server (the drain's deadline),
+		// whichever comes first.
+		pctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
+		defer cancel(nil)
+		defer context.AfterFunc(r.Context(), func() {
+			cancel(fmt.Errorf("h2 stream: %w: %w", streams.ErrReset, context.Cause(r.Context())))
+		})()
+		defer context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })()
 		obs.ForwardStarted()
 		res := streams.Pump(pctx, st, pc, obs)
 		obs.ForwardEnded(res.Result)

@@ -32,7 +32,9 @@ type PumpResult struct {
 //   - Client EOF half-closes pod (CloseWrite); pod→client goes on.
 //   - Pod EOF half-closes the stream (CloseWrite); client→pod goes on.
 //   - A reset of the stream, an error on pod (ECONNRESET, EPIPE), or ctx
-//     being done aborts at once: pod is closed and the stream reset.
+//     being done aborts at once: pod is closed and the stream reset. ctx
+//     ends it as ResultAborted, or as ResultReset when its cause wraps
+//     ErrReset (the transport learnt of the client's reset that way).
 //
 // Each chunk read is written in one call, so a pod that reads once gets
 // everything the client sent in one frame.
@@ -44,7 +46,11 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 	aborting := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(aborting)
-		p.abort(ResultAborted, context.Cause(ctx))
+		cause, result := context.Cause(ctx), ResultAborted
+		if errors.Is(cause, ErrReset) {
+			result = ResultReset
+		}
+		p.abort(result, cause)
 	})
 	var wg sync.WaitGroup
 	wg.Add(2)
