@@ -60,7 +60,9 @@ type options struct {
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("portforwardd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package prints a parse error and the whole usage before
+	// returning it; run prints the error once, and the usage is for -h.
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:10350", "address of the port-forward listener (`host:port`)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:10351", "address for /metrics, /healthz and /readyz; empty disables it")
 	fs.StringVar(&o.netnsDir, "netns-dir", nsenter.DefaultNetnsDir, "directory of network namespace files; pod NS/NAME is <dir>/NS_NAME")
@@ -97,6 +99,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Var(byteSize{i: &o.limits.MaxHeaderBytes}, "max-header-bytes", "largest request header block accepted, in `bytes` (431 beyond)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage of portforwardd:")
+			fs.PrintDefaults()
+		}
 		return o, err
 	}
 	if fs.NArg() > 0 {

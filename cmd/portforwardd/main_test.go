@@ -59,3 +59,30 @@ func TestByteSizeFlags(t *testing.T) {
 		t.Errorf("defaults %+v", o.limits)
 	}
 }
+
+// TestBadFlagIsOneError: a flag the daemon cannot parse is reported once,
+// as one line on stderr, with exit code 2; -h still prints the usage.
+func TestBadFlagIsOneError(t *testing.T) {
+	for _, args := range [][]string{
+		{"--dial-timeout", "x"},
+		{"--no-such-flag"},
+		{"--max-sessions", "many"},
+		{"--buffer-bytes", "lots"},
+	} {
+		var stdout, stderr strings.Builder
+		code := run(args, &stdout, &stderr)
+		if code != 2 {
+			t.Errorf("%q: exit code %d, want 2", args, code)
+		}
+		if lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "portforwardd: ") {
+			t.Errorf("%q: stderr %q, want one line starting \"portforwardd: \"", args, stderr.String())
+		}
+	}
+	var stdout, stderr strings.Builder
+	if code := run([]string{"-h"}, &stdout, &stderr); code != 0 {
+		t.Errorf("-h: exit code %d, want 0", code)
+	}
+	if !strings.Contains(stderr.String(), "-dial-timeout duration") {
+		t.Errorf("-h: no usage on stderr: %q", stderr.String())
+	}
+}
