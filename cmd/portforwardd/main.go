@@ -109,6 +109,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	for name, addr := range map[string]string{"--listen": o.listen, "--metrics-listen": o.metricsListen} {
+		if addr == "" {
+			continue // --listen's own case is below; --metrics-listen off
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return o, fmt.Errorf("%s %q: want host:port: %w", name, addr, err)
+		}
+	}
 	switch {
 	case o.idleTimeout < 0:
 		return o, errors.New("--stream-idle-timeout must not be negative")

@@ -86,3 +86,18 @@ func TestBadFlagIsOneError(t *testing.T) {
 		t.Errorf("-h: no usage on stderr: %q", stderr.String())
 	}
 }
+
+// TestListenAddressNeedsAPort: an address without a port is refused as
+// such, not as a non-loopback address.
+func TestListenAddressNeedsAPort(t *testing.T) {
+	for _, args := range [][]string{
+		{"--listen", "127.0.0.1"},
+		{"--listen", "127.0.0.1", "--allow-insecure-listen"},
+		{"--metrics-listen", "127.0.0.1"},
+	} {
+		_, err := parseFlags(args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "missing port") || strings.Contains(err.Error(), "loopback") {
+			t.Errorf("%q: error %v, want one about the missing port", args, err)
+		}
+	}
+}
