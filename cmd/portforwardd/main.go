@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -140,6 +141,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--stream-buffer-bytes must be at least 64Ki")
 	case o.limits.SessionBufferBytes < o.limits.StreamBufferBytes:
 		return o, errors.New("--session-buffer-bytes must be at least --stream-buffer-bytes")
+	case o.limits.SessionBufferBytes > math.MaxInt32:
+		// They are HTTP/2 windows too, and net/http puts its 1 MiB default
+		// in place of a window it cannot send.
+		return o, errors.New("--stream-buffer-bytes and --session-buffer-bytes must be below 2Gi (they are HTTP/2 flow-control windows, at most 2147483647 bytes)")
 	case o.limits.BufferBytes < int64(o.limits.SessionBufferBytes):
 		return o, errors.New("--buffer-bytes must be at least --session-buffer-bytes")
 	case o.limits.MaxHeaderBytes < 4<<10:

@@ -101,3 +101,26 @@ func TestListenAddressNeedsAPort(t *testing.T) {
 		}
 	}
 }
+
+// TestBufferFlagsFitHTTP2Windows: the stream and session buffers are also
+// HTTP/2 flow-control windows, which end at 2^31-1 bytes; net/http replaces
+// a larger one with its 1 MiB default, so the flags refuse them.
+func TestBufferFlagsFitHTTP2Windows(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--stream-buffer-bytes", "2147483647", "--session-buffer-bytes", "2147483647", "--buffer-bytes", "4Gi"}, true},
+		{[]string{"--session-buffer-bytes", "2Gi", "--buffer-bytes", "4Gi"}, false},
+		{[]string{"--session-buffer-bytes", "3Gi", "--buffer-bytes", "4Gi"}, false},
+		{[]string{"--stream-buffer-bytes", "2Gi", "--session-buffer-bytes", "2Gi", "--buffer-bytes", "2Gi"}, false},
+	} {
+		_, err := parseFlags(tc.args, io.Discard)
+		if tc.ok && err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "HTTP/2")) {
+			t.Errorf("%q: error %v, want one naming the HTTP/2 window limit", tc.args, err)
+		}
+	}
+}
