@@ -213,14 +213,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portforwardd: %v\n", err)
 		return 2
 	}
-	if err := serve(o, log); err != nil {
+	// Signals are caught from here on, so one that comes while the
+	// listeners open is a shutdown too, not the default exit.
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+	if err := serve(o, log, sigc); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(o options, log *slog.Logger) error {
+// serve runs the daemon until the first value on sigc (or a listener's
+// failure), then drains; a second value ends what is left at once.
+func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	log.Info("starting portforwardd", "version", buildVersion(), "listen", o.listen,
 		"metrics_listen", o.metricsListen, "netns_dir", o.netnsDir)
 	if err := nsenter.Prepare(); err != nil {
@@ -296,9 +303,6 @@ func serve(o options, log *slog.Logger) error {
 		go func() { errc <- <-proxy.errc }()
 	}
 
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigc)
 	var serveErr error
 	select {
 	case sig := <-sigc:
@@ -317,11 +321,19 @@ func serve(o options, log *slog.Logger) error {
 		case <-drainCtx.Done():
 		}
 	}()
-	// The CRI proxy goes first: the kubelet then sees the runtime as down
-	// rather than getting URLs of a server that is draining.
-	if proxy != nil {
-		proxy.stop(drainCtx)
-	}
+	// The CRI proxy stops taking calls, and its calls in flight go on until
+	// they end or the deadline, while the forwarding server drains: a call
+	// that never ends (GetContainerEvents) or takes minutes (PullImage)
+	// must not keep the server taking sessions and then leave them no time.
+	// A PortForward that comes meanwhile goes to the runtime, since the
+	// server is no longer ready.
+	proxyDone := make(chan struct{})
+	go func() {
+		defer close(proxyDone)
+		if proxy != nil {
+			proxy.stop(drainCtx)
+		}
+	}()
 	// Stop accepting, and drain at the same time: upgraded connections are
 	// not the http.Server's any more, the Server drains them, while
 	// Shutdown waits for HTTP/2 streams (sessions too, which Drain ends at
@@ -337,6 +349,7 @@ func serve(o options, log *slog.Logger) error {
 		log.Warn("drain cut short; remaining sessions were closed", "err", err)
 	}
 	<-shutDone
+	<-proxyDone
 	if metricsSrv != nil {
 		shutCtx, cancelShut := context.WithTimeout(context.Background(), time.Second)
 		metricsSrv.Shutdown(shutCtx)
