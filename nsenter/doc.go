@@ -12,8 +12,9 @@
 //
 // Thread-locality rule: setns(2) moves only the calling OS thread. Dial runs
 // the namespaced part on a fresh goroutine that locks its OS thread, enters
-// the namespace, creates and connects the socket, and switches back. It
-// starts no goroutine while inside. If switching back fails the goroutine
+// the namespace, creates the socket, and switches back before connecting it
+// (the dialer's Control hook), so no thread waits out a handshake inside a
+// pod's namespace. It starts no goroutine while inside. If switching back fails the goroutine
 // exits still locked, so the Go runtime terminates that thread instead of
 // reusing it in the wrong namespace. A socket keeps the namespace it was
 // created in, so the returned connection may be used from any goroutine.

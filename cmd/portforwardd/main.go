@@ -78,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.criListen, "cri-listen", "", "serve the CRI proxy on this `unix:///path` (point the kubelet's containerRuntimeEndpoint here); empty disables it")
 	fs.StringVar(&o.criUpstream, "cri-upstream", "unix:///var/run/crio/crio.sock", "the runtime's CRI socket the proxy forwards to")
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", "", "resolve /portForward/{namespace}/{pod} through this CRI socket (`unix:///path`) instead of --netns-dir")
-	fs.StringVar(&o.streamURL, "stream-url", "", "base of the URLs the CRI proxy hands out (default: http:// and the --listen address, 127.0.0.1 for a wildcard host)")
+	fs.StringVar(&o.streamURL, "stream-url", "", "base of the URLs the CRI proxy hands out (default: http://, or https:// with --tls-cert-file, and the --listen address, 127.0.0.1 for a wildcard host)")
 	fs.DurationVar(&o.criTokenTTL, "cri-token-ttl", cri.TokenTTL, "how long a PortForward URL stays valid (single use either way)")
 	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve --listen with TLS using this PEM certificate (chain); reloaded when the file changes")
 	fs.StringVar(&o.tlsKeyFile, "tls-private-key-file", "", "the PEM private key of --tls-cert-file; reloaded when the file changes")
