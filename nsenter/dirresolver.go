@@ -9,6 +9,9 @@ import (
 // DefaultNetnsDir is where `ip netns add` pins network namespaces.
 const DefaultNetnsDir = "/run/netns"
 
+// maxFileName is Linux's NAME_MAX, the longest file name.
+const maxFileName = 255
+
 // DirResolver resolves pod {namespace}/{name} to the namespace file
 // <Dir>/<namespace>_<name>. Kubernetes names cannot contain '_', so the file
 // name is unambiguous. The pod's UID is not checked.
@@ -37,6 +40,12 @@ func (r DirResolver) Resolve(_ context.Context, pod Pod) (Target, error) {
 		return Target{}, err
 	}
 	path := r.Path(pod)
+	if len(filepath.Base(path)) > maxFileName {
+		// A pod name may take 253 bytes, a file name 255: such a pod has
+		// no file here (ip netns add refuses the name), and open(2) would
+		// fail with ENAMETOOLONG rather than ENOENT.
+		return Target{}, fmt.Errorf("%w: %s is too long for a network namespace file name", ErrPodNotFound, pod)
+	}
 	if err := CheckNetns(path); err != nil {
 		if isNotExist(err) {
 			return Target{}, fmt.Errorf("%w: no network namespace %s", ErrPodNotFound, path)

@@ -1,6 +1,7 @@
 package nsenter
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -49,5 +50,22 @@ func TestDirResolverPath(t *testing.T) {
 	}
 	if got, want := (DirResolver{}).Path(Pod{Namespace: "ns", Name: "pod"}), "/run/netns/ns_pod"; got != want {
 		t.Fatalf("default Path: got %q, want %q", got, want)
+	}
+}
+
+// TestResolveNameTooLongForAFile: a valid pod whose <namespace>_<name> is
+// longer than a file name may be (255 bytes) cannot have a namespace file,
+// so it is not found, as any other pod without one.
+func TestResolveNameTooLongForAFile(t *testing.T) {
+	pod := Pod{Namespace: "default", Name: strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)}
+	if err := pod.Validate(); err != nil {
+		t.Fatalf("Validate(%d-byte name): %v", len(pod.Name), err)
+	}
+	_, err := DirResolver{Dir: t.TempDir()}.Resolve(context.Background(), pod)
+	if !errors.Is(err, ErrPodNotFound) {
+		t.Fatalf("Resolve(%d-byte name): got %v, want ErrPodNotFound", len(pod.Name), err)
+	}
+	if got := Reason(err); got != "not_found" {
+		t.Errorf("Reason: got %q, want not_found", got)
 	}
 }
