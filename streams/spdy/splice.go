@@ -23,6 +23,8 @@ func (s *Stream) CanSplice() bool { return s.c.tcp != nil }
 // behind it, on the calling goroutine, as a small Write goes direct. When
 // other frames are queued, the chunk is read back out of the pipe a frame
 // at a time and queued like a Write, so the writer's round robin holds.
+// When no pipe can be had (the process is out of file descriptors), the
+// chunk, up to one frame, is read into user space and queued instead.
 // It returns the bytes moved, src's error (io.EOF at its end) and the
 // write's error. Only call it when CanSplice is true.
 func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
@@ -33,34 +35,58 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 		return 0, err, nil
 	}
 	var p *splicePipe
+	var buf *[]byte // when no pipe can be had: the chunk goes through here
 	serr := rc.Read(func(fd uintptr) bool {
-		if p == nil {
-			if p, rerr = getSplicePipe(); rerr != nil {
-				return true
+		if p == nil && buf == nil {
+			var perr error
+			if p, perr = getSplicePipe(); perr != nil {
+				// Out of file descriptors (or pipe memory): copy this
+				// chunk through user space rather than fail the stream.
+				p, buf = nil, getFrameBuffer(c.opts.MaxFrame)
 			}
 		}
 		for {
-			k, err := unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+			var k int
+			var err error
+			if buf != nil {
+				k, err = unix.Read(int(fd), (*buf)[:c.opts.MaxFrame])
+			} else {
+				var k64 int64
+				k64, err = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+				k = int(k64)
+			}
 			switch {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
 				// Nothing to read: an idle stream holds no pipe.
-				putSplicePipe(p)
-				p = nil
+				if p != nil {
+					putSplicePipe(p)
+					p = nil
+				}
 				return false
 			case err != nil:
 				rerr = fmt.Errorf("splice from pod: %w", err)
 			case k == 0:
 				rerr = io.EOF
 			default:
-				n = int(k)
+				n = k
 			}
 			return true
 		}
 	})
 	if serr != nil {
 		rerr = serr
+	}
+	if buf != nil {
+		defer putFrameBuffer(buf)
+		if n == 0 {
+			return 0, rerr, nil
+		}
+		if err := s.send((*buf)[:n], false); err != nil {
+			return 0, rerr, err
+		}
+		return n, rerr, nil
 	}
 	if n == 0 {
 		if p != nil {
@@ -97,7 +123,7 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 	// The writer is busy: read the chunk back out of the pipe, a frame at
 	// a time, and queue each like a Write, so the writer's round robin
 	// holds and the memory it takes stays one frame per stream.
-	buf := getFrameBuffer(c.opts.MaxFrame)
+	buf = getFrameBuffer(c.opts.MaxFrame)
 	defer putFrameBuffer(buf)
 	sent := 0
 	for p.n > 0 {
@@ -193,14 +219,30 @@ type splicePipe struct {
 	cleanup runtime.Cleanup
 }
 
-// splicePipes keeps pipes between chunks; a cleanup closes those the
-// garbage collector drops.
-var splicePipes sync.Pool
+// idlePipes keeps empty pipes between chunks, at most maxIdlePipes of
+// them; the rest are closed at once. So the pipes open at rest are
+// bounded and closing them never waits for the garbage collector (a
+// sync.Pool, which the race detector makes drop a quarter of what it is
+// given, left thousands of pipes open until the next collection). The
+// cleanup closes a pipe only if a chunk is abandoned by a panic.
+var idlePipes struct {
+	sync.Mutex
+	list []*splicePipe
+}
+
+// maxIdlePipes bounds idlePipes: enough for the streams splicing at once
+// on a busy node, 32 file descriptors at rest.
+const maxIdlePipes = 16
 
 func getSplicePipe() (*splicePipe, error) {
-	if p, ok := splicePipes.Get().(*splicePipe); ok {
+	idlePipes.Lock()
+	if k := len(idlePipes.list); k > 0 {
+		p := idlePipes.list[k-1]
+		idlePipes.list = idlePipes.list[:k-1]
+		idlePipes.Unlock()
 		return p, nil
 	}
+	idlePipes.Unlock()
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("splice pipe: %w", err)
@@ -213,16 +255,21 @@ func getSplicePipe() (*splicePipe, error) {
 	return p, nil
 }
 
-// putSplicePipe keeps an empty pipe for reuse.
+// putSplicePipe keeps an empty pipe for reuse, or closes it.
 func putSplicePipe(p *splicePipe) {
-	if p.n != 0 {
-		p.destroy()
-		return
+	if p.n == 0 {
+		idlePipes.Lock()
+		if len(idlePipes.list) < maxIdlePipes {
+			idlePipes.list = append(idlePipes.list, p)
+			idlePipes.Unlock()
+			return
+		}
+		idlePipes.Unlock()
 	}
-	splicePipes.Put(p)
+	p.destroy()
 }
 
-// destroy closes a pipe that still holds bytes.
+// destroy closes a pipe.
 func (p *splicePipe) destroy() {
 	p.cleanup.Stop()
 	closePipe([2]int{p.r, p.w})

@@ -4,10 +4,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime/debug"
 	"sync"
 	"testing"
+
+	"github.com/moby/spdystream"
+	"golang.org/x/sys/unix"
 )
 
 // podPair returns both ends of a loopback TCP connection: the daemon's
@@ -181,5 +187,126 @@ func TestSpliceChunkFromPodReset(t *testing.T) {
 	}
 	if err := <-spliced; err != nil {
 		t.Fatalf("second stream's splice: %v", err)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// dropIdlePipes closes the pipes kept between chunks.
+func dropIdlePipes() {
+	idlePipes.Lock()
+	list := idlePipes.list
+	idlePipes.list = nil
+	idlePipes.Unlock()
+	for _, p := range list {
+		p.destroy()
+	}
+}
+
+// TestSplicePipesAtRestBounded: 64 streams splice a chunk each at once,
+// each through its own pipe; once they are done, at most maxIdlePipes
+// pipes stay open, with no help from the garbage collector.
+func TestSplicePipesAtRestBounded(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	dropIdlePipes()
+	client, _, accepted := pair(t, Options{})
+	const streams = 64
+	type side struct {
+		cs          *spdystream.Stream
+		ss          *Stream
+		daemon, pod *net.TCPConn
+	}
+	var all []side
+	for i := range streams {
+		cs, ss := open(t, client, accepted, fmt.Sprint("s", i))
+		daemon, pod := podPair(t)
+		all = append(all, side{cs, ss, daemon, pod})
+	}
+	before := openFDs(t)
+	// Every pod sends 1 MiB at once, so each stream's chunk has its own
+	// pipe while the client reads them all.
+	var wg sync.WaitGroup
+	for _, s := range all {
+		s.pod.Write(make([]byte, 1<<20))
+		s.pod.CloseWrite()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := spliceAll(s.ss, s.daemon); err != nil {
+				t.Errorf("splice: %v", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if n, err := io.Copy(io.Discard, s.cs); err != nil || n != 1<<20 {
+				t.Errorf("client got %d bytes (err %v), want 1 MiB", n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if after := openFDs(t); after > before+2*maxIdlePipes {
+		t.Fatalf("%d file descriptors open after the chunks, %d before: more than %d idle pipes kept", after, before, maxIdlePipes)
+	}
+}
+
+// TestSpliceWithoutPipes: when the process cannot open a pipe (its file
+// descriptor limit is reached), a stream's bytes still all reach the
+// client, through user space.
+func TestSpliceWithoutPipes(t *testing.T) {
+	dropIdlePipes()
+	client, _, accepted := pair(t, Options{})
+	cs, ss := open(t, client, accepted, "nopipes")
+	daemon, pod := podPair(t)
+
+	// The lowest free descriptor becomes the limit: every new one fails.
+	free, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(free)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	if p, err := getSplicePipe(); err == nil {
+		p.destroy()
+		t.Fatal("a pipe could still be opened: the test's premise failed")
+	}
+
+	const size = 8 << 20
+	sum := make(chan [32]byte, 1)
+	go func() { sum <- sendRandom(pod, size) }()
+	spliced := make(chan error, 1)
+	go func() {
+		n, err := spliceAll(ss, daemon)
+		if err == nil && n != size {
+			err = fmt.Errorf("moved %d bytes, want %d", n, size)
+		}
+		if err != nil {
+			ss.Reset() // as the pump does: the client's read ends
+		}
+		spliced <- err
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, cs)
+	if err != nil || n != size || [32]byte(h.Sum(nil)) != <-sum {
+		t.Fatalf("client got %d bytes (err %v), want %d with the pod's sha256", n, err, size)
+	}
+	if err := <-spliced; err != nil {
+		t.Fatalf("splice: %v", err)
 	}
 }
