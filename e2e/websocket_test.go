@@ -581,3 +581,60 @@ func TestWebSocketV4IdleTimeoutCountsWrites(t *testing.T) {
 		t.Fatalf("got %q, want %d ticks", got, ticks)
 	}
 }
+
+// TestWebSocketV4CloseDeliversSentData: a client that sends a message and
+// then closes the WebSocket normally has that message delivered to the
+// pod, which then reads EOF, as with the kubelet (whose reader hands each
+// message over before it reads the next). The close comes at once, before
+// the daemon has even dialed the pod.
+func TestWebSocketV4CloseDeliversSentData(t *testing.T) {
+	d := startDaemon(t)
+	for _, subprotocol := range v4Subprotocols {
+		t.Run(subprotocol, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			type result struct {
+				got []byte
+				err error
+			}
+			received := make(chan result, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				got, err := io.ReadAll(c)
+				received <- result{got, err}
+			}()
+			c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, subprotocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const request = "the last words before the close"
+			c.write(0, []byte(request))
+			if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			// The daemon answers the close; read to it.
+			c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+						t.Fatalf("after the client's close: %v, want the close echoed", err)
+					}
+					break
+				}
+			}
+			select {
+			case r := <-received:
+				if string(r.got) != request || r.err != nil {
+					t.Fatalf("pod received %q, %v; want %q then EOF", r.got, r.err, request)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the pod got no connection: the message sent before the close was dropped")
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -37,6 +38,11 @@ const (
 	maxMessage = 128 << 10
 	// readBufSize is the buffer a session reads messages through.
 	readBufSize = 128 << 10
+	// closeGrace is how long the ports of a WebSocket the client closed
+	// (with a close frame) get to pass on what the client sent before it
+	// and to end: the second between the two directions of a forwarded
+	// connection that containerd and CRI-O give behind the kubelet.
+	closeGrace = time.Second
 )
 
 var readBufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
@@ -69,8 +75,10 @@ type ChannelConfig struct {
 // is written as the kubelet's text on the port's error channel; the other
 // ports go on. v4 has no half-close: a port ends when its pod connection
 // does. When every port has ended ServeChannels sends a close frame (1000)
-// and closes ws; when the WebSocket ends first, or ctx is done, every pod
-// connection is closed. ServeChannels returns when all of that is over.
+// and closes ws. When the client closes the WebSocket first, each pod gets
+// what the client sent before the close, then EOF, and closeGrace to end;
+// when the connection breaks, or ctx is done, every pod connection is
+// closed at once. ServeChannels returns when all of that is over.
 func ServeChannels(ctx context.Context, ws *websocket.Conn, cfg ChannelConfig) {
 	s := &chanSession{ws: ws, cfg: cfg, obs: cfg.Observer, log: cfg.Log}
 	if s.obs == nil {
@@ -91,6 +99,11 @@ type chanSession struct {
 	wmu     sync.Mutex // one message writer at a time; guards scratch
 	scratch []byte     // the message being written, reused
 	ports   []*chanPort
+
+	// clientClosed is set when the client's close frame arrives, before
+	// it is answered: from then on what the pods send has no reader and
+	// is dropped, and what the client sent before is still delivered.
+	clientClosed atomic.Bool
 }
 
 func (s *chanSession) run(ctx context.Context) {
@@ -107,6 +120,11 @@ func (s *chanSession) run(ctx context.Context) {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 		return s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	answerClose := s.ws.CloseHandler()
+	s.ws.SetCloseHandler(func(code int, text string) error {
+		s.clientClosed.Store(true)
+		return answerClose(code, text)
 	})
 
 	for i, port := range s.cfg.Ports {
@@ -140,7 +158,19 @@ func (s *chanSession) run(ctx context.Context) {
 		s.ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 		s.wmu.Unlock()
-	case <-readDone: // the client went away: abort what is left
+	case <-readDone:
+		if s.clientClosed.Load() {
+			// The client closed the WebSocket: the pods get what it sent
+			// before, then EOF, and closeGrace to end.
+			grace := time.NewTimer(closeGrace)
+			select {
+			case <-allDone:
+			case <-grace.C:
+			case <-ctx.Done():
+			}
+			grace.Stop()
+		}
+		// Otherwise the connection broke: abort what is left.
 	case <-ctx.Done():
 	}
 	cancel()
@@ -160,12 +190,18 @@ func (s *chanSession) touch() {
 
 // readLoop delivers data-channel messages to their ports. Messages for
 // error channels, unknown channels, empty messages and undecodable base64
-// are dropped, as the kubelet drops them.
+// are dropped, as the kubelet drops them. When the client closes the
+// WebSocket each port's pod reads what is still queued for it, then EOF;
+// when the connection breaks the queued bytes are dropped.
 func (s *chanSession) readLoop(done chan<- struct{}) {
 	defer close(done)
 	defer func() {
 		for _, p := range s.ports {
-			p.in.Abort(fmt.Errorf("websocket closed: %w", ErrReset))
+			if s.clientClosed.Load() {
+				p.in.Finish(io.EOF)
+			} else {
+				p.in.Abort(fmt.Errorf("websocket closed: %w", ErrReset))
+			}
 		}
 	}()
 	var hdr [1]byte
@@ -286,10 +322,15 @@ func (p *chanPort) Read(b []byte) (int, error) { return p.in.Read(b) }
 // Write sends b as data messages of at most maxMessage bytes each: a
 // large read from the pod goes out as several, so one port's bulk
 // transfer cannot hold the WebSocket against the other ports for long.
+// Once the client has closed the WebSocket, b is dropped: no one reads it,
+// and the port goes on passing the client's last bytes to the pod.
 func (p *chanPort) Write(b []byte) (int, error) {
 	for off := 0; off < len(b); {
 		n := min(len(b)-off, maxMessage)
 		if err := p.s.write(p.dataChannel(), b[off:off+n]); err != nil {
+			if p.s.clientClosed.Load() {
+				return len(b), nil
+			}
 			return off, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrReset, err)
 		}
 		off += n
