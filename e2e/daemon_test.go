@@ -45,14 +45,19 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
-	go d.readLogs(stderr, ready)
 	go func() {
+		// Every line is read before Wait closes the pipe, so a report
+		// written just before the exit is not lost.
+		d.readLogs(stderr, ready)
 		d.exitErr = d.cmd.Wait()
 		close(d.exited)
 	}()
 	t.Cleanup(func() {
 		d.cmd.Process.Kill()
 		<-d.exited
+		if d.raced() {
+			t.Errorf("the daemon reported a data race (built with -race: PORTFORWARDD_E2E_RACE=1)")
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", strings.Join(d.logLines(), "\n"))
 		}
@@ -93,6 +98,18 @@ func (d *daemon) readLogs(r io.Reader, ready chan<- struct{}) {
 		}
 		d.mu.Unlock()
 	}
+	io.Copy(io.Discard, r) // past a line too long to keep, so the daemon never blocks on its log
+}
+
+// raced reports whether the race detector wrote a report to the log
+// (a daemon built with -race reports each race as it happens).
+func (d *daemon) raced() bool {
+	for _, l := range d.logLines() {
+		if strings.Contains(l, "WARNING: DATA RACE") {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *daemon) logLines() []string {

@@ -6,5 +6,5 @@
 // The tests need root and iproute2. Without root they skip, unless
 // PORTFORWARDD_REQUIRE_ROOT=1 (set by .ci/run) turns the skip into a
 // failure. PORTFORWARDD_E2E_RACE=1 builds the daemon with the race
-// detector.
+// detector, and a race it reports fails the test that ran the daemon.
 package e2e
