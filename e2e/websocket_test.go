@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -637,4 +639,119 @@ func TestWebSocketV4CloseDeliversSentData(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWebSocketV4SharesBufferBudget: the client data a v4 session queues
+// for pods that do not read counts against --buffer-bytes, which SPDY
+// connections share. Past it the WebSocket's reader waits (a global_buffer
+// limit hit) with at most one read chunk more held; once the pods read,
+// every byte arrives and the budget is free again.
+func TestWebSocketV4SharesBufferBudget(t *testing.T) {
+	const (
+		budget  = 512 << 10
+		chunk   = 128 << 10 // the session's read buffer: the most a reader overshoots
+		nports  = 8
+		perPort = 4 << 20
+		msg     = 64 << 10
+	)
+	d := startDaemon(t, "--stream-buffer-bytes", "64Ki", "--session-buffer-bytes", "512Ki", "--buffer-bytes", "512Ki")
+	p := newPod(t)
+	var lns []net.Listener
+	var ports []int
+	for range nports {
+		ln := p.listen(t, "tcp4", "127.0.0.1:0")
+		lns = append(lns, ln)
+		ports = append(ports, port(ln))
+	}
+	c, _, err := dialV4(t, d, p.route(), ports, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(ports...)
+	podConns := make([]net.Conn, nports)
+	for i, ln := range lns {
+		pc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		podConns[i] = pc
+	}
+
+	// The client sends perPort bytes to every port, round robin; the pods
+	// read nothing yet.
+	sums := make([]chan [32]byte, nports)
+	for i := range sums {
+		sums[i] = make(chan [32]byte, 1)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		hs := make([]hash.Hash, nports)
+		for i := range hs {
+			hs[i] = sha256.New()
+		}
+		rng := rand.New(rand.NewChaCha8([32]byte{1}))
+		payload := make([]byte, 1+msg)
+		for range perPort / msg {
+			for i := range nports {
+				payload[0] = byte(2 * i)
+				for k := 1; k < len(payload); k += 8 {
+					binary.LittleEndian.PutUint64(payload[k:], rng.Uint64())
+				}
+				hs[i].Write(payload[1:])
+				c.ws.SetWriteDeadline(time.Now().Add(time.Minute))
+				if err := c.ws.WriteMessage(websocket.BinaryMessage, payload); err != nil {
+					sent <- err
+					return
+				}
+			}
+		}
+		for i := range hs {
+			sums[i] <- [32]byte(hs[i].Sum(nil))
+		}
+		sent <- nil
+	}()
+
+	// Once the pods' socket buffers are full, the daemon holds the budget
+	// and its reader waits.
+	eventually(t, 30*time.Second, func() (bool, string) {
+		hits := d.metric(t, `portforwardd_limit_hits_total{limit="global_buffer"}`)
+		held := d.metric(t, "portforwardd_buffered_bytes")
+		return hits >= 1 && held >= budget, fmt.Sprintf("global_buffer hits %v, buffered_bytes %v: the reader never paused for --buffer-bytes", hits, held)
+	})
+	for range 3 {
+		if held := d.metric(t, "portforwardd_buffered_bytes"); held < budget || held > budget+chunk {
+			t.Fatalf("buffered_bytes = %v while the reader waits; want between %d and %d", held, budget, budget+chunk)
+		}
+	}
+
+	// The pods read: everything arrives, in order, and the budget empties.
+	got := make(chan error, nports)
+	for i, pc := range podConns {
+		go func() {
+			h := sha256.New()
+			pc.SetReadDeadline(time.Now().Add(time.Minute))
+			if _, err := io.CopyN(h, pc, perPort); err != nil {
+				got <- fmt.Errorf("port %d: %w", i, err)
+				return
+			}
+			if [32]byte(h.Sum(nil)) != <-sums[i] {
+				got <- fmt.Errorf("port %d: the pod's bytes differ from the client's", i)
+				return
+			}
+			got <- nil
+		}()
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	for range nports {
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		held := d.metric(t, "portforwardd_buffered_bytes")
+		return held == 0, fmt.Sprintf("buffered_bytes = %v after the pods read everything", held)
+	})
 }

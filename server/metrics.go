@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,6 +32,10 @@ type Metrics struct {
 	limits          *prometheus.GaugeVec
 	authDenials     *prometheus.CounterVec
 	tlsReloads      *prometheus.CounterVec
+
+	// budget is the server's shared buffer budget, read by
+	// portforwardd_buffered_bytes.
+	budget atomic.Pointer[streams.Budget]
 }
 
 // NewMetrics registers portforwardd's metrics and the Go and process
@@ -94,7 +99,11 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
+	buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "buffered_bytes",
+		Help: "Client data held for pods that have not read it yet, against --buffer-bytes (SPDY and v4 WebSocket sessions).",
+	}, func() float64 { return float64(m.budget.Load().Used()) })
+	m.reg.MustRegister(buffered, m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
 		m.bytes, m.dialDuration, m.dialErrors, m.upgradeFailures, buildInfo,
 		m.limitHits, m.limits, m.authDenials, m.tlsReloads,
 		collectors.NewGoCollector(),

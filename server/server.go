@@ -84,7 +84,7 @@ type Server struct {
 	log    *slog.Logger
 	slots  chan struct{}   // one per session served, MaxSessions deep
 	rel    releaser        // hands freed memory back after sessions end
-	budget *streams.Budget // client data held by all SPDY connections
+	budget *streams.Budget // client data held by all SPDY and v4 WebSocket sessions
 	h2     *http.HTTP2Config
 
 	ctx    context.Context // ends every session when canceled
@@ -113,6 +113,7 @@ func New(cfg Config) *Server {
 	l := s.cfg.Limits
 	s.slots = make(chan struct{}, l.MaxSessions)
 	s.budget = streams.NewBudget(l.BufferBytes)
+	s.m.budget.Store(s.budget)
 	h2 := *h2Config
 	h2.MaxConcurrentStreams = l.MaxStreamsPerSession
 	// HTTP/2's flow control holds clients to the same per-stream and

@@ -153,6 +153,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 		UID:         pod.UID,
 		Dial:        s.dialFunc(target),
 		IdleTimeout: s.cfg.StreamIdleTimeout,
+		Global:      s.budget,
+		OnLimit:     s.limitHit,
 		Observer:    s.m.observer(protocol),
 		Log:         s.log.With("pod", pod.String(), "remote", r.RemoteAddr, "protocol", protocol),
 	}

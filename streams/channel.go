@@ -62,6 +62,13 @@ type ChannelConfig struct {
 	// IdleTimeout closes the WebSocket after this long without a message
 	// either way; zero disables it.
 	IdleTimeout time.Duration
+	// Global, if set, is the budget shared with other sessions for the
+	// client data held for pods that have not read it: the reader pauses
+	// while it is spent (see NewBudget).
+	Global *Budget
+	// OnLimit, if set, is told when the reader pauses for Global, with
+	// LimitGlobalBuffer.
+	OnLimit func(limit string)
 	// Observer receives counts; nil means NopObserver.
 	Observer Observer
 	// Log receives per-port events; nil discards them.
@@ -128,7 +135,10 @@ func (s *chanSession) run(ctx context.Context) {
 	})
 
 	for i, port := range s.cfg.Ports {
-		s.ports = append(s.ports, &chanPort{s: s, index: i, port: port, in: pipe.New(channelInbox)})
+		in := pipe.New(channelInbox)
+		in.OnPut = func(n int) { s.cfg.Global.Add(int64(n)) }
+		in.OnRead = func(n int) { s.cfg.Global.Add(-int64(n)) }
+		s.ports = append(s.ports, &chanPort{s: s, index: i, port: port, in: in})
 	}
 	for _, p := range s.ports {
 		var prefix [2]byte
@@ -140,7 +150,7 @@ func (s *chanSession) run(ctx context.Context) {
 	}
 
 	readDone := make(chan struct{})
-	go s.readLoop(readDone)
+	go s.readLoop(ctx, readDone)
 	var wg sync.WaitGroup
 	for _, p := range s.ports {
 		wg.Add(1)
@@ -193,14 +203,14 @@ func (s *chanSession) touch() {
 // are dropped, as the kubelet drops them. When the client closes the
 // WebSocket each port's pod reads what is still queued for it, then EOF;
 // when the connection breaks the queued bytes are dropped.
-func (s *chanSession) readLoop(done chan<- struct{}) {
+func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	defer func() {
 		for _, p := range s.ports {
 			if s.clientClosed.Load() {
 				p.in.Finish(io.EOF)
 			} else {
-				p.in.Abort(fmt.Errorf("websocket closed: %w", ErrReset))
+				p.abort(fmt.Errorf("websocket closed: %w", ErrReset))
 			}
 		}
 	}()
@@ -241,6 +251,9 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 				s.log.Debug("undecodable base64 message dropped", "channel", ch, "err", err)
 				continue
 			}
+			if !s.waitBudget(ctx) {
+				return
+			}
 			p.in.Put(decoded, 0)
 			decodedBuf = decoded
 			if text.Cap() > 256<<10 { // let a rare large message's memory go
@@ -251,6 +264,9 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 		for {
 			n, err := r.Read(buf[:])
 			if n > 0 {
+				if !s.waitBudget(ctx) {
+					return
+				}
 				p.in.Put(buf[:n], 0)
 			}
 			if err != nil {
@@ -261,6 +277,29 @@ func (s *chanSession) readLoop(done chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// waitBudget waits while the shared budget is spent, looking again every
+// few milliseconds: reads on other sessions free it without telling this
+// one. v4 has no flow control, so the client waits as it would for a pod
+// that reads slowly. False when the session ends meanwhile.
+func (s *chanSession) waitBudget(ctx context.Context) bool {
+	if !s.cfg.Global.Exhausted() {
+		return true
+	}
+	if s.cfg.OnLimit != nil {
+		s.cfg.OnLimit(LimitGlobalBuffer)
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.cfg.Global.Exhausted() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // write sends one message on channel ch: the channel id, then the
@@ -309,10 +348,11 @@ func (p *chanPort) forward(ctx context.Context, wg *sync.WaitGroup) {
 		p.s.log.Info("dial failed", "port", p.port, "err", err)
 		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, p.s.cfg.Pod, p.s.cfg.UID, err)
 		p.s.write(p.errorChannel(), []byte(msg))
-		p.in.Abort(ErrReset)
+		p.abort(ErrReset)
 		return
 	}
 	res := Pump(ctx, p, pod, p.s.obs)
+	p.abort(ErrReset) // whatever the pod will never read leaves the budget
 	p.s.log.Debug("forward done", "port", p.port, "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 	p.s.obs.ForwardEnded(res.Result)
 }
@@ -347,8 +387,13 @@ func (p *chanPort) CloseWrite() error {
 
 // Reset drops the port's queued input; v4 has no reset on the wire.
 func (p *chanPort) Reset() error {
-	p.in.Abort(ErrReset)
+	p.abort(ErrReset)
 	return nil
+}
+
+// abort drops the port's queued input, and its bytes from the budget.
+func (p *chanPort) abort(err error) {
+	p.s.cfg.Global.Add(-int64(p.in.Abort(err)))
 }
 
 func (p *chanPort) Headers() http.Header { return nil }

@@ -32,7 +32,8 @@ type SPDYOptions struct {
 	OnLimit func(limit string)
 }
 
-// Budget is a byte budget shared by SPDY connections (spdy.Budget).
+// Budget is a byte budget shared by SPDY connections and v4 WebSocket
+// sessions (spdy.Budget).
 type Budget = spdy.Budget
 
 // NewBudget returns a shared budget of limit bytes; limit ≤ 0 means

@@ -31,13 +31,15 @@ func (b *Budget) Limit() int64 {
 	return b.limit
 }
 
-func (b *Budget) add(n int64) {
+// Add records n bytes more held (n < 0: fewer). A nil budget ignores it.
+func (b *Budget) Add(n int64) {
 	if b != nil {
 		b.used.Add(n)
 	}
 }
 
-func (b *Budget) exhausted() bool {
+// Exhausted reports whether the bytes held reach the limit.
+func (b *Budget) Exhausted() bool {
 	return b != nil && b.limit > 0 && b.used.Load() >= b.limit
 }
 

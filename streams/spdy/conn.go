@@ -189,7 +189,7 @@ func (c *Conn) Close() error {
 // waiting for the connection budget.
 func (c *Conn) account(n int64) {
 	c.buffered.Add(n)
-	c.opts.Global.add(n)
+	c.opts.Global.Add(n)
 	if n < 0 {
 		select {
 		case c.drained <- struct{}{}:
@@ -544,7 +544,7 @@ func (c *Conn) readData(h frameHeader) error {
 // fullest stream of this connection is reset.
 func (c *Conn) waitConnBudget() error {
 	overConn := func() bool { return c.buffered.Load() >= int64(c.opts.ConnBuffer) }
-	if !overConn() && !c.opts.Global.exhausted() {
+	if !overConn() && !c.opts.Global.Exhausted() {
 		return nil
 	}
 	if overConn() {
@@ -559,7 +559,7 @@ func (c *Conn) waitConnBudget() error {
 	// milliseconds.
 	var poll <-chan time.Time
 	for {
-		conn, global := overConn(), c.opts.Global.exhausted()
+		conn, global := overConn(), c.opts.Global.Exhausted()
 		if !conn && !global {
 			return nil
 		}
@@ -571,7 +571,7 @@ func (c *Conn) waitConnBudget() error {
 			stall.Reset(c.opts.StallTimeout)
 		case <-poll:
 		case <-stall.C:
-			if conn, global = overConn(), c.opts.Global.exhausted(); !conn && !global {
+			if conn, global = overConn(), c.opts.Global.Exhausted(); !conn && !global {
 				return nil // freed meanwhile: nobody needs resetting
 			}
 			if !c.resetFullest() {
