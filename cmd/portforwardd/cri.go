@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 
@@ -43,6 +44,27 @@ func streamBaseURL(flagValue string, ln net.Addr, tls bool) string {
 		host = "127.0.0.1"
 	}
 	return scheme + net.JoinHostPort(host, port)
+}
+
+// checkStreamURL refuses a --stream-url the kubelet could not dial: it
+// must be an absolute http:// or https:// URL with a host, and nothing
+// after its path (the proxy appends /portforward/<token>).
+func checkStreamURL(v string) error {
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("--stream-url: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("--stream-url %q: want an http:// or https:// URL", v)
+	case u.Host == "":
+		return fmt.Errorf("--stream-url %q: no host", v)
+	case u.User != nil, u.RawQuery != "", u.ForceQuery, u.Fragment != "":
+		return fmt.Errorf("--stream-url %q: want scheme, host, port and path only", v)
+	}
+	return nil
 }
 
 // listenUnix listens on a unix:// endpoint: the directory is created, a

@@ -150,6 +150,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case o.limits.MaxHeaderBytes < 4<<10:
 		return o, errors.New("--max-header-bytes must be at least 4Ki")
 	}
+	if err := checkStreamURL(o.streamURL); err != nil {
+		return o, err
+	}
 	if err := checkSecurityFlags(o); err != nil {
 		return o, err
 	}

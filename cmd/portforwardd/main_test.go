@@ -124,3 +124,32 @@ func TestBufferFlagsFitHTTP2Windows(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamURLChecked: --stream-url is handed to the kubelet as the base
+// of every port-forward URL, so one it could not dial is refused at start.
+func TestStreamURLChecked(t *testing.T) {
+	for _, tc := range []struct {
+		v  string
+		ok bool
+	}{
+		{"https://node1.example:10350", true},
+		{"http://127.0.0.1:10350/", true},
+		{"https://[fd00::1]:10350/prefix", true},
+		{"node1:10350", false},
+		{"127.0.0.1:10350", false},
+		{"ftp://node1:10350", false},
+		{"https://", false},
+		{"https://node1:10350/?x=1", false},
+		{"https://user@node1:10350", false},
+		{"https://node1:10350/#f", false},
+		{"http://%zz", false},
+	} {
+		_, err := parseFlags([]string{"--stream-url", tc.v}, io.Discard)
+		if tc.ok && err != nil {
+			t.Errorf("%q: %v", tc.v, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "--stream-url")) {
+			t.Errorf("%q: error %v, want one naming --stream-url", tc.v, err)
+		}
+	}
+}
