@@ -719,9 +719,13 @@ func TestWebSocketV4SharesBufferBudget(t *testing.T) {
 		held := d.metric(t, "portforwardd_buffered_bytes")
 		return hits >= 1 && held >= budget, fmt.Sprintf("global_buffer hits %v, buffered_bytes %v: the reader never paused for --buffer-bytes", hits, held)
 	})
-	for range 3 {
-		if held := d.metric(t, "portforwardd_buffered_bytes"); held < budget || held > budget+chunk {
-			t.Fatalf("buffered_bytes = %v while the reader waits; want between %d and %d", held, budget, budget+chunk)
+	// The hold moves: each port's pump takes queued bytes into its copy
+	// buffer (which the README counts on top of the budget) whenever the
+	// pod's kernel takes some. It never exceeds the budget by more than
+	// one read.
+	for range 10 {
+		if held := d.metric(t, "portforwardd_buffered_bytes"); held > budget+chunk {
+			t.Fatalf("buffered_bytes = %v while the reader waits; want at most %d", held, budget+chunk)
 		}
 	}
 

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -214,25 +216,32 @@ const spliceChunk = 1 << 20
 
 // splicePipe is a non-blocking pipe and the bytes this process put in it.
 type splicePipe struct {
-	r, w    int
-	n       int
-	cleanup runtime.Cleanup
+	r, w      int
+	n         int
+	idleSince time.Time // when it was last put back
+	cleanup   runtime.Cleanup
 }
 
-// idlePipes keeps empty pipes between chunks, at most maxIdlePipes of
-// them; the rest are closed at once. So the pipes open at rest are
-// bounded and closing them never waits for the garbage collector (a
-// sync.Pool, which the race detector makes drop a quarter of what it is
-// given, left thousands of pipes open until the next collection). The
-// cleanup closes a pipe only if a chunk is abandoned by a panic.
+// idlePipes keeps empty pipes between chunks: at most maxIdlePipes of
+// them, each for at most pipeIdleTime; the rest are closed at once. So the
+// pipes open at rest are bounded, a quiet daemon holds none, and closing
+// them never waits for the garbage collector (a sync.Pool, which the race
+// detector makes drop a quarter of what it is given, left thousands of
+// pipes open until the next collection). The cleanup closes a pipe only
+// if a chunk is abandoned by a panic.
 var idlePipes struct {
 	sync.Mutex
-	list []*splicePipe
+	list  []*splicePipe // the longest idle first
+	sweep *time.Timer   // set while list is not empty
 }
 
-// maxIdlePipes bounds idlePipes: enough for the streams splicing at once
-// on a busy node, 32 file descriptors at rest.
-const maxIdlePipes = 16
+const (
+	// maxIdlePipes bounds idlePipes: enough for the streams splicing at
+	// once on a busy node, 32 file descriptors.
+	maxIdlePipes = 16
+	// pipeIdleTime is how long an idle pipe is kept.
+	pipeIdleTime = time.Second
+)
 
 func getSplicePipe() (*splicePipe, error) {
 	idlePipes.Lock()
@@ -260,13 +269,39 @@ func putSplicePipe(p *splicePipe) {
 	if p.n == 0 {
 		idlePipes.Lock()
 		if len(idlePipes.list) < maxIdlePipes {
+			p.idleSince = time.Now()
 			idlePipes.list = append(idlePipes.list, p)
+			if idlePipes.sweep == nil {
+				idlePipes.sweep = time.AfterFunc(pipeIdleTime, sweepIdlePipes)
+			}
 			idlePipes.Unlock()
 			return
 		}
 		idlePipes.Unlock()
 	}
 	p.destroy()
+}
+
+// sweepIdlePipes closes the pipes idle for pipeIdleTime, and comes back
+// while any are left.
+func sweepIdlePipes() {
+	idlePipes.Lock()
+	cut := time.Now().Add(-pipeIdleTime)
+	k := 0
+	for k < len(idlePipes.list) && !idlePipes.list[k].idleSince.After(cut) {
+		k++
+	}
+	old := slices.Clone(idlePipes.list[:k])
+	idlePipes.list = slices.Delete(idlePipes.list, 0, k)
+	if len(idlePipes.list) > 0 {
+		idlePipes.sweep.Reset(pipeIdleTime)
+	} else {
+		idlePipes.sweep = nil
+	}
+	idlePipes.Unlock()
+	for _, p := range old {
+		p.destroy()
+	}
 }
 
 // destroy closes a pipe.

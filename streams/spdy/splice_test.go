@@ -213,7 +213,8 @@ func dropIdlePipes() {
 
 // TestSplicePipesAtRestBounded: 64 streams splice a chunk each at once,
 // each through its own pipe; once they are done, at most maxIdlePipes
-// pipes stay open, with no help from the garbage collector.
+// pipes stay open, with no help from the garbage collector, and after
+// pipeIdleTime (twice, at most) none.
 func TestSplicePipesAtRestBounded(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	dropIdlePipes()
@@ -255,6 +256,7 @@ func TestSplicePipesAtRestBounded(t *testing.T) {
 	if after := openFDs(t); after > before+2*maxIdlePipes {
 		t.Fatalf("%d file descriptors open after the chunks, %d before: more than %d idle pipes kept", after, before, maxIdlePipes)
 	}
+	waitFor(t, "the idle pipes to be closed", func() bool { return openFDs(t) <= before })
 }
 
 // TestSpliceWithoutPipes: when the process cannot open a pipe (its file
