@@ -133,6 +133,7 @@ func (f spdyFrame) String() string {
 type rawSPDY struct {
 	t          *testing.T
 	nc         net.Conn
+	tcp        net.Conn // the TCP connection under nc
 	br         *bufio.Reader
 	closeWrite func() error
 	zbuf       bytes.Buffer
@@ -160,9 +161,14 @@ func dialRawSPDY(t *testing.T, d *daemon, route, transport string) *rawSPDY {
 		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("SPDY upgrade: %v %v", resp, err)
 		}
-		s.nc, s.closeWrite = c, c.(*net.TCPConn).CloseWrite
+		s.nc, s.tcp, s.closeWrite = c, c, c.(*net.TCPConn).CloseWrite
 	case "tunnel":
-		dialer := websocket.Dialer{Subprotocols: []string{"SPDY/3.1+portforward.k8s.io"}, HandshakeTimeout: 30 * time.Second}
+		dialer := websocket.Dialer{Subprotocols: []string{"SPDY/3.1+portforward.k8s.io"}, HandshakeTimeout: 30 * time.Second,
+			NetDial: func(network, addr string) (net.Conn, error) {
+				c, err := net.Dial(network, addr)
+				s.tcp = c
+				return c, err
+			}}
 		ws, _, err := dialer.Dial("ws://"+d.addr+route, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -5,11 +5,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestNoLeaksAfterThousandConnections forwards 1000 connections and checks
@@ -205,5 +208,73 @@ func TestDrainTimeoutClosesStuckTransfers(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadAll(c); err != nil && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("stuck connection after drain timeout: %v, want it closed", err)
+	}
+}
+
+// TestConnectionBreakAbortsForwards: when the client's connection breaks
+// (no close, no reset of the streams) while forwards run, each of them
+// ends as aborted, every time, whatever the pump was doing: the
+// connection ended, no stream was reset (PROTOCOL.md, "Connection
+// lifetime"). The pod sends all the while, so the daemon is as likely to
+// learn of the break by a failed write as by the session ending.
+func TestConnectionBreakAbortsForwards(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEach(ln, func(c *net.TCPConn) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	const rounds = 10
+	for _, tr := range []struct{ name, protocol string }{
+		{"spdy", "spdy"}, {"tunnel", "spdy_websocket"}, {"v4", "websocket_v4"}, {"v4-base64", "websocket_v4_base64"},
+	} {
+		t.Run(tr.name, func(t *testing.T) {
+			for range rounds {
+				switch tr.name {
+				case "spdy", "tunnel":
+					s := dialRawSPDY(t, d, p.route(), tr.name)
+					errID, dataID := s.id(), s.id()
+					s.send(synStreamFrame(errID, 0, s.block(portHeaders("error", strconv.Itoa(port(ln)), "1"))))
+					s.send(synStreamFrame(dataID, 0, s.block(portHeaders("data", strconv.Itoa(port(ln)), "1"))))
+					s.expect("the pod's data", func(f spdyFrame) bool { return !f.control && f.stream == dataID })
+					s.tcp.Close()
+				default:
+					var tcp net.Conn
+					dialer := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second,
+						NetDial: func(network, addr string) (net.Conn, error) {
+							c, err := net.Dial(network, addr)
+							tcp = c
+							return c, err
+						}}
+					if tr.name == "v4-base64" {
+						dialer.Subprotocols = []string{"v4.base64.channel.k8s.io"}
+					}
+					ws, _, err := dialer.Dial(fmt.Sprintf("ws://%s%s?port=%d", d.addr, p.route(), port(ln)), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c := &v4Client{t: t, ws: ws, base64: tr.name == "v4-base64"}
+					c.expectPrefixes(port(ln))
+					c.readData(0, 1)
+					tcp.Close()
+				}
+			}
+			eventually(t, 10*time.Second, func() (bool, string) {
+				sessions := d.metric(t, fmt.Sprintf(`portforwardd_sessions_active{protocol=%q}`, tr.protocol))
+				active := d.metric(t, fmt.Sprintf(`portforwardd_streams_active{protocol=%q}`, tr.protocol))
+				aborted := d.metric(t, fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result="aborted"}`, tr.protocol))
+				reset := d.metric(t, fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result="reset"}`, tr.protocol))
+				return sessions == 0 && active == 0 && aborted+reset == rounds,
+					fmt.Sprintf("sessions_active %v, streams_active %v, streams_total aborted %v, reset %v", sessions, active, aborted, reset)
+			})
+			if reset := d.metric(t, fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result="reset"}`, tr.protocol)); reset != 0 {
+				t.Errorf("%v of %d forwards cut by their connection's break counted as reset, want aborted", reset, rounds)
+			}
+		})
 	}
 }

@@ -210,7 +210,7 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 			if s.clientClosed.Load() {
 				p.in.Finish(io.EOF)
 			} else {
-				p.abort(fmt.Errorf("websocket closed: %w", ErrReset))
+				p.abort(fmt.Errorf("websocket: %w", ErrConnClosed))
 			}
 		}
 	}()
@@ -371,7 +371,7 @@ func (p *chanPort) Write(b []byte) (int, error) {
 			if p.s.clientClosed.Load() {
 				return len(b), nil
 			}
-			return off, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrReset, err)
+			return off, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrConnClosed, err)
 		}
 		off += n
 	}

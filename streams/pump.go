@@ -34,7 +34,9 @@ type PumpResult struct {
 //   - A reset of the stream, an error on pod (ECONNRESET, EPIPE), or ctx
 //     being done aborts at once: pod is closed and the stream reset. ctx
 //     ends it as ResultAborted, or as ResultReset when its cause wraps
-//     ErrReset (the transport learnt of the client's reset that way).
+//     ErrReset (the transport learnt of the client's reset that way). A
+//     stream error wrapping ErrConnClosed (the connection under it ended)
+//     ends it as ResultAborted too, as the session's end does.
 //
 // Each chunk read is written in one call, so a pod that reads once gets
 // everything the client sent in one frame.
@@ -47,7 +49,7 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 	stop := context.AfterFunc(ctx, func() {
 		defer close(aborting)
 		cause, result := context.Cause(ctx), ResultAborted
-		if errors.Is(cause, ErrReset) {
+		if errors.Is(cause, ErrReset) && !errors.Is(cause, ErrConnClosed) {
 			result = ResultReset
 		}
 		p.abort(result, cause)
@@ -169,7 +171,7 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 			buf.adapt(n)
 		}
 		if werr != nil {
-			p.abort(ResultReset, werr)
+			p.abort(errResult(werr), werr)
 			return
 		}
 		if n > 0 {
@@ -181,13 +183,22 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 		case errors.Is(rerr, io.EOF):
 			if !p.aborted() {
 				if err := closeWrite(); err != nil {
-					p.abort(ResultReset, err)
+					p.abort(errResult(err), err)
 				}
 			}
 			return
 		default:
-			p.abort(ResultReset, rerr)
+			p.abort(errResult(rerr), rerr)
 			return
 		}
 	}
+}
+
+// errResult is the result of a pump that err ended: aborted when the
+// client's connection ended under the stream, reset otherwise.
+func errResult(err error) string {
+	if errors.Is(err, ErrConnClosed) {
+		return ResultAborted
+	}
+	return ResultReset
 }

@@ -13,6 +13,11 @@ var (
 	// ErrReset is returned by Stream reads and writes after the peer reset
 	// the stream or the connection carrying it ended.
 	ErrReset = spdy.ErrReset
+	// ErrConnClosed wraps ErrReset: Stream reads and writes return it when
+	// the connection carrying the stream ended (broke, or failed to
+	// write), not the stream alone; the pump then counts its forward as
+	// aborted.
+	ErrConnClosed = spdy.ErrConnClosed
 	// ErrDraining rejects streams that arrive while a session shuts down.
 	ErrDraining = errors.New("session is shutting down")
 	// ErrTooManyPending rejects a stream that would start a new pair while

@@ -275,7 +275,7 @@ func (c *Conn) goAway(status uint32) {
 		}
 		c.mu.Unlock()
 		for _, st := range streams {
-			c.account(-int64(st.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
+			c.account(-int64(st.in.Abort(ErrConnClosed)))
 		}
 	})
 }
@@ -295,9 +295,9 @@ func (c *Conn) readLoop() {
 	c.streams = map[uint32]*Stream{}
 	c.mu.Unlock()
 	for _, s := range streams {
-		c.account(-int64(s.in.Abort(fmt.Errorf("connection closed: %w", ErrReset))))
+		c.account(-int64(s.in.Abort(ErrConnClosed)))
 	}
-	c.stopWriter(fmt.Errorf("connection closed: %w", ErrReset))
+	c.stopWriter(ErrConnClosed)
 	c.err = err
 	close(c.done)
 }

@@ -100,9 +100,13 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 
 	c.wmu.Lock()
 	if s.localDone || c.wclosed {
+		err := ErrReset
+		if c.wclosed {
+			err = ErrConnClosed
+		}
 		c.wmu.Unlock()
 		p.destroy()
-		return 0, rerr, fmt.Errorf("write stream %d: %w", s.id, ErrReset)
+		return 0, rerr, fmt.Errorf("write stream %d: %w", s.id, err)
 	}
 	if !c.writing && len(c.ctrl) == 0 && len(c.active) == 0 {
 		c.writing = true

@@ -13,6 +13,12 @@ import (
 // the stream, the stream was reset locally, or the connection ended.
 var ErrReset = errors.New("stream reset")
 
+// ErrConnClosed wraps ErrReset: a Stream's Read and Write return it (or an
+// error wrapping it) when the connection carrying the stream has ended,
+// closed, broken or failing to write, rather than the stream being reset
+// on its own.
+var ErrConnClosed = fmt.Errorf("connection closed: %w", ErrReset)
+
 // Stream is one client-initiated stream.
 type Stream struct {
 	c       *Conn
@@ -71,8 +77,12 @@ func (s *Stream) send(p []byte, fin bool) error {
 	c := s.c
 	c.wmu.Lock()
 	if s.localDone || c.wclosed {
+		err := ErrReset
+		if c.wclosed {
+			err = ErrConnClosed
+		}
 		c.wmu.Unlock()
-		return fmt.Errorf("write stream %d: %w", s.id, ErrReset)
+		return fmt.Errorf("write stream %d: %w", s.id, err)
 	}
 	if len(p) == 0 && !fin {
 		c.wmu.Unlock()

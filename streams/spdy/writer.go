@@ -135,7 +135,7 @@ func (c *Conn) writeLoop() {
 		}
 		if err != nil {
 			c.wclosed = true
-			werr := fmt.Errorf("connection write: %v: %w", err, ErrReset)
+			werr := fmt.Errorf("connection write: %v: %w", err, ErrConnClosed)
 			for len(c.active) > 0 {
 				c.failPendingLocked(c.active[0], werr)
 			}
@@ -171,7 +171,7 @@ func (c *Conn) directDone(err error) error {
 	c.writing = false
 	if err != nil && !c.wclosed {
 		c.wclosed = true
-		werr := fmt.Errorf("connection write: %v: %w", err, ErrReset)
+		werr := fmt.Errorf("connection write: %v: %w", err, ErrConnClosed)
 		for len(c.active) > 0 {
 			c.failPendingLocked(c.active[0], werr)
 		}
@@ -185,7 +185,7 @@ func (c *Conn) directDone(err error) error {
 	}
 	c.wmu.Unlock()
 	if err != nil {
-		return fmt.Errorf("connection write: %v: %w", err, ErrReset)
+		return fmt.Errorf("connection write: %v: %w", err, ErrConnClosed)
 	}
 	return nil
 }
