@@ -759,3 +759,56 @@ func TestWebSocketV4SharesBufferBudget(t *testing.T) {
 		return held == 0, fmt.Sprintf("buffered_bytes = %v after the pods read everything", held)
 	})
 }
+
+// TestWebSocketV4BytesDroppedAfterCloseNotCounted: what a pod sends after
+// the client closed its v4 WebSocket has no reader and is dropped; it is
+// not counted in portforwardd_bytes_total, which counts bytes forwarded.
+func TestWebSocketV4BytesDroppedAfterCloseNotCounted(t *testing.T) {
+	d := startDaemon(t)
+	for _, tc := range []struct{ subprotocol, protocol string }{
+		{"v4.channel.k8s.io", "websocket_v4"}, {"v4.base64.channel.k8s.io", "websocket_v4_base64"},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			const request, late = "request", 1 << 20
+			wrote := make(chan error, 1)
+			serveEach(ln, func(c *net.TCPConn) {
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				io.ReadAll(c) // EOF comes once the client's close has been read
+				_, err := c.Write(make([]byte, late))
+				wrote <- err
+			})
+			c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, tc.subprotocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.expectPrefixes(port(ln))
+			c.write(0, []byte(request))
+			if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					break
+				}
+			}
+			if err := <-wrote; err != nil {
+				t.Fatalf("the pod's late write: %v", err)
+			}
+			series := func(result string) string {
+				return fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result=%q}`, tc.protocol, result)
+			}
+			eventually(t, 10*time.Second, func() (bool, string) {
+				ended := d.metric(t, series("ok")) + d.metric(t, series("aborted")) + d.metric(t, series("reset"))
+				return ended == 1, fmt.Sprintf("streams_total %v, want 1", ended)
+			})
+			up := d.metric(t, fmt.Sprintf(`portforwardd_bytes_total{direction="client_to_pod",protocol=%q}`, tc.protocol))
+			down := d.metric(t, fmt.Sprintf(`portforwardd_bytes_total{direction="pod_to_client",protocol=%q}`, tc.protocol))
+			if up != float64(len(request)) || down != 0 {
+				t.Errorf("bytes_total client_to_pod %v, pod_to_client %v; want %d and 0 (the pod's %d late bytes were dropped)", up, down, len(request), late)
+			}
+		})
+	}
+}

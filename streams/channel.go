@@ -363,13 +363,15 @@ func (p *chanPort) Read(b []byte) (int, error) { return p.in.Read(b) }
 // large read from the pod goes out as several, so one port's bulk
 // transfer cannot hold the WebSocket against the other ports for long.
 // Once the client has closed the WebSocket, b is dropped: no one reads it,
-// and the port goes on passing the client's last bytes to the pod.
+// and the port goes on passing the client's last bytes to the pod. Write
+// then returns the bytes sent before, short of len(b), and no error: the
+// pump counts only those and reads on.
 func (p *chanPort) Write(b []byte) (int, error) {
 	for off := 0; off < len(b); {
 		n := min(len(b)-off, maxMessage)
 		if err := p.s.write(p.dataChannel(), b[off:off+n]); err != nil {
 			if p.s.clientClosed.Load() {
-				return len(b), nil
+				return off, nil
 			}
 			return off, fmt.Errorf("write channel %d: %w: %w", p.dataChannel(), ErrConnClosed, err)
 		}

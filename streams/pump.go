@@ -164,19 +164,22 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 		case direct:
 			n, rerr, werr = chunks.WriteChunkTo(dst)
 		default:
+			// What dst took is counted: a stream may drop what no one
+			// will read (a v4 port after the client's close).
 			b := buf.bytes()
-			if n, rerr = src.Read(b); n > 0 {
-				_, werr = dst.Write(b[:n])
+			var read int
+			if read, rerr = src.Read(b); read > 0 {
+				n, werr = dst.Write(b[:read])
 			}
-			buf.adapt(n)
-		}
-		if werr != nil {
-			p.abort(errResult(werr), werr)
-			return
+			buf.adapt(read)
 		}
 		if n > 0 {
 			*count += int64(n)
 			p.obs.Transferred(dir, n)
+		}
+		if werr != nil {
+			p.abort(errResult(werr), werr)
+			return
 		}
 		switch {
 		case rerr == nil:
