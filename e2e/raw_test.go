@@ -300,3 +300,52 @@ func TestRawTLSPodResetIsAReset(t *testing.T) {
 		t.Fatalf("read %q and a clean end; want the pod's reset", rest)
 	}
 }
+
+// TestRawBytesCountedWhileForwarding: bytes_total counts a raw transfer
+// while it runs (every 64 MiB), not only when its direction ends, and the
+// whole of it at the end.
+func TestRawBytesCountedWhileForwarding(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	const size = 256 << 20
+	release := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, io.LimitReader(zeros{}, size))
+		<-release // the connection stays open: the direction has not ended
+	}()
+	_, c := dialConnectTCP(t, d, rawPath(p, port(ln))) // the pod speaks first
+	if n, err := io.CopyN(io.Discard, c, size); err != nil {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	const series = `portforwardd_bytes_total{direction="pod_to_client",protocol="raw"}`
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, series)
+		return got >= size-spliceCountE2E, fmt.Sprintf("%s = %v while the connection is open, want at least %d", series, got, size-spliceCountE2E)
+	})
+	close(release)
+	if n, err := io.Copy(io.Discard, c); err != nil || n != 0 {
+		t.Fatalf("after the pod's end: %d more bytes, err %v", n, err)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.metric(t, series)
+		return got == size, fmt.Sprintf("%s = %v after the end, want %d", series, got, size)
+	})
+}
+
+// zeros reads as endless zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// spliceCountE2E is streams.spliceCount: how far behind a running raw
+// transfer bytes_total may be.
+const spliceCountE2E = 64 << 20

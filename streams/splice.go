@@ -13,7 +13,7 @@ import (
 // other; an error aborts both, resetting them) and closes both before it
 // returns. Between two *net.TCPConn, io.Copy moves the bytes with
 // splice(2), without copying them through user space. Byte counts reach
-// obs when each direction ends.
+// obs every spliceCount bytes and when each direction ends.
 func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpResult {
 	var (
 		mu     sync.Mutex
@@ -43,9 +43,8 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 	var wg sync.WaitGroup
 	half := func(dst, src *net.TCPConn, n *int64, dir Direction) {
 		defer wg.Done()
-		c, err := io.Copy(dst, src)
+		c, err := copyCounted(dst, src, func(k int64) { obs.Transferred(dir, int(k)) })
 		*n = c
-		obs.Transferred(dir, int(c))
 		if err != nil {
 			abort(err)
 			return
@@ -67,4 +66,26 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 		pod.Close()
 	}
 	return PumpResult{Up: up, Down: down, Result: result, Err: first}
+}
+
+// spliceCount is what one io.Copy of Splice moves at most before its bytes
+// are counted: a long transfer shows in bytes_total as it runs, and each
+// count costs one more round of Go's splice (a pipe from its pool).
+const spliceCount = 64 << 20
+
+// copyCounted is io.Copy from src to dst, which splices between two TCP
+// connections (an *io.LimitedReader around src keeps it on that path),
+// telling count what each spliceCount or less moved.
+func copyCounted(dst, src *net.TCPConn, count func(int64)) (int64, error) {
+	var total int64
+	for {
+		k, err := io.Copy(dst, &io.LimitedReader{R: src, N: spliceCount})
+		total += k
+		if k > 0 {
+			count(k)
+		}
+		if err != nil || k < spliceCount { // an error, or src's EOF
+			return total, err
+		}
+	}
 }
