@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +76,49 @@ func TestLimitsRefuseTheClientOnly(t *testing.T) {
 		return d.metric(t, `portforwardd_limit_hits_total{limit="read_header_timeout"}`) == 1, "read header timeout not counted"
 	})
 	echoOnce(t, f2.dial(t), "second unaffected by all of it")
+}
+
+// blackhole makes connects to port inside p hang: SYNs to it are dropped,
+// as by a pod whose accept queue is full or whose firewall drops them.
+func (p *pod) blackhole(t *testing.T, port int) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "exec", p.netnsName, "iptables", "-A", "INPUT", "-p", "tcp",
+		"--dport", strconv.Itoa(port), "--syn", "-j", "DROP").CombinedOutput(); err != nil {
+		t.Fatalf("iptables in %s: %v: %s", p.netnsName, err, out)
+	}
+}
+
+// TestSPDYResetPairCancelsItsDial: a client that opens a stream pair and
+// resets both streams at once, over and over, holds no dial: the reset
+// ends the pair's dial too. Otherwise each pair would leave a goroutine,
+// a namespace fd and a socket behind for the whole --dial-timeout, outside
+// every bound (--max-streams-per-session counts open streams only).
+func TestSPDYResetPairCancelsItsDial(t *testing.T) {
+	d := startDaemon(t, "--max-streams-per-session", "20", "--dial-timeout", "120s")
+	p := newPod(t)
+	const hung = 9
+	p.blackhole(t, hung)
+	s := dialRawSPDY(t, d, p.route(), "spdy")
+	s.alive()
+	base := d.usage(t)
+
+	const pairs = 300
+	rst := func(id uint32) []byte {
+		return ctrlFrame(spdyRstStream, 0, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, id), rstCancel))
+	}
+	for i := range pairs {
+		req := "reset-" + strconv.Itoa(i)
+		errID, dataID := s.id(), s.id()
+		s.send(synStreamFrame(errID, 0, s.block(portHeaders("error", strconv.Itoa(hung), req))),
+			synStreamFrame(dataID, 0, s.block(portHeaders("data", strconv.Itoa(hung), req))),
+			rst(errID), rst(dataID))
+	}
+	s.alive() // every frame above has been read
+	eventually(t, 10*time.Second, func() (bool, string) {
+		now := d.usage(t)
+		active := d.metricSum(t, "portforwardd_streams_active")
+		return active == 0 && now.fds <= base.fds+8,
+			fmt.Sprintf("%d pairs opened and reset: streams_active %v, daemon holds %v (before: %v)", pairs, active, now, base)
+	})
+	s.alive()
 }

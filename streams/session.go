@@ -174,7 +174,20 @@ func (s *Session) forward(p *pair) {
 	s.wg.Add(1)
 	go s.discard(p.errs)
 
-	pod, err := s.cfg.Dial(s.ctx, p.port)
+	dialCtx, dialDone := s.dialContext(p.data)
+	pod, err := s.cfg.Dial(dialCtx, p.port)
+	reset := dialDone()
+	if err != nil && reset {
+		// The client reset the data stream while the pod was being
+		// dialed: a reset, ended as after the dial, with nothing on the
+		// error stream.
+		s.log.Debug("stream reset while dialing", "session", s.id, "request", p.requestID, "port", p.port)
+		s.obs.ForwardEnded(ResultReset)
+		p.errs.CloseWrite()
+		p.errs.Reset()
+		p.data.Reset()
+		return
+	}
 	if err != nil {
 		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, s.cfg.Pod, s.cfg.UID, err)
 		s.log.Info("dial failed", "session", s.id, "request", p.requestID, "port", p.port, "err", err)
@@ -195,6 +208,39 @@ func (s *Session) forward(p *pair) {
 	p.errs.Reset() // local release; our FIN went first
 	p.data.Reset()
 }
+
+// abortNotifier is a Stream that tells when it has been reset or its
+// connection has ended (spdy.Stream).
+type abortNotifier interface{ Aborted() <-chan struct{} }
+
+// dialContext returns the context of the dial for a pair whose data stream
+// is data: it ends with the session, and as soon as data is reset, so that
+// a client resetting pairs as fast as it opens them holds no dial (and no
+// goroutine, socket or namespace fd) for the pairs it has let go of. done
+// stops watching and says whether data's reset ended the context.
+func (s *Session) dialContext(data Stream) (ctx context.Context, done func() (reset bool)) {
+	n, ok := data.(abortNotifier)
+	if !ok {
+		return s.ctx, func() bool { return false }
+	}
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-n.Aborted():
+			cancel(errStreamReset)
+		case <-stopped:
+		}
+	}()
+	return ctx, func() bool {
+		close(stopped)
+		reset := errors.Is(context.Cause(ctx), errStreamReset)
+		cancel(nil)
+		return reset
+	}
+}
+
+var errStreamReset = fmt.Errorf("data stream: %w", ErrReset)
 
 func (s *Session) discard(st Stream) {
 	defer s.wg.Done()

@@ -275,7 +275,7 @@ func (c *Conn) goAway(status uint32) {
 		}
 		c.mu.Unlock()
 		for _, st := range streams {
-			c.account(-int64(st.in.Abort(ErrConnClosed)))
+			c.account(-int64(st.abort(ErrConnClosed)))
 		}
 	})
 }
@@ -295,7 +295,7 @@ func (c *Conn) readLoop() {
 	c.streams = map[uint32]*Stream{}
 	c.mu.Unlock()
 	for _, s := range streams {
-		c.account(-int64(s.in.Abort(ErrConnClosed)))
+		c.account(-int64(s.abort(ErrConnClosed)))
 	}
 	c.stopWriter(ErrConnClosed)
 	c.err = err
@@ -435,7 +435,7 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 			c.mu.Lock()
 			delete(c.streams, id)
 			c.mu.Unlock()
-			c.account(-int64(s.in.Abort(ErrReset)))
+			c.account(-int64(s.abort(ErrReset)))
 			s.wmuLocalDone()
 			close(s.replied)
 			return &streamError{id, statusCancel, err.Error()}
@@ -454,7 +454,7 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 
 func (c *Conn) newStream(id uint32, headers map[string][]string) *Stream {
 	s := &Stream{c: c, id: id, headers: headers, in: pipe.New(c.opts.StreamBuffer),
-		replied: make(chan struct{}), wdone: make(chan error, 1)}
+		replied: make(chan struct{}), wdone: make(chan error, 1), aborted: make(chan struct{})}
 	s.in.OnRead = func(n int) { c.consumed(s, n) }
 	s.in.OnPut = func(n int) { c.held += int64(n); c.account(int64(n)) }
 	return s
@@ -648,7 +648,7 @@ func (c *Conn) peerReset(id uint32) {
 	if s == nil {
 		return
 	}
-	c.release(s.in.Abort(errPeerReset))
+	c.release(s.abort(errPeerReset))
 	c.wmu.Lock()
 	s.localDone, s.ended = true, true
 	c.failPendingLocked(s, errPeerReset)
@@ -666,7 +666,7 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
 	// Abort first: once the stream is gone from the table its reads fail
 	// and its bytes are no longer counted. DATA still arriving meanwhile
 	// is discarded by the aborted buffer.
-	c.release(s.in.Abort(err))
+	c.release(s.abort(err))
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/portforwardd/portforwardd/streams/internal/pipe"
 )
@@ -21,11 +22,13 @@ var ErrConnClosed = fmt.Errorf("connection closed: %w", ErrReset)
 
 // Stream is one client-initiated stream.
 type Stream struct {
-	c       *Conn
-	id      uint32
-	headers http.Header
-	in      *pipe.Pipe
-	replied chan struct{} // closed once SYN_REPLY is queued (or the stream refused)
+	c         *Conn
+	id        uint32
+	headers   http.Header
+	in        *pipe.Pipe
+	replied   chan struct{} // closed once SYN_REPLY is queued (or the stream refused)
+	aborted   chan struct{} // closed once the stream is reset, either side, or its connection ends
+	abortOnce sync.Once
 
 	// Guarded by c.wmu.
 	pending   []byte     // data Write is waiting to have sent
@@ -43,6 +46,20 @@ type Stream struct {
 	// Guarded by c.mu.
 	remoteDone bool // FIN or RST received
 }
+
+// abort drops what the stream holds and makes its reads fail with err;
+// Aborted is closed. It returns the bytes dropped.
+func (s *Stream) abort(err error) int {
+	n := s.in.Abort(err)
+	s.abortOnce.Do(func() { close(s.aborted) })
+	return n
+}
+
+// Aborted is closed once the stream has been reset, by the peer or
+// locally, or its connection has ended: nothing more will be read from it
+// or written to it. A forward still setting up for it (dialing the pod)
+// can give up.
+func (s *Stream) Aborted() <-chan struct{} { return s.aborted }
 
 // ID is the stream's identifier.
 func (s *Stream) ID() uint32 { return s.id }
