@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -121,4 +124,52 @@ func TestSPDYResetPairCancelsItsDial(t *testing.T) {
 			fmt.Sprintf("%d pairs opened and reset: streams_active %v, daemon holds %v (before: %v)", pairs, active, now, base)
 	})
 	s.alive()
+}
+
+// TestRefusalDoesNotWaitForABody: a request that declares a body it never
+// sends is answered and its connection closed at once, like any refusal;
+// an OPTIONS request with such a body is answered too. net/http would
+// otherwise wait, with no deadline, for the body's bytes (up to 256 KiB)
+// after the answer, or before a keep-alive one: one short request per
+// connection held a goroutine and an fd for as long as the client liked,
+// whatever --read-header-timeout says.
+func TestRefusalDoesNotWaitForABody(t *testing.T) {
+	d := startDaemon(t, "--read-header-timeout", "1s")
+	p := newPod(t)
+	base := d.usage(t)
+	spdyUp := "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n"
+	for _, c := range []struct {
+		name, req string
+		status    int
+	}{
+		{"no route", "GET /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", http.StatusNotFound},
+		{"not an upgrade", "POST " + p.route() + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", http.StatusBadRequest},
+		{"not an upgrade, chunked", "POST " + p.route() + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", http.StatusBadRequest},
+		{"method", "PUT " + p.route() + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", http.StatusMethodNotAllowed},
+		{"unknown pod", "POST /portForward/ns/nothere HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + spdyUp + "\r\n", http.StatusNotFound},
+		{"OPTIONS", "OPTIONS " + p.route() + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", http.StatusNoContent},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp4", d.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			io.WriteString(conn, c.req)
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != c.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, c.status)
+			}
+			if _, err := br.ReadByte(); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("connection still open 5 s after the %d: the daemon waits for the body", resp.StatusCode)
+			}
+		})
+	}
+	d.settle(t, base, 10*time.Second)
 }

@@ -39,6 +39,7 @@ func (s *Server) answerOptions(w http.ResponseWriter, r *http.Request, pod nsent
 			msg: "unable to find the network namespace of pod " + pod.String()})
 		return
 	}
+	skipBody(w, r)
 	w.Header().Set("Allow", "GET, POST, OPTIONS")
 	w.Header().Set(HeaderTransports, offeredTransports)
 	w.WriteHeader(http.StatusNoContent)

@@ -317,8 +317,23 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
 	}
 	if r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
+		skipBody(w, r)
 	}
 	http.Error(w, e.msg, e.status)
+}
+
+// skipBody keeps net/http from waiting for the body of an HTTP/1 request
+// that will not be read (a refusal, an OPTIONS): it reads up to 256 KiB of
+// it, with no deadline, after the answer, or before a keep-alive one, so a
+// client that declared a body and never sent it held the connection and
+// its goroutine for as long as it liked. With a read deadline in the past
+// the body is left unread and the connection is closed after the answer.
+func skipBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 
 // Values of the protocol label of the metrics.
