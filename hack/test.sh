@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the root tests need: iproute2 (ip netns), and for the CRI proxy's
+# What the root tests need: iproute2 (ip netns), iptables (inside test
+# pods' namespaces only), and for the CRI proxy's
 # end-to-end test containerd with runc and the CNI plugins (the test
 # starts and stops containerd itself). Installed here when missing, so
 # this script is all a fresh machine needs.
@@ -14,6 +15,7 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need+=(iptables) # a pod port that drops SYNs
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 		echo "== apt-get install ${need[*]}"
