@@ -682,3 +682,28 @@ func unpairedStreams(t *testing.T, s *rawSPDY, echo, limit int, creationTimeout 
 	return fmt.Sprintf("%d held (SYN_REPLY) and given %d KiB each, %d refused with RST_STREAM(CANCEL); the held ones reset %v later (creation timeout %v); the same session forwards again",
 		len(replied), perStream>>10, refused, waited.Round(100*time.Millisecond), creationTimeout)
 }
+
+// TestIncompletePairCountedAtSessionEnd: a pair whose second stream never
+// came is counted as rejected when its session ends, as every stream that
+// never became a forwarded connection is, over SPDY and the tunnel.
+func TestIncompletePairCountedAtSessionEnd(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	for _, tr := range spdyTransports {
+		t.Run(tr, func(t *testing.T) {
+			protocol := map[string]string{"spdy": "spdy", "tunnel": "spdy_websocket"}[tr]
+			series := fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result="rejected"}`, protocol)
+			before := d.metric(t, series)
+			s := dialRawSPDY(t, d, p.route(), tr)
+			id := s.id()
+			s.send(synStreamFrame(id, 0, s.block(portHeaders("data", strconv.Itoa(port(ln)), "alone"))))
+			s.expect(fmt.Sprintf("SYN_REPLY(%d)", id), func(f spdyFrame) bool { return s.replyOrReset(f, id) })
+			s.nc.Close()
+			eventually(t, 10*time.Second, func() (bool, string) {
+				got := d.metric(t, series)
+				return got == before+1, fmt.Sprintf("%s = %v after the session ended, want %v", series, got, before+1)
+			})
+		})
+	}
+}

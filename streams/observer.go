@@ -25,7 +25,7 @@ const (
 	ResultDialError = "dial_error" // the pod could not be dialed
 	ResultAborted   = "aborted"    // the session ended while it ran
 	ResultTimeout   = "timeout"    // its pair never completed
-	ResultRejected  = "rejected"   // bad headers, duplicate, limit, draining
+	ResultRejected  = "rejected"   // bad headers, duplicate, limit, draining, session ended first
 )
 
 // Observer is told what sessions do; the server implements it with

@@ -276,7 +276,7 @@ func (s *Session) Drain() {
 		s.closeIdle()
 	}
 	s.mu.Unlock()
-	resetPairs(pending)
+	s.resetPairs(pending)
 }
 
 // Run serves the session until conn ends, ctx is done, or a Drain has
@@ -297,14 +297,17 @@ func (s *Session) Run(ctx context.Context, conn Conn) {
 			p.timer.Stop()
 		}
 	}
-	resetPairs(pending)
+	s.resetPairs(pending)
 	s.cancel(errors.New("session closed"))
 	conn.Close()
 	s.wg.Wait()
 }
 
-func resetPairs(ps []*pair) {
+// resetPairs resets incomplete pairs at the session's drain or end; each
+// counts as rejected, never having become a forwarded connection.
+func (s *Session) resetPairs(ps []*pair) {
 	for _, p := range ps {
+		s.obs.StreamRejected(ResultRejected)
 		if p.data != nil {
 			p.data.Reset()
 		}
