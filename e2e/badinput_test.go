@@ -34,12 +34,15 @@ const (
 	shortBody = 1024
 )
 
-// rssScale is 4 for a daemon built with the race detector, whose shadow
+// rssScale is 5 for a daemon built with the race detector, whose shadow
 // memory multiplies the RSS (measured: 21 → 53 MiB idle, 323 → 1402 MiB
-// for 500 sessions); the bounds scale with it.
+// for 500 sessions, 4.3 times); the bounds scale with it. With 4, the
+// race-built daemon was above its bound after the 500-session case in one
+// run of three under a loaded machine (545 MiB against 512), though 4.3
+// times the plain bound's 128 MiB is 550.
 func rssScale() int {
 	if os.Getenv("PORTFORWARDD_E2E_RACE") == "1" {
-		return 4
+		return 5
 	}
 	return 1
 }
