@@ -89,6 +89,22 @@ func (c *v4Client) write(ch byte, payload []byte) {
 	}
 }
 
+// closeNormally sends a normal close and reads until the connection ends;
+// it returns the error that ended it (the daemon's echo of the close, when
+// all goes well).
+func (c *v4Client) closeNormally() error {
+	c.t.Helper()
+	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
+	c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		if _, _, err := c.ws.ReadMessage(); err != nil {
+			return err
+		}
+	}
+}
+
 // expectPrefixes checks the port announcements: data then error channel,
 // port after port, uint16 little endian.
 func (c *v4Client) expectPrefixes(ports ...int) {
@@ -616,18 +632,9 @@ func TestWebSocketV4CloseDeliversSentData(t *testing.T) {
 			}
 			const request = "the last words before the close"
 			c.write(0, []byte(request))
-			if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			// The daemon answers the close; read to it.
-			c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-			for {
-				if _, _, err := c.ws.ReadMessage(); err != nil {
-					if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-						t.Fatalf("after the client's close: %v, want the close echoed", err)
-					}
-					break
-				}
+			// The daemon answers the close.
+			if err := c.closeNormally(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Fatalf("after the client's close: %v, want the close echoed", err)
 			}
 			select {
 			case r := <-received:
@@ -785,15 +792,7 @@ func TestWebSocketV4BytesDroppedAfterCloseNotCounted(t *testing.T) {
 			}
 			c.expectPrefixes(port(ln))
 			c.write(0, []byte(request))
-			if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(10*time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-			for {
-				if _, _, err := c.ws.ReadMessage(); err != nil {
-					break
-				}
-			}
+			c.closeNormally()
 			if err := <-wrote; err != nil {
 				t.Fatalf("the pod's late write: %v", err)
 			}

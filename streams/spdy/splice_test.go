@@ -70,6 +70,20 @@ func sendRandom(c *net.TCPConn, n int64) [32]byte {
 	return [32]byte(h.Sum(nil))
 }
 
+// expectSpliced reads the client's stream to its end: size bytes with the
+// pod's sha256; then the splicing side must have ended without error.
+func expectSpliced(t *testing.T, client io.Reader, size int64, sum <-chan [32]byte, spliced <-chan error) {
+	t.Helper()
+	h := sha256.New()
+	n, err := io.Copy(h, client)
+	if err != nil || n != size || [32]byte(h.Sum(nil)) != <-sum {
+		t.Fatalf("client got %d bytes (err %v), want %d with the pod's sha256", n, err, size)
+	}
+	if err := <-spliced; err != nil {
+		t.Fatalf("splice: %v", err)
+	}
+}
+
 // TestSpliceChunkFromIntegrity: four streams at once carry 16 MiB each
 // from their pod sockets to a moby/spdystream client, spliced (direct, or
 // queued behind each other's frames), and every byte arrives in order.
@@ -145,14 +159,7 @@ func TestSpliceChunkQueuedBehindStuckStream(t *testing.T) {
 
 	// The client reads again: both streams complete.
 	go io.Copy(io.Discard, stuckC)
-	h := sha256.New()
-	n, err := io.Copy(h, otherC)
-	if err != nil || n != size || [32]byte(h.Sum(nil)) != <-sum {
-		t.Fatalf("client got %d bytes (err %v), want %d with the pod's sha256", n, err, size)
-	}
-	if err := <-spliced; err != nil {
-		t.Fatalf("splice: %v", err)
-	}
+	expectSpliced(t, otherC, size, sum, spliced)
 	if err := <-stuckDone; err != nil {
 		t.Fatalf("stuck stream's write: %v", err)
 	}
@@ -303,12 +310,5 @@ func TestSpliceWithoutPipes(t *testing.T) {
 		}
 		spliced <- err
 	}()
-	h := sha256.New()
-	n, err := io.Copy(h, cs)
-	if err != nil || n != size || [32]byte(h.Sum(nil)) != <-sum {
-		t.Fatalf("client got %d bytes (err %v), want %d with the pod's sha256", n, err, size)
-	}
-	if err := <-spliced; err != nil {
-		t.Fatalf("splice: %v", err)
-	}
+	expectSpliced(t, cs, size, sum, spliced)
 }
