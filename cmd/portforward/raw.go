@@ -183,25 +183,50 @@ func (f *rawForwarder) forwardRaw(c *net.TCPConn, remote uint16) error {
 	defer sc.Close()
 	if len(early) > 0 {
 		if _, err := c.Write(early); err != nil {
+			resetConn(sc)
 			return nil // the local client is gone: nothing to report
 		}
 	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go copyHalf(&wg, sc, c)
-	go copyHalf(&wg, c, sc)
-	wg.Wait()
+	errc := make(chan error, 2)
+	go copyHalf(errc, sc, c)
+	go copyHalf(errc, c, sc)
+	for range 2 {
+		if err := <-errc; err != nil {
+			// A reset, or a write that failed, ends both directions at
+			// once, as client-go resets its data stream: the server is
+			// sent a reset, which it passes on to the pod, rather than a
+			// FIN after which it would wait for a pod that may stay
+			// silent. The other copy then fails and returns.
+			resetConn(sc)
+			c.Close()
+		}
+	}
 	return nil
 }
 
-// copyHalf copies src to dst, then half-closes dst. Between two
-// *net.TCPConn (plain TCP to the server) io.Copy splices.
-func copyHalf(wg *sync.WaitGroup, dst, src net.Conn) {
-	defer wg.Done()
-	io.Copy(dst, src)
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+// copyHalf copies src to dst, then half-closes dst, and sends on errc
+// io.Copy's error (nil at src's EOF). Between two *net.TCPConn (plain TCP
+// to the server) io.Copy splices.
+func copyHalf(errc chan<- error, dst, src net.Conn) {
+	_, err := io.Copy(dst, src)
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
 	}
+	errc <- err
+}
+
+// resetConn closes c's socket with a TCP reset (SO_LINGER 0); under TLS
+// without a close_notify, which would say the stream ended well.
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // upgrade opens a connection to the server and upgrades it to connect-tcp

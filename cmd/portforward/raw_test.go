@@ -1,7 +1,16 @@
 package main
 
 import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/portforwardd/portforwardd/server"
 )
 
 // TestRawGreetingAfter101: a pod server that talks first (SSH, SMTP) may
@@ -33,5 +42,53 @@ func TestServerQueryIgnored(t *testing.T) {
 				t.Errorf("request URI %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestRawLocalResetResetsUpgrade: a local client's reset ends its forward
+// at once, as client-go resets its data stream: the upgrade connection is
+// reset (the server resets the pod's socket in turn), not half-closed and
+// then held for as long as the pod stays silent.
+func TestRawLocalResetResetsUpgrade(t *testing.T) {
+	gotErr := make(chan error, 1)
+	held := make(chan struct{})
+	defer close(held)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			w.Header().Set(server.HeaderTransports, "connect-tcp")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\nhi"); err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(failAfter))
+		_, err = io.Copy(io.Discard, brw.Reader) // a silent pod: reads, never closes
+		gotErr <- err
+		<-held
+	}))
+	defer srv.Close()
+	c := startCLI(t, "--server", srv.URL, "--transport", "raw", "--address", "127.0.0.1", "pod", ":80")
+	local, err := net.Dial("tcp4", "127.0.0.1:"+c.localPort(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local.SetDeadline(time.Now().Add(failAfter))
+	if _, err := io.ReadFull(local, make([]byte, 2)); err != nil {
+		t.Fatalf("no greeting through the forward: %v", err)
+	}
+	local.(*net.TCPConn).SetLinger(0)
+	local.Close() // a reset
+	switch err := <-gotErr; {
+	case errors.Is(err, syscall.ECONNRESET):
+	case err == nil:
+		t.Fatal("the upgrade connection was half-closed (EOF), not reset: the CLI holds it while the pod is silent")
+	default:
+		t.Fatalf("the upgrade connection ended with %v, want a reset", err)
 	}
 }
