@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -25,7 +26,16 @@ type cli struct {
 
 func startCLI(t *testing.T, args ...string) *cli {
 	t.Helper()
+	return startCLIEnv(t, nil, args...)
+}
+
+// startCLIEnv starts the CLI with env added to the test's environment.
+func startCLIEnv(t *testing.T, env []string, args ...string) *cli {
+	t.Helper()
 	c := &cli{cmd: exec.Command(cliBin, args...), lines: make(chan string, 100), stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	if env != nil {
+		c.cmd.Env = append(os.Environ(), env...)
+	}
 	c.cmd.Stderr = c.stderr
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
@@ -283,4 +293,38 @@ func dialLocal(t *testing.T, port string) *net.TCPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.TCPConn)
+}
+
+// TestCLISystemTrustedTLS: an https --server whose certificate the system
+// trusts needs no TLS flag, as for kubectl: every transport speaks TLS to
+// it.
+func TestCLISystemTrustedTLS(t *testing.T) {
+	pk := newPKI(t)
+	d := startDaemon(t, "--tls-cert-file", pk.certFile, "--tls-private-key-file", pk.keyFile)
+	for _, transport := range []string{"auto", "raw", "h2", "spdy", "websocket"} {
+		t.Run(transport, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(ln)
+			// Go reads the system's roots from SSL_CERT_FILE when it is set.
+			c := startCLIEnv(t, []string{"SSL_CERT_FILE=" + pk.caFile}, "--server", "https://"+d.addr, "--transport", transport,
+				"--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+			m := forwardingLine.FindStringSubmatch(c.line(t))
+			if m == nil {
+				t.Fatalf("no \"Forwarding from\" line; stderr %q", c.stderr)
+			}
+			conn := dialLocal(t, m[2])
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.WriteString(conn, "over TLS"); err != nil {
+				t.Fatal(err)
+			}
+			conn.CloseWrite()
+			got, err := io.ReadAll(conn)
+			if string(got) != "over TLS" {
+				c.cmd.Process.Signal(syscall.SIGINT)
+				<-c.exited
+				t.Fatalf("read %q, %v back through the forward, want %q; stderr %q", got, err, "over TLS", c.stderr)
+			}
+		})
+	}
 }

@@ -99,6 +99,11 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		if tlsConfig, err = rest.TLSConfigFor(cfg); err != nil {
 			return err
 		}
+		if tlsConfig == nil {
+			// No TLS flag: client-go then verifies with the system's
+			// roots, and so does an empty config. nil would mean no TLS.
+			tlsConfig = &tls.Config{}
+		}
 	}
 	f := &rawForwarder{base: base, tlsConfig: tlsConfig, token: cfg.BearerToken, namespace: o.namespace, pod: o.pod, stderr: stderr, lost: make(chan struct{})}
 	if h2 {
