@@ -143,6 +143,9 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if o.transport == "auto" && errors.As(err, new(*forbiddenError)) {
+			err = nil // perhaps a kubelet, which forbids OPTIONS: kubectl's path
+		}
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,15 @@ import (
 	"k8s.io/client-go/rest"
 )
 
+// forbiddenError is a 403 answer to the probe. portforwardd authorizes
+// OPTIONS as the forward it asks about ("create" on nodes/proxy), but a
+// kubelet authorizes it with an empty verb, which it refuses to users
+// allowed to forward: auto then takes kubectl's path, whose own request
+// is authorized (and refused, if it is, with the same text).
+type forbiddenError struct{ msg string }
+
+func (e *forbiddenError) Error() string { return e.msg }
+
 // headerTransports is the header in which portforwardd lists, in its
 // answer to OPTIONS on a pod's route, the transports it offers, best
 // first (server.HeaderTransports).
@@ -22,7 +31,8 @@ const headerTransports = "Portforwardd-Transports"
 // (connect-tcp: spliced in the kernel on both hops, no framing) or "h2";
 // "" when the server does not say (a kubelet or an API server), so the
 // caller takes kubectl's path. An unknown pod or refused credentials are
-// errors, as the first connection would report them. Cancelling ctx ends
+// errors, as the first connection would report them; a refusal by
+// authorization (403) is a *forbiddenError. Cancelling ctx ends
 // the request.
 func probeTransport(ctx context.Context, cfg *rest.Config, base *url.URL, namespace, pod string) (string, error) {
 	client, err := rest.HTTPClientFor(cfg)
@@ -44,8 +54,10 @@ func probeTransport(ctx context.Context, cfg *rest.Config, base *url.URL, namesp
 	switch {
 	case resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK:
 	case resp.StatusCode == http.StatusNotFound && strings.TrimSpace(string(body)) == "pod does not exist",
-		resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
+		resp.StatusCode == http.StatusUnauthorized:
 		return "", fmt.Errorf("%s", strings.TrimSpace(string(body)))
+	case resp.StatusCode == http.StatusForbidden:
+		return "", &forbiddenError{strings.TrimSpace(string(body))}
 	default:
 		return "", nil // not portforwardd, or it refuses OPTIONS: the Kubernetes path
 	}
