@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cli is a running `portforward` process.
@@ -326,5 +328,65 @@ func TestCLISystemTrustedTLS(t *testing.T) {
 				t.Fatalf("read %q, %v back through the forward, want %q; stderr %q", got, err, "over TLS", c.stderr)
 			}
 		})
+	}
+}
+
+// TestCLIRawLocalDialFailureFailsOneConnection: a dial to the server that
+// fails for want of a local resource (here a file descriptor: EMFILE) is
+// that connection's failure, as a 503 is; the server is not lost, and the
+// other connections go on.
+func TestCLIRawLocalDialFailureFailsOneConnection(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	c := startCLI(t, "--server", "http://"+d.addr, "--transport", "raw", "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+	m := forwardingLine.FindStringSubmatch(c.line(t))
+	if m == nil {
+		t.Fatal("no \"Forwarding from\" line")
+	}
+	before := dialLocal(t, m[2])
+	echoOnce(t, before, "before")
+
+	// The lowest free descriptor number is left to the next accept; its
+	// dial to the server needs the next one, which the limit forbids.
+	pid := c.cmd.Process.Pid
+	var free []int
+	for fd := 0; len(free) < 2; fd++ {
+		if _, err := os.Lstat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); os.IsNotExist(err) {
+			free = append(free, fd)
+		}
+	}
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free[1]), Max: old.Max}, nil); err != nil {
+		t.Fatal(err)
+	}
+	failed := dialLocal(t, m[2])
+	failed.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadAll(failed); err != nil {
+		t.Fatalf("the connection whose dial failed: %v", err)
+	}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil); err != nil && !c.hasExited() {
+		t.Fatal(err)
+	}
+	before.SetDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.WriteString(before, "after")
+	if err == nil {
+		_, err = io.ReadFull(before, make([]byte, len("after")))
+	}
+	if err != nil {
+		code := c.exitCode(t)
+		t.Fatalf("the connection opened before broke (%v): exit %d, stderr %q", err, code, c.stderr)
+	}
+	c.cmd.Process.Signal(syscall.SIGINT)
+	if code := c.exitCode(t); code != 0 {
+		t.Fatalf("exit code %d after SIGINT, want 0; stderr %q", code, c.stderr)
+	}
+	want := "an error occurred forwarding " + m[2] + " -> " + strconv.Itoa(port(ln)) + ": "
+	if s := c.stderr.String(); !strings.HasPrefix(s, want) || !strings.Contains(s, "too many open files") || strings.Count(s, "\n") != 1 {
+		t.Fatalf("stderr %q, want one line %q…too many open files", s, want)
 	}
 }

@@ -14,8 +14,9 @@
 // notice a server that can no longer be reached (a dial that fails) or a
 // pod that no longer exists (404) at the next local connection, which
 // fails with "an error occurred forwarding L -> R: …" before the CLI
-// exits. Other HTTP errors (503: the server is at its limits) fail only
-// that connection.
+// exits. Other HTTP errors (503: the server is at its limits), and a dial
+// that fails for want of a local resource (EMFILE, EADDRNOTAVAIL), fail
+// only that connection.
 package main
 
 import (

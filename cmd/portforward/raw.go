@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -239,8 +240,9 @@ func resetConn(c net.Conn) {
 // or a *tls.Conn with TLS) and the pod's first bytes if they came in the
 // same read as the 101 (a server that talks first, such as SSH or SMTP):
 // the caller sends those to its client before anything read from the
-// connection. On error the connection is closed; a failed dial, and a 404
-// (the pod does not exist), are lostErrors.
+// connection. On error the connection is closed; a failed dial (unless
+// for want of a local resource), and a 404 (the pod does not exist), are
+// lostErrors.
 func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	host := f.base.Host
 	if f.base.Port() == "" {
@@ -258,6 +260,9 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 		conn, err = net.Dial("tcp", host)
 	}
 	if err != nil {
+		if localDialFailure(err) {
+			return nil, nil, err
+		}
 		return nil, nil, &lostError{err}
 	}
 	path := f.path()
@@ -287,6 +292,20 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	// A 101 has no body: whatever br holds beyond it is the pod's.
 	early, _ := br.Peek(br.Buffered())
 	return conn, early, nil
+}
+
+// localDialFailure reports whether a dial failed for want of something of
+// this host's (file descriptors, ephemeral ports, memory) rather than
+// because the server could not be reached: that connection fails, as for
+// a 503, and the forward goes on. Many local connections at once, each
+// with its own connection to the server (raw), can run short of these.
+func localDialFailure(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *rawForwarder) path() string { return podURL(f.base, f.namespace, f.pod).EscapedPath() }
@@ -327,7 +346,7 @@ func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 	}
 	resp, err := f.h2.Do(req)
 	if err != nil {
-		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "dial" {
+		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "dial" && !localDialFailure(err) {
 			return &lostError{err}
 		}
 		return err
