@@ -16,7 +16,8 @@
 // fails with "an error occurred forwarding L -> R: …" before the CLI
 // exits. Other HTTP errors (503: the server is at its limits), and a dial
 // that fails for want of a local resource (EMFILE, EADDRNOTAVAIL), fail
-// only that connection.
+// only that connection; a listener out of descriptors says so once and
+// accepts again when it can.
 package main
 
 import (

@@ -137,12 +137,32 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 	}
 }
 
+// accept serves ln until it is closed. When the process is out of file
+// descriptors or memory, it says so once on stderr and tries again, from
+// 5 ms up to 1 s apart, as net/http's server does: kubectl's listener
+// stops accepting for good, leaving the port dead while the CLI runs.
 func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.Writer) {
+	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return
+			if !localShortage(err) {
+				return
+			}
+			if delay == 0 {
+				f.mu.Lock()
+				if !f.ended {
+					fmt.Fprintf(f.stderr, "error accepting connection on port %d: %v; trying again\n", local, err)
+				}
+				f.mu.Unlock()
+				delay = 5 * time.Millisecond
+			} else {
+				delay = min(2*delay, time.Second)
+			}
+			time.Sleep(delay) // a back-off: nothing else frees descriptors sooner
+			continue
 		}
+		delay = 0
 		fmt.Fprintf(stdout, "Handling connection for %d\n", local)
 		go f.handle(c.(*net.TCPConn), local, remote)
 	}
@@ -260,7 +280,7 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 		conn, err = net.Dial("tcp", host)
 	}
 	if err != nil {
-		if localDialFailure(err) {
+		if localShortage(err) {
 			return nil, nil, err
 		}
 		return nil, nil, &lostError{err}
@@ -294,12 +314,13 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	return conn, early, nil
 }
 
-// localDialFailure reports whether a dial failed for want of something of
-// this host's (file descriptors, ephemeral ports, memory) rather than
-// because the server could not be reached: that connection fails, as for
-// a 503, and the forward goes on. Many local connections at once, each
-// with its own connection to the server (raw), can run short of these.
-func localDialFailure(err error) bool {
+// localShortage reports whether a dial or an accept failed for want of
+// something of this host's (file descriptors, ephemeral ports, memory)
+// rather than because the server could not be reached or the listener was
+// closed: a dial's connection fails, as for a 503, and the forward goes
+// on; an accept is tried again. Many local connections at once, each with
+// its own connection to the server (raw), can run short of these.
+func localShortage(err error) bool {
 	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
 		if errors.Is(err, errno) {
 			return true
@@ -346,7 +367,7 @@ func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 	}
 	resp, err := f.h2.Do(req)
 	if err != nil {
-		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "dial" && !localDialFailure(err) {
+		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "dial" && !localShortage(err) {
 			return &lostError{err}
 		}
 		return err

@@ -6,9 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/portforwardd/portforwardd/server"
 )
@@ -90,5 +95,74 @@ func TestRawLocalResetResetsUpgrade(t *testing.T) {
 		t.Fatal("the upgrade connection was half-closed (EOF), not reset: the CLI holds it while the pod is silent")
 	default:
 		t.Fatalf("the upgrade connection ended with %v, want a reset", err)
+	}
+}
+
+// TestAcceptRetriesWhenOutOfFDs: a listener whose accept fails because
+// the process has no file descriptor left says so once and accepts again
+// once descriptors are free; it does not stop accepting for good.
+func TestAcceptRetriesWhenOutOfFDs(t *testing.T) {
+	d := startFakeDaemon(t, "")
+	c := startCLI(t, "--server", d.URL, "--transport", "raw", "--address", "127.0.0.1", "-n", "ns", "pod", ":22")
+	port, err := strconv.Atoi(c.localPort(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client's socket is made first; then the lowest free descriptor
+	// becomes the limit, so the CLI's accept of the connection fails.
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(free)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+		}
+	}
+	defer restore()
+	if err := unix.Connect(s, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		restore()
+		t.Fatal(err)
+	}
+	_, ok := c.stderr.waitFor(t, "accept error", c.exited, func(s string) bool {
+		return strings.Contains(s, "error accepting connection on port") && strings.Contains(s, "too many open files")
+	})
+	restore()
+	if !ok {
+		t.Fatalf("the CLI exited (%d); stderr %q", c.code, c.stderr)
+	}
+	f := os.NewFile(uintptr(s), "client")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(failAfter))
+	if _, err := io.WriteString(conn, "after the shortage"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("after the shortage"))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != "after the shortage" {
+		t.Fatalf("the connection made during the shortage: read %q, %v; want its echo", got, err)
+	}
+	if n := strings.Count(c.stderr.String(), "error accepting"); n != 1 {
+		t.Errorf("%d accept error lines, want 1; stderr %q", n, c.stderr)
 	}
 }
