@@ -174,13 +174,17 @@ func (s *Session) forward(p *pair) {
 	s.wg.Add(1)
 	go s.discard(p.errs)
 
-	dialCtx, dialDone := s.dialContext(p.data)
-	pod, err := s.cfg.Dial(dialCtx, p.port)
-	reset := dialDone()
-	if err != nil && reset {
+	// The dial and the pump give up as soon as the data stream is reset
+	// or its connection ends: a pump waiting on a pod that neither reads
+	// nor writes would otherwise hold the pod's socket until the pod
+	// spoke or the session ended.
+	ctx, stop := s.watch(p.data)
+	pod, err := s.cfg.Dial(ctx, p.port)
+	if err != nil && errors.Is(context.Cause(ctx), ErrReset) {
 		// The client reset the data stream while the pod was being
 		// dialed: a reset, ended as after the dial, with nothing on the
 		// error stream.
+		stop()
 		s.log.Debug("stream reset while dialing", "session", s.id, "request", p.requestID, "port", p.port)
 		s.obs.ForwardEnded(ResultReset)
 		p.errs.CloseWrite()
@@ -189,6 +193,7 @@ func (s *Session) forward(p *pair) {
 		return
 	}
 	if err != nil {
+		stop()
 		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, s.cfg.Pod, s.cfg.UID, err)
 		s.log.Info("dial failed", "session", s.id, "request", p.requestID, "port", p.port, "err", err)
 		s.obs.ForwardEnded(ResultDialError)
@@ -197,7 +202,8 @@ func (s *Session) forward(p *pair) {
 		p.data.Reset()
 		return
 	}
-	res := Pump(s.ctx, p.data, pod, s.obs)
+	res := Pump(ctx, p.data, pod, s.obs)
+	stop()
 	s.log.Debug("forward done", "session", s.id, "request", p.requestID, "port", p.port,
 		"result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 	s.obs.ForwardEnded(res.Result)
@@ -210,37 +216,43 @@ func (s *Session) forward(p *pair) {
 }
 
 // abortNotifier is a Stream that tells when it has been reset or its
-// connection has ended (spdy.Stream).
-type abortNotifier interface{ Aborted() <-chan struct{} }
+// connection has ended, and why (spdy.Stream).
+type abortNotifier interface {
+	Aborted() <-chan struct{}
+	AbortErr() error
+}
 
-// dialContext returns the context of the dial for a pair whose data stream
-// is data: it ends with the session, and as soon as data is reset, so that
-// a client resetting pairs as fast as it opens them holds no dial (and no
-// goroutine, socket or namespace fd) for the pairs it has let go of. done
-// stops watching and says whether data's reset ended the context.
-func (s *Session) dialContext(data Stream) (ctx context.Context, done func() (reset bool)) {
+// watch returns the context of the forward whose data stream is data: it
+// ends with the session, and as soon as data is aborted, with data's
+// error as its cause (wrapping ErrReset, and ErrConnClosed when the
+// connection ended), so that a client resetting its stream holds no dial
+// and no pump, and with them no goroutine, socket or namespace fd, for a
+// stream it has let go of. stop ends the watch; call it before the
+// forward resets data itself.
+func (s *Session) watch(data Stream) (ctx context.Context, stop func()) {
 	n, ok := data.(abortNotifier)
 	if !ok {
-		return s.ctx, func() bool { return false }
+		return s.ctx, func() {}
 	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	stopped := make(chan struct{})
+	s.wg.Add(1) // within the forward's count
 	go func() {
+		defer s.wg.Done()
 		select {
 		case <-n.Aborted():
-			cancel(errStreamReset)
+			cancel(fmt.Errorf("data stream: %w", n.AbortErr()))
 		case <-stopped:
 		}
 	}()
-	return ctx, func() bool {
-		close(stopped)
-		reset := errors.Is(context.Cause(ctx), errStreamReset)
-		cancel(nil)
-		return reset
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			close(stopped)
+			cancel(nil)
+		})
 	}
 }
-
-var errStreamReset = fmt.Errorf("data stream: %w", ErrReset)
 
 func (s *Session) discard(st Stream) {
 	defer s.wg.Done()

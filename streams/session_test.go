@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,7 +89,9 @@ func newSessionRig(t *testing.T, cfg Config) *sessionRig {
 	if cfg.Dial == nil {
 		cfg.Dial = loopbackDial
 	}
-	cfg.Observer = r.obs
+	if cfg.Observer == nil {
+		cfg.Observer = r.obs
+	}
 	r.session = NewSession(cfg)
 	conn, err := ServeSPDY(s, r.session.Accept, SPDYOptions{})
 	if err != nil {
@@ -393,5 +396,82 @@ func TestSessionEndAbortsForwards(t *testing.T) {
 	}
 	if got := r.obs.get(func(o *countingObserver) int { return o.ended[ResultAborted] + o.ended[ResultReset] }); got != 1 {
 		t.Fatalf("aborted forwards: got %d, want 1 (%v)", got, r.obs.ended)
+	}
+}
+
+// endedObserver tells each ForwardEnded on a channel.
+type endedObserver struct {
+	NopObserver
+	ended chan string
+}
+
+func (o endedObserver) ForwardEnded(r string) { o.ended <- r }
+
+// TestSessionClientResetEndsForwardBlockedOnPod: a client that resets its
+// data stream while the pump is blocked writing to a pod that does not
+// read ends the forward at once, counted as reset, and the pod's
+// connection is closed. The pump was waiting in the write, and held the
+// pod's socket and its goroutines until the pod read or the session ended.
+func TestSessionClientResetEndsForwardBlockedOnPod(t *testing.T) {
+	small := func(opt int) func(string, string, syscall.RawConn) error {
+		return func(_, _ string, rc syscall.RawConn) error {
+			rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, 4096) })
+			return nil
+		}
+	}
+	lc := net.ListenConfig{Control: small(syscall.SO_RCVBUF)}
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	podReading := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.ReadFull(c, make([]byte, 1)) // the pump runs; then the pod reads no more
+		podReading <- c
+	}()
+	dial := func(ctx context.Context, port uint16) (PodConn, error) {
+		d := net.Dialer{Control: small(syscall.SO_SNDBUF)}
+		c, err := d.DialContext(ctx, "tcp4", "127.0.0.1:"+strconv.Itoa(int(port)))
+		if err != nil {
+			return nil, err
+		}
+		return c.(*net.TCPConn), nil
+	}
+	obs := endedObserver{ended: make(chan string, 1)}
+	r := newSessionRig(t, Config{Dial: dial, Observer: obs})
+	data, _ := r.openPair(t, uint16(ln.Addr().(*net.TCPAddr).Port), "0")
+	if _, err := data.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var pod net.Conn
+	select {
+	case pod = <-podReading:
+		defer pod.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pod did not get the first byte")
+	}
+	// Far more than the two sockets hold, far less than the stream's
+	// buffer: the pump ends up blocked in its write to the pod.
+	if _, err := data.Write(make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	data.Reset()
+	select {
+	case res := <-obs.ended:
+		if res != ResultReset {
+			t.Errorf("forward ended as %q, want %q", res, ResultReset)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the forward still runs 5 s after the client reset its data stream")
+	}
+	// The pod's connection is closed: it reads what was sent, then EOF.
+	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, pod); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("pod connection after the reset: %v, want it closed", err)
 	}
 }

@@ -28,6 +28,7 @@ type Stream struct {
 	in        *pipe.Pipe
 	replied   chan struct{} // closed once SYN_REPLY is queued (or the stream refused)
 	aborted   chan struct{} // closed once the stream is reset, either side, or its connection ends
+	abortErr  error         // why; set before aborted is closed
 	abortOnce sync.Once
 
 	// Guarded by c.wmu.
@@ -51,7 +52,10 @@ type Stream struct {
 // Aborted is closed. It returns the bytes dropped.
 func (s *Stream) abort(err error) int {
 	n := s.in.Abort(err)
-	s.abortOnce.Do(func() { close(s.aborted) })
+	s.abortOnce.Do(func() {
+		s.abortErr = err
+		close(s.aborted)
+	})
 	return n
 }
 
@@ -60,6 +64,18 @@ func (s *Stream) abort(err error) int {
 // or written to it. A forward still setting up for it (dialing the pod)
 // can give up.
 func (s *Stream) Aborted() <-chan struct{} { return s.aborted }
+
+// AbortErr says why the stream was aborted once Aborted is closed (nil
+// before): an error wrapping ErrConnClosed when its connection ended, or
+// one wrapping ErrReset when the stream alone was reset.
+func (s *Stream) AbortErr() error {
+	select {
+	case <-s.aborted:
+		return s.abortErr
+	default:
+		return nil
+	}
+}
 
 // ID is the stream's identifier.
 func (s *Stream) ID() uint32 { return s.id }
