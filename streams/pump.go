@@ -48,11 +48,8 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 	aborting := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(aborting)
-		cause, result := context.Cause(ctx), ResultAborted
-		if errors.Is(cause, ErrReset) && !errors.Is(cause, ErrConnClosed) {
-			result = ResultReset
-		}
-		p.abort(result, cause)
+		cause := context.Cause(ctx)
+		p.abort(causeResult(cause), cause)
 	})
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -195,6 +192,16 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 			return
 		}
 	}
+}
+
+// causeResult is the result of a forward that a context ended with cause:
+// reset when the cause wraps ErrReset (the client reset the stream),
+// aborted otherwise (the session or the connection ended).
+func causeResult(cause error) string {
+	if errors.Is(cause, ErrReset) && !errors.Is(cause, ErrConnClosed) {
+		return ResultReset
+	}
+	return ResultAborted
 }
 
 // errResult is the result of a pump that err ended: aborted when the

@@ -180,13 +180,15 @@ func (s *Session) forward(p *pair) {
 	// spoke or the session ended.
 	ctx, stop := s.watch(p.data)
 	pod, err := s.cfg.Dial(ctx, p.port)
-	if err != nil && errors.Is(context.Cause(ctx), ErrReset) {
-		// The client reset the data stream while the pod was being
-		// dialed: a reset, ended as after the dial, with nothing on the
+	if err != nil && ctx.Err() != nil {
+		// The dial was given up: the client reset the data stream (a
+		// reset), or the connection or the session ended (aborted, as a
+		// running pump would be). No pod failed; nothing goes on the
 		// error stream.
 		stop()
-		s.log.Debug("stream reset while dialing", "session", s.id, "request", p.requestID, "port", p.port)
-		s.obs.ForwardEnded(ResultReset)
+		res := causeResult(context.Cause(ctx))
+		s.log.Debug("dial given up", "session", s.id, "request", p.requestID, "port", p.port, "result", res)
+		s.obs.ForwardEnded(res)
 		p.errs.CloseWrite()
 		p.errs.Reset()
 		p.data.Reset()

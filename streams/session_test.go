@@ -75,8 +75,10 @@ func loopbackDial(ctx context.Context, port uint16) (PodConn, error) {
 
 type sessionRig struct {
 	client  httpstream.Connection
+	raw     *net.TCPConn // the client's end of the connection
 	session *Session
 	obs     *countingObserver
+	stop    context.CancelFunc // ends Run as a server's drain timeout does
 	runDone chan struct{}
 }
 
@@ -85,7 +87,7 @@ type sessionRig struct {
 func newSessionRig(t *testing.T, cfg Config) *sessionRig {
 	t.Helper()
 	c, s := tcpPair(t)
-	r := &sessionRig{obs: newCountingObserver(), runDone: make(chan struct{})}
+	r := &sessionRig{raw: c, obs: newCountingObserver(), runDone: make(chan struct{})}
 	if cfg.Dial == nil {
 		cfg.Dial = loopbackDial
 	}
@@ -97,8 +99,10 @@ func newSessionRig(t *testing.T, cfg Config) *sessionRig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
 	go func() {
-		r.session.Run(context.Background(), conn)
+		r.session.Run(ctx, conn)
 		close(r.runDone)
 	}()
 	client, err := spdy.NewClientConnection(c)
@@ -109,6 +113,7 @@ func newSessionRig(t *testing.T, cfg Config) *sessionRig {
 	t.Cleanup(func() {
 		client.Close()
 		r.waitRun(t)
+		stop()
 	})
 	return r
 }
@@ -473,5 +478,44 @@ func TestSessionClientResetEndsForwardBlockedOnPod(t *testing.T) {
 	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.Copy(io.Discard, pod); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("pod connection after the reset: %v, want it closed", err)
+	}
+}
+
+// TestSessionEndWhileDialingIsAnAbort: a session that ends while a pair's
+// pod is being dialed, because its connection broke or the server stopped
+// it, ends that forward as aborted with nothing on the error stream, as it
+// ends a forward whose pump runs. The canceled dial was a dial error (or,
+// for a broken connection, a reset), and its text ("error forwarding
+// port ... context canceled") went to the client ahead of the GOAWAY.
+func TestSessionEndWhileDialingIsAnAbort(t *testing.T) {
+	for _, how := range []string{"connection broken", "server stops"} {
+		t.Run(how, func(t *testing.T) {
+			dialing := make(chan struct{})
+			obs := endedObserver{ended: make(chan string, 1)}
+			r := newSessionRig(t, Config{Observer: obs, Dial: func(ctx context.Context, port uint16) (PodConn, error) {
+				close(dialing)
+				<-ctx.Done()
+				return nil, fmt.Errorf("dial: %w", ctx.Err())
+			}})
+			_, errs := r.openPair(t, 80, "0")
+			<-dialing
+			if how == "connection broken" {
+				r.raw.Close()
+			} else {
+				r.stop()
+				if msg := readErrorStream(t, errs); msg != "" {
+					t.Errorf("error stream: got %q, want nothing", msg)
+				}
+			}
+			select {
+			case res := <-obs.ended:
+				if res != ResultAborted {
+					t.Errorf("forward ended as %q, want %q", res, ResultAborted)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the forward did not end")
+			}
+			r.waitRun(t)
+		})
 	}
 }
