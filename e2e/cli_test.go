@@ -385,8 +385,17 @@ func TestCLIRawLocalDialFailureFailsOneConnection(t *testing.T) {
 	if code := c.exitCode(t); code != 0 {
 		t.Fatalf("exit code %d after SIGINT, want 0; stderr %q", code, c.stderr)
 	}
+	// The accept of the failed connection may itself have run short (the
+	// descriptor numbers can move between the scan and the limit); the
+	// CLI then says so and accepts again, and the dial fails as wanted.
+	var errLines []string
+	for _, l := range strings.SplitAfter(c.stderr.String(), "\n") {
+		if l != "" && !strings.HasPrefix(l, "error accepting connection on port "+m[2]+": ") {
+			errLines = append(errLines, l)
+		}
+	}
 	want := "an error occurred forwarding " + m[2] + " -> " + strconv.Itoa(port(ln)) + ": "
-	if s := c.stderr.String(); !strings.HasPrefix(s, want) || !strings.Contains(s, "too many open files") || strings.Count(s, "\n") != 1 {
-		t.Fatalf("stderr %q, want one line %q…too many open files", s, want)
+	if len(errLines) != 1 || !strings.HasPrefix(errLines[0], want) || !strings.Contains(errLines[0], "too many open files") {
+		t.Fatalf("stderr %q, want one line %q…too many open files (besides accept retries)", c.stderr, want)
 	}
 }
