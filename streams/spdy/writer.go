@@ -3,6 +3,7 @@ package spdy
 import (
 	"fmt"
 	"net"
+	"sync"
 )
 
 // vectored reports whether writes to nc can be vectored (writev); other
@@ -15,6 +16,10 @@ func vectored(nc net.Conn) bool {
 	return false
 }
 
+// flatBuffers hold a batch copied into one Write, for connections that
+// take no vectored writes, while it is written.
+var flatBuffers sync.Pool
+
 // writeLoop is the only goroutine that writes to the connection. Each
 // round it takes every queued control frame, then up to MaxFrame bytes
 // from each stream with data in turn, and writes the batch at once.
@@ -24,7 +29,6 @@ func (c *Conn) writeLoop() {
 	bufs := make(net.Buffers, 0, maxBatchFrames*2)
 	batch := make([]*Stream, 0, maxBatchFrames)
 	var spare [][]byte
-	var flat []byte
 	vec := vectored(c.nc)
 	for {
 		c.wmu.Lock()
@@ -93,11 +97,21 @@ func (c *Conn) writeLoop() {
 		if vec {
 			_, err = bufs.WriteTo(c.nc)
 		} else {
-			flat = flat[:0]
+			// The copy comes from a pool and the batch's slices are
+			// dropped once written, so a quiet connection holds neither
+			// (about 1 MiB and the writers' buffers, for its life).
+			fp, _ := flatBuffers.Get().(*[]byte)
+			if fp == nil {
+				fp = new([]byte)
+			}
+			flat := (*fp)[:0]
 			for _, b := range bufs {
 				flat = append(flat, b...)
 			}
 			_, err = c.nc.Write(flat)
+			*fp = flat
+			flatBuffers.Put(fp)
+			clear(bufs)
 		}
 		c.touch()
 		for i := range ctrl {
