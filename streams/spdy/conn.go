@@ -121,7 +121,7 @@ type Conn struct {
 	closing     bool          // write what is queued, then stop
 	writerOK    chan struct{} // closed when the writer goroutine exits
 
-	lastActivity atomic.Int64
+	lastActivity atomic.Int64 // time.Since(processStart) at the last frame either way
 	idleTimer    *time.Timer
 	done         chan struct{} // closed when the reader has finished
 	shut         chan struct{} // closed when the connection is being torn down
@@ -227,10 +227,16 @@ func (c *Conn) creditLocked(n int) {
 	}
 }
 
-func (c *Conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
+// touch records activity as the time since the process started, by the
+// monotonic clock: a step of the wall clock (NTP, an operator) must not
+// close live connections nor keep dead ones.
+func (c *Conn) touch() { c.lastActivity.Store(int64(time.Since(processStart))) }
+
+// processStart is the origin of lastActivity's monotonic readings.
+var processStart = time.Now()
 
 func (c *Conn) checkIdle() {
-	idle := time.Since(time.Unix(0, c.lastActivity.Load()))
+	idle := time.Since(processStart) - time.Duration(c.lastActivity.Load())
 	if idle >= c.opts.IdleTimeout {
 		c.goAway(goAwayOK)
 		return
