@@ -47,7 +47,6 @@ func (p *Proxy) portForward(ss grpc.ServerStream, base string) error {
 		p.log.Warn("PortForward refused", "sandbox", id, "err", err)
 		return err
 	}
-	p.m.tokens.Set(float64(p.cfg.Tokens.Outstanding()))
 	url := strings.TrimSuffix(base, "/") + "/portforward/" + token
 	out, err := proto.Marshal(&runtimeapi.PortForwardResponse{Url: url})
 	if err != nil {

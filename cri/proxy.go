@@ -56,6 +56,7 @@ func NewProxy(cfg ProxyConfig) *Proxy {
 	if p.m == nil {
 		p.m = NewMetrics(nil)
 	}
+	p.m.tokens.Store(cfg.Tokens)
 	return p
 }
 

@@ -8,10 +8,12 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -106,6 +108,7 @@ func (r *runtimeUpstream) PodSandboxStatus(_ context.Context, req *runtimeapi.Po
 
 type harness struct {
 	direct, proxied *grpc.ClientConn
+	upstreamPath    string // unix:// endpoint of the upstream
 	up              *upstream
 	rt              *runtimeUpstream
 	tokens          *Tokens
@@ -124,7 +127,8 @@ func newHarness(t *testing.T) *harness {
 	runtimeapi.RegisterRuntimeServiceServer(upSrv, h.rt)
 	serveUnix(t, upSrv, filepath.Join(dir, "upstream.sock"))
 
-	upConn, err := Dial("unix://" + filepath.Join(dir, "upstream.sock"))
+	h.upstreamPath = "unix://" + filepath.Join(dir, "upstream.sock")
+	upConn, err := Dial(h.upstreamPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,5 +372,71 @@ func TestProxyPassesEarlyHeader(t *testing.T) {
 			t.Errorf("%s: the upstream's header, sent before any message, has not reached the client after 5s", name)
 		}
 		cancel()
+	}
+}
+
+// gatherGauge reads the value of the gauge name from reg.
+func gatherGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s in %v", name, mfs)
+	return 0
+}
+
+// TestProxyTokensOutstandingGauge: cri_tokens_outstanding counts the
+// tokens that could still be redeemed: a token the stream server redeems,
+// or one that expires unused, is no longer outstanding.
+func TestProxyTokensOutstandingGauge(t *testing.T) {
+	h := newHarness(t)
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	h.tokens.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	reg := prometheus.NewRegistry()
+	upConn, err := Dial(h.upstreamPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upConn.Close()
+	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: h.tokens, Metrics: NewMetrics(reg),
+		StreamURL: func() (string, bool) { return "http://127.0.0.1:10350", true }})
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	serveUnix(t, p.NewServer(), sock)
+	rt := runtimeapi.NewRuntimeServiceClient(dialTest(t, sock))
+	h.rt.sandboxes["host"] = &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{
+		Id: "host", State: runtimeapi.PodSandboxState_SANDBOX_READY,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}},
+	}}
+	issue := func() string {
+		t.Helper()
+		resp, err := rt.PortForward(context.Background(), &runtimeapi.PortForwardRequest{PodSandboxId: "host"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetUrl()[strings.LastIndex(resp.GetUrl(), "/")+1:]
+	}
+	const gauge = "portforwardd_cri_tokens_outstanding"
+	first, _ := issue(), issue()
+	if n := gatherGauge(t, reg, gauge); n != 2 {
+		t.Errorf("two tokens issued: %s = %v, want 2", gauge, n)
+	}
+	if _, ok := h.tokens.Redeem(first); !ok {
+		t.Fatal("redeem failed")
+	}
+	if n := gatherGauge(t, reg, gauge); n != 1 {
+		t.Errorf("one of two tokens redeemed: %s = %v, want 1", gauge, n)
+	}
+	mu.Lock()
+	now = now.Add(TokenTTL)
+	mu.Unlock()
+	if n := gatherGauge(t, reg, gauge); n != 0 {
+		t.Errorf("the other expired: %s = %v, want 0", gauge, n)
 	}
 }

@@ -97,10 +97,16 @@ func (t *Tokens) Redeem(token string) (Grant, bool) {
 	return e.grant, true
 }
 
-// Outstanding counts tokens issued and not yet redeemed (expired ones
-// included until they are swept).
+// Outstanding counts tokens issued and neither redeemed nor expired; the
+// expired ones are forgotten here.
 func (t *Tokens) Outstanding() int {
+	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	for k, e := range t.entries {
+		if !now.Before(e.expires) {
+			delete(t.entries, k)
+		}
+	}
 	return len(t.entries)
 }
