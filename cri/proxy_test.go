@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -438,5 +439,80 @@ func TestProxyTokensOutstandingGauge(t *testing.T) {
 	mu.Unlock()
 	if n := gatherGauge(t, reg, gauge); n != 0 {
 		t.Errorf("the other expired: %s = %v, want 0", gauge, n)
+	}
+}
+
+// TestProxyReconnectsPromptlyToARestartedUpstream: while the runtime is
+// down or starting (CRI-O restarting) the proxy's connection attempts fail
+// and back off; once the runtime serves, the proxy must be reconnected within the kubelet's
+// own CRI client's bound (k8s.io/cri-client: backoff 100 ms to 3 s), not
+// gRPC's default of up to 120 s, which would leave the node's runtime
+// looking down long after it came back.
+func TestProxyReconnectsPromptlyToARestartedUpstream(t *testing.T) {
+	dir := t.TempDir()
+	upPath := filepath.Join(dir, "up.sock")
+	serve := func() *grpc.Server {
+		srv := grpc.NewServer()
+		testgrpc.RegisterTestServiceServer(srv, &upstream{canceled: make(chan struct{})})
+		ln, err := net.Listen("unix", upPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		t.Cleanup(srv.Stop)
+		return srv
+	}
+	first := serve()
+	upConn, err := Dial("unix://" + upPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upConn.Close()
+	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: NewTokens(0), StreamURL: func() (string, bool) { return "", false }})
+	serveUnix(t, p.NewServer(), filepath.Join(dir, "proxy.sock"))
+	client := testgrpc.NewTestServiceClient(dialTest(t, filepath.Join(dir, "proxy.sock")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The runtime goes away and starts again slowly: its socket is there
+	// but closes every connection (as a runtime not yet serving does). The
+	// proxy's connection attempts fail, five of them.
+	first.Stop()
+	for s := upConn.GetState(); s == connectivity.Ready; s = upConn.GetState() {
+		if !upConn.WaitForStateChange(ctx, s) {
+			t.Fatal("the upstream connection stayed ready after the runtime stopped")
+		}
+	}
+	upConn.Connect() // as the kubelet's next call would
+	starting, err := net.ListenUnix("unix", &net.UnixAddr{Name: upPath, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	starting.SetDeadline(time.Now().Add(time.Minute))
+	for range 5 {
+		c, err := starting.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	starting.Close()
+
+	// It serves: within 4 s (the kubelet's 3 s bound and some slack) the
+	// proxy is connected again and a call goes through.
+	serve()
+	rctx, rcancel := context.WithTimeout(ctx, 4*time.Second)
+	defer rcancel()
+	for s := upConn.GetState(); s != connectivity.Ready; s = upConn.GetState() {
+		upConn.Connect()
+		if !upConn.WaitForStateChange(rctx, s) {
+			t.Fatalf("the runtime serves again, and the proxy's connection to it is still %v after 4s", s)
+		}
+	}
+	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("call after the runtime came back: %v", err)
 	}
 }
