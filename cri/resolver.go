@@ -23,7 +23,8 @@ const (
 
 // ResolverCacheTTL is how long a pod's sandbox lookup is reused. Every use
 // re-checks that the namespace file is still a network namespace, so a
-// stopped sandbox is noticed at once and looked up again.
+// stopped sandbox is noticed at once and looked up again. Host-network
+// sandboxes, whose namespace (the node's) outlives them, are not cached.
 const ResolverCacheTTL = 10 * time.Second
 
 // Resolver resolves pods through a CRI runtime: the newest ready sandbox
@@ -62,7 +63,7 @@ func (r *Resolver) Resolve(ctx context.Context, pod nsenter.Pod) (nsenter.Target
 	}
 	t, err := r.lookup(ctx, pod)
 	r.mu.Lock()
-	if err == nil {
+	if err == nil && t.Path != HostNetns {
 		r.cache[pod] = resolved{target: t, at: time.Now()}
 	} else {
 		delete(r.cache, pod)

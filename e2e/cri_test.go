@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -270,5 +271,50 @@ func TestCRIProxyWithContainerd(t *testing.T) {
 
 	if n := d.metric(t, `portforwardd_cri_calls_total{code="OK",handling="portforward"}`); n < 5 {
 		t.Errorf("cri_calls_total{portforward,OK} = %v, want at least 5", n)
+	}
+}
+
+// TestCRIResolverNoticesStoppedHostNetworkPod: the CRI resolver reuses a
+// lookup only while the sandbox's namespace file shows it still runs. A
+// host-network sandbox has no namespace of its own to show that, so once
+// it stops, its pod is not found, at once, as for any other pod; it was
+// still forwarded into the node's network for the cache's 10 s.
+func TestCRIResolverNoticesStoppedHostNetworkPod(t *testing.T) {
+	ctrd := startContainerd(t)
+	const uid = "aaaaaaaa-0000-0000-0000-000000000003"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := ctrd.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "hostweb", Namespace: "e2e", Uid: uid},
+		Labels: map[string]string{
+			"io.kubernetes.pod.name": "hostweb", "io.kubernetes.pod.namespace": "e2e", "io.kubernetes.pod.uid": uid,
+		},
+		LogDirectory: filepath.Join(ctrd.dir, "podlogs", uid),
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_POD, Ipc: runtimeapi.NamespaceMode_POD},
+		}},
+	}})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\ncontainerd log:\n%s", err, ctrd.log)
+	}
+	// A server in the node's network, where the pod's would listen.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	serveEcho(ln)
+
+	direct := startDaemon(t, "--cri-endpoint", "unix://"+ctrd.sock)
+	f := startForward(t, direct, transports[0], "/portForward/e2e/hostweb", port(ln))
+	if err := echoRandom(f.local, 1024); err != nil {
+		t.Fatalf("forward to the running host-network pod: %v", err)
+	}
+	if _, err := ctrd.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: resp.GetPodSandboxId()}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = spdyDialer(t, direct, "/portForward/e2e/hostweb").Dial(portforward.PortForwardProtocolV1Name)
+	if err == nil || !strings.Contains(err.Error(), "pod does not exist") {
+		t.Fatalf("the host-network pod's sandbox stopped: %v, want 404 pod does not exist", err)
 	}
 }
