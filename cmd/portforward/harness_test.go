@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +102,71 @@ func startCLI(t *testing.T, args ...string) *cliRun {
 		}
 	})
 	return c
+}
+
+// childArgsEnv carries, as JSON, the arguments of a CLI that this test
+// binary, re-run by startCLIProcess, runs instead of its tests.
+const childArgsEnv = "PORTFORWARD_TEST_CHILD_ARGS"
+
+func TestMain(m *testing.M) {
+	if js, ok := os.LookupEnv(childArgsEnv); ok {
+		var args []string
+		if err := json.Unmarshal([]byte(js), &args); err != nil {
+			panic(err)
+		}
+		os.Args = append([]string{"portforward"}, args...)
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// startCLIProcess runs the CLI with args in a process of its own (this
+// test binary), for a test that limits its file descriptors: in the test
+// process, connections that earlier tests left to goroutines (a fake
+// daemon's handler, a forward the CLI's stop did not wait for, an idle
+// connection of http.DefaultTransport whose server closed it) close at
+// any moment, and free the descriptors the limit counted on. stop sends
+// SIGINT; the test's cleanup sends it, then kills the process, and fails
+// the test if the process reported a data race.
+func startCLIProcess(t *testing.T, args ...string) (*cliRun, int) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childArgsEnv+"="+string(js))
+	c := &cliRun{stdout: newOutBuf(), stderr: newOutBuf(), exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.stop = func() { cmd.Process.Signal(syscall.SIGINT) }
+	go func() {
+		cmd.Wait()
+		c.code = cmd.ProcessState.ExitCode()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		c.stop()
+		select {
+		case <-c.exited:
+		case <-time.After(failAfter):
+			t.Errorf("portforward %q still running %v after SIGINT", args, failAfter)
+			cmd.Process.Kill()
+			<-c.exited
+		}
+		// Built with -race, the child reports races on its stderr, as
+		// the test process would have failed the test.
+		if strings.Contains(c.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("the CLI's process reported a data race; stderr %q", c.stderr)
+		}
+	})
+	return c, cmd.Process.Pid
 }
 
 // exitCode waits for the CLI to return and gives its exit code.

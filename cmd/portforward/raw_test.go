@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -103,41 +104,42 @@ func TestRawLocalResetResetsUpgrade(t *testing.T) {
 // once descriptors are free; it does not stop accepting for good.
 func TestAcceptRetriesWhenOutOfFDs(t *testing.T) {
 	d := startFakeDaemon(t, "")
-	c := startCLI(t, "--server", d.URL, "--transport", "raw", "--address", "127.0.0.1", "-n", "ns", "pod", ":22")
+	// The CLI runs in a process of its own, where no descriptor closes
+	// but by the CLI's doing (see startCLIProcess).
+	c, pid := startCLIProcess(t, "--server", d.URL, "--transport", "raw", "--address", "127.0.0.1", "-n", "ns", "pod", ":22")
 	port, err := strconv.Atoi(c.localPort(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The client's socket is made first; then the lowest free descriptor
-	// becomes the limit, so the CLI's accept of the connection fails.
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	// The lowest free descriptor of the CLI becomes its limit, so its
+	// accept of the connection fails.
+	free := 0
+	for ; ; free++ {
+		if _, err := os.Lstat(fmt.Sprintf("/proc/%d/fd/%d", pid, free)); os.IsNotExist(err) {
+			break
+		}
 	}
-	free, err := unix.Dup(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(free)
 	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
 		t.Fatal(err)
 	}
-	lim := old
-	lim.Cur = uint64(free)
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free), Max: old.Max}, nil); err != nil {
 		t.Fatal(err)
 	}
 	restored := false
 	restore := func() {
 		if !restored {
 			restored = true
-			unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+			unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil)
 		}
 	}
 	defer restore()
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := unix.Connect(s, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		restore()
+		unix.Close(s)
 		t.Fatal(err)
 	}
 	_, ok := c.stderr.waitFor(t, "accept error", c.exited, func(s string) bool {
