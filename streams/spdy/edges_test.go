@@ -238,7 +238,9 @@ func TestFreedBudgetResetsNoStream(t *testing.T) {
 func TestDataAfterFINResetsTheStream(t *testing.T) {
 	got := make(chan *Stream, 1)
 	f, _, _ := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
+	wrote := make(chan struct{})
 	go func() {
+		defer close(wrote)
 		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, CFHeader: spdyframe.ControlFrameHeader{Flags: spdyframe.ControlFlagFin}, Headers: http.Header{"A": {"b"}}})
 		f.WriteFrame(&spdyframe.DataFrame{StreamId: 1, Data: []byte("late")})
 	}()
@@ -260,6 +262,10 @@ func TestDataAfterFINResetsTheStream(t *testing.T) {
 	if err := <-werr; err == nil {
 		t.Fatal("Write on a stream the server reset succeeded")
 	}
+	// The server resets the stream once it has read the DATA frame's
+	// header; the framer writes the payload separately, and two frames
+	// written at once would interleave on the pipe.
+	<-wrote
 	go f.WriteFrame(&spdyframe.PingFrame{Id: 7})
 	for {
 		fr, err := f.ReadFrame()
