@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -73,6 +74,14 @@ func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
 		defer cancel()
 		drained <- s.Drain(ctx)
 	}()
+	// The dial goes on once Drain has begun: otherwise the session may
+	// end before Drain looks, and the case is not tested.
+	for draining := false; !draining; {
+		s.mu.Lock()
+		draining = s.draining
+		s.mu.Unlock()
+		runtime.Gosched()
+	}
 	close(dialer.gate)
 
 	br := bufio.NewReader(c)
