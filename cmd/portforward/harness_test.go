@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -289,16 +290,24 @@ func echoOnce(t *testing.T, port, want, msg string) {
 // freePorts returns n different ports that nothing listens on, on any
 // address. Servers the test needs are started first, so that they cannot
 // take these ports.
+//
+// They come from below the kernel's ephemeral range (32768 and up by
+// default), so that no outgoing connection of a test running meanwhile
+// (the e2e package runs beside this one) takes one as its local port
+// between the choice and the CLI's bind.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
 	var ports []string
-	for range n {
-		ln, err := net.Listen("tcp", "[::]:0") // dual stack: free on both families
+	for p := 20000 + rand.IntN(10000); len(ports) < n; p++ {
+		if p >= 32768 {
+			t.Fatalf("no %d free ports below 32768", n)
+		}
+		ln, err := net.Listen("tcp", "[::]:"+strconv.Itoa(p)) // dual stack: free on both families
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		defer ln.Close() // held until all are chosen, so that they differ
-		ports = append(ports, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		ports = append(ports, strconv.Itoa(p))
 	}
 	return ports
 }
