@@ -46,6 +46,7 @@ func TestQuietUnvectoredConnectionHoldsNoBatch(t *testing.T) {
 		srvc := make(chan *Conn, 1)
 		go func() {
 			nc, err := ln.Accept()
+			ln.Close() // not before: a listener closed first fails an Accept still to come
 			if err != nil {
 				close(srvc)
 				return
@@ -53,7 +54,6 @@ func TestQuietUnvectoredConnectionHoldsNoBatch(t *testing.T) {
 			srvc <- Serve(unvectored{nc}, func(s *Stream) error { accepted <- s; return nil }, Options{})
 		}()
 		nc, err := net.Dial("tcp4", ln.Addr().String())
-		ln.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
