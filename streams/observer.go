@@ -21,9 +21,9 @@ func (d Direction) String() string {
 // and StreamRejected. The set is fixed so that it can label metrics.
 const (
 	ResultOK        = "ok"         // both directions ended with EOF
-	ResultReset     = "reset"      // the client or the pod reset it
+	ResultReset     = "reset"      // the client or the pod reset it (the client: during the dial too)
 	ResultDialError = "dial_error" // the pod could not be dialed
-	ResultAborted   = "aborted"    // the session ended while it ran
+	ResultAborted   = "aborted"    // its connection or session ended while it ran or dialed
 	ResultTimeout   = "timeout"    // its pair never completed
 	ResultRejected  = "rejected"   // bad headers, duplicate, limit, draining, session ended first
 )
