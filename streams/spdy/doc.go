@@ -20,7 +20,9 @@
 //     initial window and sends WINDOW_UPDATEs as data is consumed.
 //   - The writer batches queued frames into one writev, takes at most
 //     Options.MaxFrame bytes from each stream in turn, and writes payload
-//     straight from the caller's slice: no copy in user space. On a plain
+//     straight from the caller's slice: no copy in user space. A
+//     connection without writev (TLS, the WebSocket tunnel) gets the batch
+//     copied into one pooled buffer and written at once. On a plain
 //     TCP connection, Stream.SpliceChunkFrom moves a socket's bytes to the
 //     client with splice(2), never through user space while the writer is
 //     idle.
