@@ -15,9 +15,13 @@
 // pod that no longer exists (404) at the next local connection, which
 // fails with "an error occurred forwarding L -> R: …" before the CLI
 // exits. Other HTTP errors (503: the server is at its limits), and a dial
-// that fails for want of a local resource (EMFILE, EADDRNOTAVAIL), fail
-// only that connection; a listener out of descriptors says so once and
-// accepts again when it can.
+// that fails for want of a local resource (EMFILE, ENFILE, EADDRNOTAVAIL,
+// ENOBUFS, ENOMEM), fail only that connection; their listener, out of
+// descriptors or memory, says so once and accepts again when it can. With
+// raw, a local client's reset resets its connection to the server.
+//
+// An https --server is verified with --certificate-authority, or else with
+// the system's roots, whatever the transport.
 package main
 
 import (
@@ -80,7 +84,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "the pod's namespace")
 	fs.StringSliceVar(&o.addresses, "address", []string{"localhost"}, "addresses to listen on (comma-separated); localhost means 127.0.0.1 and ::1")
 	fs.StringVar(&o.transport, "transport", "auto", "auto (the best the server offers: raw from portforwardd; from a kubelet or API server the WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), h2 (one HTTP/2 stream per connection), or raw (one connect-tcp upgrade per connection, spliced)")
-	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate")
+	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate (default: the system's roots)")
 	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
 	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
 	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
