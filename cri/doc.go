@@ -14,5 +14,7 @@
 // Tokens is the token cache behind those URLs (single use, 60 s, at most
 // 1000 outstanding, like the kubelet streaming library's), and Resolver
 // resolves {namespace}/{pod}[/{uid}] through CRI ListPodSandbox for the
-// direct routes.
+// direct routes (a lookup is reused for ResolverCacheTTL, except a
+// host-network sandbox's). Dial reconnects to a runtime that restarted with
+// the kubelet's CRI client backoff, 100 ms up to 3 s.
 package cri
