@@ -3,7 +3,8 @@
 // drives the daemon with the Kubernetes client code kubectl runs
 // (client-go's tools/portforward over SPDY).
 //
-// The tests need root and iproute2. Without root they skip, unless
+// The tests need root, iproute2 and iptables (run inside a test pod's
+// namespace only). Without root they skip, unless
 // PORTFORWARDD_REQUIRE_ROOT=1 (set by .ci/run) turns the skip into a
 // failure. PORTFORWARDD_E2E_RACE=1 builds the daemon with the race
 // detector, and a race it reports fails the test that ran the daemon.
