@@ -94,15 +94,22 @@ func startCLI(t *testing.T, args ...string) *cliRun {
 		defer close(c.exited)
 		c.code = run(args, c.stdout, c.stderr, stopc)
 	}()
-	t.Cleanup(func() {
-		c.stop()
-		select {
-		case <-c.exited:
-		case <-time.After(failAfter):
-			t.Errorf("portforward %q still running %v after SIGINT", args, failAfter)
-		}
-	})
+	t.Cleanup(func() { c.stopAndWait(t, args) })
 	return c
+}
+
+// stopAndWait sends SIGINT and waits for the CLI to end; false (and a
+// failed test) if it is still running after failAfter.
+func (c *cliRun) stopAndWait(t *testing.T, args []string) bool {
+	t.Helper()
+	c.stop()
+	select {
+	case <-c.exited:
+		return true
+	case <-time.After(failAfter):
+		t.Errorf("portforward %q still running %v after SIGINT", args, failAfter)
+		return false
+	}
 }
 
 // childArgsEnv carries, as JSON, the arguments of a CLI that this test
@@ -153,11 +160,7 @@ func startCLIProcess(t *testing.T, args ...string) (*cliRun, int) {
 		close(c.exited)
 	}()
 	t.Cleanup(func() {
-		c.stop()
-		select {
-		case <-c.exited:
-		case <-time.After(failAfter):
-			t.Errorf("portforward %q still running %v after SIGINT", args, failAfter)
+		if !c.stopAndWait(t, args) {
 			cmd.Process.Kill()
 			<-c.exited
 		}
