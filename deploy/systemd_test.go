@@ -1,0 +1,118 @@
+package deploy
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// unitDeps is what one systemd unit file says about other units: its
+// [Unit] dependencies and its [Install] section, by setting.
+type unitDeps map[string][]string
+
+// readUnitDeps reads the dependency settings of a unit file (the lists
+// are space-separated and may be given more than once).
+func readUnitDeps(t *testing.T, file string) unitDeps {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := unitDeps{}
+	section := ""
+	for line := range strings.Lines(strings.ReplaceAll(string(data), "\\\n", " ")) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			section = line
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") || (section != "[Unit]" && section != "[Install]") {
+			continue
+		}
+		deps[key] = append(deps[key], strings.Fields(value)...)
+	}
+	return deps
+}
+
+// restartedWith returns the units systemd stops or restarts when unit is
+// explicitly stopped or restarted (systemctl stop, restart): every unit
+// that has Requires=, BindsTo= or PartOf= on it, transitively
+// (systemd.unit(5): "this unit will be stopped (or restarted) if one of
+// the other units is explicitly stopped (or restarted)"). RequiredBy= in
+// an [Install] section is a Requires= of the unit it names (once enabled).
+func restartedWith(units map[string]unitDeps, unit string) []string {
+	// requiredBy[x] are the units that go down with x.
+	requiredBy := map[string][]string{}
+	for name, d := range units {
+		for _, key := range []string{"Requires", "BindsTo", "PartOf"} {
+			for _, other := range d[key] {
+				requiredBy[other] = append(requiredBy[other], name)
+			}
+		}
+		for _, other := range d["RequiredBy"] {
+			requiredBy[name] = append(requiredBy[name], other)
+		}
+	}
+	var out []string
+	todo := []string{unit}
+	for len(todo) > 0 {
+		u := todo[0]
+		todo = todo[1:]
+		for _, dep := range requiredBy[u] {
+			if dep != unit && !slices.Contains(out, dep) {
+				out = append(out, dep)
+				todo = append(todo, dep)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestCRIOUnitDependencies: the proxy outlives a CRI-O restart (it
+// reconnects, and forwarded connections never touch CRI-O), and neither a
+// CRI-O restart nor the proxy's own restart restarts the kubelet, whose
+// CRI client reconnects by itself. Ordering still puts the proxy between
+// the two at boot.
+func TestCRIOUnitDependencies(t *testing.T) {
+	const unit = "portforwardd-crio.service"
+	units := map[string]unitDeps{unit: readUnitDeps(t, unit)}
+	d := units[unit]
+	if !slices.Contains(d["After"], "crio.service") || !slices.Contains(d["Before"], "kubelet.service") {
+		t.Errorf("%s: After=%v Before=%v, want After=crio.service and Before=kubelet.service (the kubelet must find the proxy's socket)", unit, d["After"], d["Before"])
+	}
+	if !slices.Contains(append(d["Wants"], d["Requires"]...), "crio.service") {
+		t.Errorf("%s: starting it does not start crio.service (Wants=)", unit)
+	}
+	if !slices.Contains(append(d["WantedBy"], d["RequiredBy"]...), "kubelet.service") {
+		t.Errorf("%s: starting the kubelet does not start it (WantedBy=kubelet.service)", unit)
+	}
+	if got := restartedWith(units, "crio.service"); len(got) > 0 {
+		t.Errorf("systemctl restart crio.service also restarts %v: every forwarded connection on the node is cut for a runtime restart the proxy rides out", got)
+	}
+	if got := restartedWith(units, unit); len(got) > 0 {
+		t.Errorf("systemctl restart %s also restarts %v: upgrading the proxy must not restart the kubelet", unit, got)
+	}
+}
+
+// TestRestartedWith checks the dependency model against systemd.unit(5).
+func TestRestartedWith(t *testing.T) {
+	units := map[string]unitDeps{
+		"a.service": {"Requires": {"b.service"}},
+		"b.service": {"RequiredBy": {"c.service"}, "Wants": {"d.service"}},
+		"e.service": {"PartOf": {"a.service"}, "After": {"b.service"}},
+		"f.service": {"BindsTo": {"d.service"}},
+	}
+	for unit, want := range map[string][]string{
+		"b.service": {"a.service", "c.service", "e.service"},
+		"a.service": {"e.service"},
+		"d.service": {"f.service"},
+		"c.service": nil,
+	} {
+		if got := restartedWith(units, unit); !slices.Equal(got, want) {
+			t.Errorf("restartedWith(%s): got %v, want %v", unit, got, want)
+		}
+	}
+}
