@@ -7,9 +7,11 @@
 // Its tests keep those files honest against the code they deploy. Every
 // Kubernetes object is decoded strictly into the Kubernetes API types (a
 // misspelt field fails), the Prometheus Operator objects and the scrape
-// configuration into local mirrors of the fields used; every flag the
-// DaemonSet and the units pass must exist in the daemon (read from
-// `go run ./cmd/portforwardd -h`), every metric and label the alerts and
+// configuration into local mirrors of the fields used; the daemon is
+// built with the Containerfile's go build, every flag the DaemonSet and
+// the units pass must exist in it (read from `portforwardd -h`) and parse,
+// and each of the three recipes must start, answer the probes and stop
+// on SIGTERM; every metric and label the alerts and
 // the dashboard query must be registered by server.NewMetrics and
 // cri.NewMetrics, and the security-relevant settings (host network, the
 // netns mount's propagation, the one capability, seccomp, the RBAC rules)

@@ -50,15 +50,11 @@ func parseUsage(out string) map[string]daemonFlag {
 	return flags
 }
 
-// daemonFlags runs `go run ./cmd/portforwardd -h` from the repository root
-// and returns its flags.
+// daemonFlags runs `portforwardd -h` (built as the Containerfile builds
+// it) and returns its flags.
 func daemonFlags(t *testing.T) map[string]daemonFlag {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("compiles the daemon; skipped with -short")
-	}
-	cmd := exec.CommandContext(t.Context(), "go", "run", "./cmd/portforwardd", "-h")
-	cmd.Dir = ".."
+	cmd := exec.CommandContext(t.Context(), daemonBinary(t), "-h")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -67,7 +63,7 @@ func daemonFlags(t *testing.T) map[string]daemonFlag {
 	// long as the usage came out, but not a failed build.
 	var exit *exec.ExitError
 	if err != nil && (!errors.As(err, &exit) || len(flags) == 0) {
-		t.Fatalf("go run ./cmd/portforwardd -h: %v\n%s", err, out.String())
+		t.Fatalf("portforwardd -h: %v\n%s", err, out.String())
 	}
 	// The flags every deployment relies on (DESIGN.md's contract): if these
 	// are missing the usage was not parsed.

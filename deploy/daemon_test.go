@@ -1,0 +1,321 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/portforwardd/portforwardd/server/certs/certstest"
+)
+
+// testVersion is the VERSION build argument the tests build the image's
+// binary with.
+const testVersion = "deploy-test"
+
+var (
+	binDir   string
+	binOnce  sync.Once
+	binPath  string
+	binError error
+	binOut   []byte
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// containerfileBuild returns the shell command of the Containerfile's
+// RUN instruction that runs go build, without the RUN and its --mount
+// options.
+func containerfileBuild(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("Containerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.ReplaceAll(string(data), "\\\n", " ")
+	for line := range strings.Lines(joined) {
+		rest, ok := strings.CutPrefix(line, "RUN ")
+		if !ok || !strings.Contains(rest, "go build") {
+			continue
+		}
+		f := strings.Fields(rest)
+		for len(f) > 0 && strings.HasPrefix(f[0], "--") {
+			f = f[1:]
+		}
+		return strings.Join(f, " ")
+	}
+	t.Fatal("Containerfile: no RUN instruction runs go build")
+	return ""
+}
+
+// daemonBinary builds the daemon as the Containerfile does (its own go
+// build command, run by sh with the build arguments set) once per test
+// run, and returns its path.
+func daemonBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("compiles the daemon; skipped with -short")
+	}
+	build := containerfileBuild(t)
+	binOnce.Do(func() {
+		binDir, binError = os.MkdirTemp("", "deploy-bin")
+		if binError != nil {
+			return
+		}
+		out := regexp.MustCompile(`-o\s+(\S+)`).FindStringSubmatch(build)
+		if out == nil {
+			binError = fmt.Errorf("the Containerfile's build %q has no -o", build)
+			return
+		}
+		binPath = filepath.Join(binDir, "portforwardd")
+		cmd := exec.Command("sh", "-c", strings.Replace(build, out[0], "-o "+binPath, 1))
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "TARGETOS="+runtime.GOOS, "TARGETARCH="+runtime.GOARCH, "VERSION="+testVersion)
+		binOut, binError = cmd.CombinedOutput()
+	})
+	if binError != nil {
+		t.Fatalf("the Containerfile's build %q: %v\n%s", build, binError, binOut)
+	}
+	return binPath
+}
+
+// TestContainerfileBuilds runs the Containerfile's go build and checks
+// that the version build argument reaches portforwardd --version.
+func TestContainerfileBuilds(t *testing.T) {
+	bin := daemonBinary(t)
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if got, want := strings.TrimSpace(string(out)), "portforwardd "+testVersion; err != nil || got != want {
+		t.Errorf("%s --version: %q (%v), want %q: the Containerfile's -X does not set the version", bin, got, err, want)
+	}
+}
+
+// deployedArgs are the daemon's arguments in each file that runs it, with
+// the DaemonSet's $(VAR) references expanded as the kubelet would.
+func deployedArgs(t *testing.T) map[string][]string {
+	t.Helper()
+	x := loadDaemon(t)
+	ds := make([]string, len(x.args))
+	for i, a := range x.args {
+		ds[i] = envRef.ReplaceAllString(a, "node-a")
+	}
+	return map[string][]string{
+		"daemonset.yaml":            ds,
+		"portforwardd.service":      execStart(t, "portforwardd.service"),
+		"portforwardd-crio.service": execStart(t, "portforwardd-crio.service"),
+	}
+}
+
+// TestDeployedArgsParse checks each file's arguments with the daemon's
+// own parser: a value it refuses (a duration without a unit, a byte count
+// it cannot read, flags that do not go together) stops it at start, which
+// the flag names alone do not show.
+func TestDeployedArgsParse(t *testing.T) {
+	bin := daemonBinary(t)
+	for source, args := range deployedArgs(t) {
+		t.Run(source, func(t *testing.T) {
+			out, err := exec.Command(bin, append(args, "--version")...).CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "portforwardd ") {
+				t.Errorf("portforwardd %s --version: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		})
+	}
+}
+
+// rewrite replaces the value of each flag in with, keeping the form
+// (--name=v or --name v); flags not in args are appended.
+func rewrite(args []string, with map[string]string) []string {
+	out := append([]string(nil), args...)
+	done := map[string]bool{}
+	for i := 0; i < len(out); i++ {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(out[i], "-"), "=")
+		v, ok := with[name]
+		if !strings.HasPrefix(out[i], "-") || !ok {
+			continue
+		}
+		done[name] = true
+		if hasValue {
+			out[i] = "--" + name + "=" + v
+		} else if i+1 < len(out) {
+			out[i+1] = v
+		}
+	}
+	for name, v := range with {
+		if !done[name] {
+			out = append(out, "--"+name+"="+v)
+		}
+	}
+	return out
+}
+
+// textAttr is one key=value of a log line in log/slog's text format.
+var textAttr = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S+)`)
+
+// parseLogLine returns the attributes of one line of the daemon's log,
+// JSON or text.
+func parseLogLine(line string) map[string]string {
+	out := map[string]string{}
+	var m map[string]any
+	if json.Unmarshal([]byte(line), &m) == nil {
+		for k, v := range m {
+			out[k] = fmt.Sprint(v)
+		}
+		return out
+	}
+	for _, a := range textAttr.FindAllStringSubmatch(line, -1) {
+		v := a[2]
+		if strings.HasPrefix(v, `"`) {
+			if s, err := strconv.Unquote(v); err == nil {
+				v = s
+			}
+		}
+		out[a[1]] = v
+	}
+	return out
+}
+
+// startDaemon runs the daemon with args until the test ends, and returns
+// the address of its metrics listener once it serves, and a function that
+// stops it with SIGTERM and checks that it exits 0.
+func startDaemon(t *testing.T, bin string, args []string) (metricsAddr string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	logDone := make(chan struct{})
+	serving := make(chan string, 1)
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(io.TeeReader(stderr, &log))
+		metrics := ""
+		for sc.Scan() {
+			l := parseLogLine(sc.Text())
+			switch l["msg"] {
+			case "serving metrics":
+				metrics = l["addr"]
+			case "serving port-forward":
+				serving <- metrics
+			}
+		}
+		close(serving)
+	}()
+	waited := false
+	wait := func() error {
+		waited = true
+		<-logDone
+		return cmd.Wait()
+	}
+	t.Cleanup(func() {
+		cancel()
+		if !waited {
+			wait()
+		}
+	})
+	addr, ok := <-serving
+	if !ok {
+		err := wait()
+		t.Fatalf("portforwardd %s did not start (%v):\n%s", strings.Join(args, " "), err, log.String())
+	}
+	if addr == "" {
+		t.Fatalf("portforwardd %s serves no metrics listener:\n%s", strings.Join(args, " "), log.String())
+	}
+	return addr, func() {
+		t.Helper()
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := wait(); err != nil {
+			t.Errorf("portforwardd %s: on SIGTERM: %v, want exit 0\n%s", strings.Join(args, " "), err, log.String())
+		}
+	}
+}
+
+// probeGet does what the kubelet's HTTP probe does: a GET, success for
+// 200 to 399.
+func probeGet(t *testing.T, addr string, g *corev1.HTTPGetAction) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+g.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("probe GET %s: %v", g.Path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestDeployedDaemonsServe starts the daemon with each file's arguments,
+// its listeners moved to free loopback ports and its files (TLS, the
+// kubeconfig, the CRI socket) to a temporary directory, and probes it as
+// the DaemonSet's probes do: every recipe must start, answer the probes
+// and the scrape, and stop cleanly on SIGTERM.
+func TestDeployedDaemonsServe(t *testing.T) {
+	bin := daemonBinary(t)
+	x := loadDaemon(t)
+	probes := map[string]*corev1.Probe{"readinessProbe": x.c.ReadinessProbe, "livenessProbe": x.c.LivenessProbe}
+	for source, args := range deployedArgs(t) {
+		t.Run(source, func(t *testing.T) {
+			dir := t.TempDir()
+			with := map[string]string{"listen": "127.0.0.1:0", "metrics-listen": "127.0.0.1:0"}
+			if _, ok := flagValue(args, "cri-listen"); ok {
+				with["cri-listen"] = "unix://" + filepath.Join(dir, "cri.sock")
+			}
+			if _, ok := flagValue(args, "tls-cert-file"); ok {
+				ca := certstest.NewCA(t, "deploy-test-ca")
+				with["tls-cert-file"], with["tls-private-key-file"] = ca.Server(t, "127.0.0.1").WriteFiles(t, dir, "tls")
+				with["client-ca-file"] = filepath.Join(dir, "ca.crt")
+				certstest.WriteFile(t, with["client-ca-file"], ca.CertPEM)
+			}
+			if _, ok := flagValue(args, "auth-kubeconfig"); ok {
+				// The API server is not asked until a client comes.
+				kc := filepath.Join(dir, "kubeconfig")
+				certstest.WriteFile(t, kc, []byte("apiVersion: v1\nkind: Config\ncurrent-context: c\n"+
+					"clusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}}]\n"+
+					"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"))
+				with["auth-kubeconfig"] = kc
+			}
+			addr, stop := startDaemon(t, bin, rewrite(args, with))
+			for name, p := range probes {
+				if p == nil || p.HTTPGet == nil {
+					continue // TestDaemonSetProbes reports it
+				}
+				if code, body := probeGet(t, addr, p.HTTPGet); code < 200 || code >= 400 {
+					t.Errorf("%s GET %s: %d %q, want 200 from a daemon that serves", name, p.HTTPGet.Path, code, body)
+				}
+			}
+			if code, body := probeGet(t, addr, &corev1.HTTPGetAction{Path: "/metrics"}); code != http.StatusOK || !strings.Contains(body, "portforwardd_build_info{") {
+				t.Errorf("GET /metrics: %d, want 200 with portforwardd_build_info", code)
+			}
+			stop()
+		})
+	}
+}
