@@ -6,6 +6,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -152,8 +153,14 @@ type promQuery struct {
 }
 
 type promSelector struct {
-	metric string   // empty for a bare {...}
-	labels []string // the label names it matches on
+	metric   string   // empty for a bare {...}
+	labels   []string // the label names it matches on
+	matchers []promMatcher
+}
+
+// promMatcher is one label matcher of a selector: label op "value".
+type promMatcher struct {
+	label, op, value string // value unquoted
 }
 
 var grafanaVar = regexp.MustCompile(`\$\{?(\w+)`)
@@ -220,6 +227,15 @@ func parsePromQL(expr string, grafana bool) (promQuery, error) {
 					return q, fmt.Errorf("label matcher %s %s %s: want label, =, !=, =~ or !~, and a string", tk.text, op.text, val.text)
 				}
 				q.selectors[top.sel].labels = append(q.selectors[top.sel].labels, tk.text)
+				quoted := val.text
+				if strings.HasPrefix(quoted, "'") {
+					quoted = `"` + quoted[1:len(quoted)-1] + `"`
+				}
+				value, err := strconv.Unquote(quoted)
+				if err != nil {
+					return q, fmt.Errorf("label matcher %s %s %s: %w", tk.text, op.text, val.text, err)
+				}
+				q.selectors[top.sel].matchers = append(q.selectors[top.sel].matchers, promMatcher{tk.text, op.text, value})
 			case top.open == "[":
 				return q, fmt.Errorf("identifier %q in a range", tk.text)
 			case top.grouping:
