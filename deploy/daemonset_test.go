@@ -347,3 +347,48 @@ func TestMetricsService(t *testing.T) {
 	}
 	t.Errorf("Service %s has no port named metrics", svc.Name)
 }
+
+// TestDaemonSetCRIMounts checks what the CRI resolver (--cri-endpoint)
+// needs inside the pod: the runtime's socket at the path it is given, from
+// the host's directory of that socket, and the namespace files at the
+// paths the runtime reports (/var/run/netns/..., CRI-O's and containerd's
+// pins), from the host's netns directory and receiving later pins.
+func TestDaemonSetCRIMounts(t *testing.T) {
+	x := loadDaemon(t)
+	endpoint, ok := flagValue(x.args, "cri-endpoint")
+	if !ok {
+		t.Skip("the DaemonSet does not resolve pods through the CRI")
+	}
+	sock, ok := strings.CutPrefix(endpoint, "unix://")
+	if !ok {
+		t.Fatalf("--cri-endpoint %q: want unix:///path", endpoint)
+	}
+	m := mountOf(x.c, sock)
+	if m == nil {
+		t.Fatalf("--cri-endpoint socket %s is under no volume mount", sock)
+	}
+	v := volume(x.pod, m.Name)
+	if v == nil || v.HostPath == nil {
+		t.Fatalf("--cri-endpoint socket %s: volume %q is not a hostPath", sock, m.Name)
+	}
+	if host := filepath.Join(v.HostPath.Path, strings.TrimPrefix(sock, m.MountPath)); host != sock {
+		t.Errorf("--cri-endpoint socket %s is the host's %s, want the same path on the host", sock, host)
+	}
+	if m.SubPath != "" {
+		t.Errorf("mount %s uses subPath: a socket the runtime re-creates on restart would not be seen", m.MountPath)
+	}
+	for _, dir := range []string{"/var/run/netns", netnsDir} {
+		pin := dir + "/3f1b3c55-64b2-4b9a-9c1e-6f0f2f6d8b11"
+		m := mountOf(x.c, pin)
+		switch {
+		case m == nil:
+			t.Errorf("a namespace pinned at %s (as the runtime reports it) is under no volume mount", pin)
+		case m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer:
+			t.Errorf("mount %s: want mountPropagation HostToContainer, or pins made after the pod started are empty files", m.MountPath)
+		default:
+			if v := volume(x.pod, m.Name); v == nil || v.HostPath == nil || v.HostPath.Path != netnsDir || m.MountPath != dir {
+				t.Errorf("mount %s: want the host's %s at %s", m.MountPath, netnsDir, dir)
+			}
+		}
+	}
+}
