@@ -33,17 +33,20 @@ func (r *eventsRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, s grp
 }
 
 // logSink reads serve's JSON log: ready yields the metrics address once
-// the CRI proxy is serving too.
+// the CRI proxy is serving too; drainTimeout is what the shutdown line
+// says.
 type logSink struct {
-	mu          sync.Mutex
-	metricsAddr string
-	ready       chan string
+	mu           sync.Mutex
+	metricsAddr  string
+	drainTimeout any
+	ready        chan string
 }
 
 func (l *logSink) Write(p []byte) (int, error) {
 	var rec struct {
-		Msg  string `json:"msg"`
-		Addr string `json:"addr"`
+		Msg          string `json:"msg"`
+		Addr         string `json:"addr"`
+		DrainTimeout any    `json:"drain_timeout"`
 	}
 	if json.Unmarshal(p, &rec) == nil {
 		l.mu.Lock()
@@ -52,6 +55,8 @@ func (l *logSink) Write(p []byte) (int, error) {
 			l.metricsAddr = rec.Addr
 		case "serving CRI proxy":
 			l.ready <- l.metricsAddr
+		case "shutting down":
+			l.drainTimeout = rec.DrainTimeout
 		}
 		l.mu.Unlock()
 	}
@@ -131,5 +136,10 @@ func TestSIGTERMDrainsWhileACRICallIsOpen(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not return after the CRI call ended")
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if sink.drainTimeout != "1m0s" { // a duration in nanoseconds reads as 6e+10
+		t.Errorf("the shutdown line's drain_timeout is %v, want \"1m0s\"", sink.drainTimeout)
 	}
 }

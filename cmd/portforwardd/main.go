@@ -309,7 +309,7 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	var serveErr error
 	select {
 	case sig := <-sigc:
-		log.Info("shutting down", "signal", sig.String(), "drain_timeout", o.drainTimeout)
+		log.Info("shutting down", "signal", sig.String(), "drain_timeout", o.drainTimeout.String())
 	case serveErr = <-errc:
 		log.Error("listener failed; shutting down", "err", serveErr)
 	}
