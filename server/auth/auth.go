@@ -114,12 +114,24 @@ func (a *Authenticator) Check(r *http.Request) (*User, *Error) {
 	return u, nil
 }
 
+// authenticate tries the client certificate, then the bearer token, as
+// the kubelet's union of authenticators does: a certificate that does not
+// authenticate (untrusted, no common name) leaves the decision to the
+// token, and is the refusal only when there is no token to try.
 func (a *Authenticator) authenticate(r *http.Request) (*User, *Error) {
+	var certErr *Error
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && a.cfg.ClientCAs != nil {
-		return a.certificateUser(r.TLS.PeerCertificates)
+		u, err := a.certificateUser(r.TLS.PeerCertificates)
+		if err == nil {
+			return u, nil
+		}
+		certErr = err
 	}
 	if token, ok := bearerToken(r.Header); ok && a.cfg.Webhook != nil {
 		return a.tokenUser(r.Context(), token)
+	}
+	if certErr != nil {
+		return nil, a.deny(certErr.Status, certErr.Reason, certErr.Msg)
 	}
 	var want []string
 	if a.cfg.ClientCAs != nil {
@@ -132,10 +144,15 @@ func (a *Authenticator) authenticate(r *http.Request) (*User, *Error) {
 		"Unauthorized: authentication required: present "+strings.Join(want, " or "))
 }
 
+// certificateUser is the user a client certificate names; its refusal is
+// not counted yet (authenticate decides whether it is the answer).
 func (a *Authenticator) certificateUser(chain []*x509.Certificate) (*User, *Error) {
+	refuse := func(msg string) *Error {
+		return &Error{Status: http.StatusUnauthorized, Reason: ReasonBadCertificate, Msg: msg}
+	}
 	pool := a.cfg.ClientCAs()
 	if pool == nil {
-		return nil, a.deny(http.StatusUnauthorized, ReasonBadCertificate, "Unauthorized: client certificates are not accepted")
+		return nil, refuse("Unauthorized: client certificates are not accepted")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -144,11 +161,10 @@ func (a *Authenticator) certificateUser(chain []*x509.Certificate) (*User, *Erro
 	leaf := chain[0]
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return nil, a.deny(http.StatusUnauthorized, ReasonBadCertificate,
-			"Unauthorized: client certificate not trusted: "+oneLine(err.Error()))
+		return nil, refuse("Unauthorized: client certificate not trusted: " + oneLine(err.Error()))
 	}
 	if leaf.Subject.CommonName == "" {
-		return nil, a.deny(http.StatusUnauthorized, ReasonBadCertificate, "Unauthorized: client certificate has no common name")
+		return nil, refuse("Unauthorized: client certificate has no common name")
 	}
 	return &User{Name: leaf.Subject.CommonName, Groups: slices.Clone(leaf.Subject.Organization)}, nil
 }

@@ -257,3 +257,37 @@ users:
 func pemCert(der []byte) []byte {
 	return []byte("-----BEGIN CERTIFICATE-----\n" + base64.StdEncoding.EncodeToString(der) + "\n-----END CERTIFICATE-----\n")
 }
+
+// TestUntrustedCertificateFallsBackToToken: as the kubelet's union of
+// authenticators, a client certificate that does not authenticate (not
+// signed by the client CA, or with no common name) does not decide: the
+// request's bearer token is tried next. Only a request with nothing
+// else to try is refused for its certificate.
+func TestUntrustedCertificateFallsBackToToken(t *testing.T) {
+	api := authtest.New(t, "")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice", Groups: []string{"system:authenticated"}})
+	api.Allow("alice")
+	ca, rogue := certstest.NewCA(t, "ca"), certstest.NewCA(t, "rogue")
+	var d denials
+	a, err := New(Config{ClientCAs: ca.Pool, Webhook: newWebhook(api, ""), NodeName: "n", OnDeny: d.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cert := range map[string]*certstest.Leaf{
+		"untrusted":      rogue.Client(t, "mallory"),
+		"no common name": ca.Client(t, ""),
+	} {
+		if u, aerr := a.Check(request(t, cert, "good")); aerr != nil || u.Name != "alice" {
+			t.Errorf("%s certificate with a valid token: user %+v, err %+v; want alice", name, u, aerr)
+		}
+		if _, aerr := a.Check(request(t, cert, "forged")); aerr == nil || aerr.Status != 401 || aerr.Reason != ReasonInvalidToken {
+			t.Errorf("%s certificate with a forged token: %+v, want 401 %s", name, aerr, ReasonInvalidToken)
+		}
+	}
+	if _, aerr := a.Check(request(t, rogue.Client(t, "mallory"), "")); aerr == nil || aerr.Status != 401 || aerr.Reason != ReasonBadCertificate {
+		t.Errorf("untrusted certificate alone: %+v, want 401 %s", aerr, ReasonBadCertificate)
+	}
+	if got := strings.Join(d.reasons, ","); got != "invalid_token,invalid_token,bad_certificate" {
+		t.Errorf("denials %s, want one per refused request", got)
+	}
+}

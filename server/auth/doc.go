@@ -3,7 +3,10 @@
 //
 //   - x509: a client certificate that chains to the client CA bundle
 //     (ExtKeyUsageClientAuth) names the user (CommonName) and its groups
-//     (Organization), as the API server's x509 authenticator does;
+//     (Organization), as the API server's x509 authenticator does; a
+//     certificate that does not authenticate leaves the decision to the
+//     bearer token, if the request has one, as in the kubelet's union of
+//     authenticators;
 //   - webhook: a bearer token is checked with a TokenReview, and every
 //     authenticated user (certificate or token) is authorized with a
 //     SubjectAccessReview for verb "create" on the "proxy" subresource of
