@@ -166,7 +166,26 @@ func (a *Authenticator) certificateUser(chain []*x509.Certificate) (*User, *Erro
 	if leaf.Subject.CommonName == "" {
 		return nil, refuse("Unauthorized: client certificate has no common name")
 	}
-	return &User{Name: leaf.Subject.CommonName, Groups: slices.Clone(leaf.Subject.Organization)}, nil
+	return withAuthenticatedGroup(&User{Name: leaf.Subject.CommonName, Groups: slices.Clone(leaf.Subject.Organization)}), nil
+}
+
+// Groups the kubelet's authenticator treats specially.
+const (
+	groupAuthenticated   = "system:authenticated"
+	groupUnauthenticated = "system:unauthenticated"
+	userAnonymous        = "system:anonymous"
+)
+
+// withAuthenticatedGroup returns u in system:authenticated, as the
+// kubelet's authenticator (the API server's AuthenticatedGroupAdder) puts
+// every user it authenticates: RBAC bindings to the group, and an
+// allow-list naming it, then apply as they do at the kubelet.
+func withAuthenticatedGroup(u *User) *User {
+	if u.Name == userAnonymous || slices.Contains(u.Groups, groupAuthenticated) || slices.Contains(u.Groups, groupUnauthenticated) {
+		return u
+	}
+	u.Groups = append(slices.Clip(u.Groups), groupAuthenticated)
+	return u
 }
 
 func (a *Authenticator) tokenUser(ctx context.Context, token string) (*User, *Error) {
@@ -184,6 +203,8 @@ func (a *Authenticator) tokenUser(ctx context.Context, token string) (*User, *Er
 	ttl := a.cfg.CacheTTL
 	if u == nil {
 		ttl = min(ttl, DeniedTTL)
+	} else {
+		u = withAuthenticatedGroup(u)
 	}
 	a.tokens.put(string(key[:]), u, ttl)
 	if u == nil {

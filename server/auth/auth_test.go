@@ -57,7 +57,7 @@ func TestCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, aerr := a.Check(request(t, ca.Client(t, "alice", "ops", "dev"), ""))
-	if aerr != nil || u.Name != "alice" || !slices.Equal(slices.Sorted(slices.Values(u.Groups)), []string{"dev", "ops"}) {
+	if aerr != nil || u.Name != "alice" || !slices.Equal(slices.Sorted(slices.Values(u.Groups)), []string{"dev", "ops", "system:authenticated"}) {
 		t.Fatalf("trusted certificate: user %+v, err %v", u, aerr)
 	}
 	for name, tc := range map[string]struct {
@@ -127,7 +127,7 @@ func TestWebhook(t *testing.T) {
 	}
 	sar := api.Reviews()[0]
 	ra := sar.ResourceAttributes
-	if sar.User != "alice" || sar.UID != "u1" || strings.Join(sar.Groups, ",") != "dev" ||
+	if sar.User != "alice" || sar.UID != "u1" || strings.Join(sar.Groups, ",") != "dev,system:authenticated" ||
 		fmt.Sprint(sar.Extra["scopes"]) != "[a b]" || ra == nil || ra.Verb != "create" ||
 		ra.Resource != "nodes" || ra.Subresource != "proxy" || ra.Name != "node-1" || ra.Group != "" {
 		t.Errorf("SubjectAccessReview spec %+v, attributes %+v", sar, ra)
@@ -289,5 +289,41 @@ func TestUntrustedCertificateFallsBackToToken(t *testing.T) {
 	}
 	if got := strings.Join(d.reasons, ","); got != "invalid_token,invalid_token,bad_certificate" {
 		t.Errorf("denials %s, want one per refused request", got)
+	}
+}
+
+// TestAuthenticatedGroupAdded: every authenticated user is in
+// system:authenticated, as the kubelet's authenticator adds it, so the
+// SubjectAccessReview asks what the kubelet's asks and an allow-list can
+// name the group.
+func TestAuthenticatedGroupAdded(t *testing.T) {
+	api := authtest.New(t, "")
+	api.AddToken("plain", authenticationv1.UserInfo{Username: "bob", Groups: []string{"dev"}})
+	api.AddToken("already", authenticationv1.UserInfo{Username: "carol", Groups: []string{"system:authenticated", "ops"}})
+	ca := certstest.NewCA(t, "ca")
+	a, err := New(Config{ClientCAs: ca.Pool, Webhook: newWebhook(api, ""), NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*http.Request{request(t, ca.Client(t, "alice", "ops"), ""), request(t, nil, "plain"), request(t, nil, "already")} {
+		a.Check(r) // refused: nobody is allowed; the reviews are what is checked
+	}
+	want := map[string]string{"alice": "ops,system:authenticated", "bob": "dev,system:authenticated", "carol": "system:authenticated,ops"}
+	reviews := api.Reviews()
+	if len(reviews) != len(want) {
+		t.Fatalf("%d SubjectAccessReviews, want %d", len(reviews), len(want))
+	}
+	for _, sar := range reviews {
+		if got := strings.Join(sar.Groups, ","); got != want[sar.User] {
+			t.Errorf("SubjectAccessReview for %s has groups %q, want %q", sar.User, got, want[sar.User])
+		}
+	}
+
+	allow, err := New(Config{ClientCAs: ca.Pool, AllowedGroups: []string{"system:authenticated"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, aerr := allow.Check(request(t, ca.Client(t, "dave"), "")); aerr != nil {
+		t.Errorf("allow-list of system:authenticated refused a trusted certificate: %+v", aerr)
 	}
 }

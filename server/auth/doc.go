@@ -6,7 +6,8 @@
 //     (Organization), as the API server's x509 authenticator does; a
 //     certificate that does not authenticate leaves the decision to the
 //     bearer token, if the request has one, as in the kubelet's union of
-//     authenticators;
+//     authenticators; every authenticated user is also in
+//     system:authenticated, as at the kubelet;
 //   - webhook: a bearer token is checked with a TokenReview, and every
 //     authenticated user (certificate or token) is authorized with a
 //     SubjectAccessReview for verb "create" on the "proxy" subresource of
