@@ -3,11 +3,13 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/client-go/rest"
 
@@ -252,6 +255,27 @@ contexts:
 			t.Errorf("token %q: %d %q, want %d %q", tc.token, status, body, tc.status, tc.body)
 		}
 	}
+	// A WebSocket client that cannot set headers gives the token as a
+	// subprotocol, as the kubelet accepts it; the daemon answers with the
+	// channel protocol, never the token's.
+	u := url.URL{Scheme: "wss", Host: d.addr, Path: p.route(), RawQuery: "port=" + strconv.Itoa(port(ln))}
+	dialer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pk.serverCA.Pool()}, HandshakeTimeout: 10 * time.Second,
+		Subprotocols: []string{"v4.channel.k8s.io", "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte("alice-token"))}}
+	ws, resp, err := dialer.Dial(u.String(), nil)
+	if err != nil {
+		t.Fatalf("v4 WebSocket with the token as a subprotocol: %v (%v)", err, resp)
+	}
+	v4 := &v4Client{t: t, ws: ws}
+	if ws.Subprotocol() != "v4.channel.k8s.io" {
+		t.Errorf("answered subprotocol %q, want v4.channel.k8s.io", ws.Subprotocol())
+	}
+	v4.expectPrefixes(port(ln))
+	v4.write(0, []byte("ping"))
+	if got := v4.readData(0, 4); got != "ping" {
+		t.Errorf("echo through the v4 WebSocket: %q", got)
+	}
+	ws.Close()
+
 	// The CLI's --token reaches the same check.
 	c := startCLI(t, "--server", "https://"+d.addr, "--certificate-authority", pk.caFile, "--token", "alice-token",
 		"--transport", "raw", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults for Config fields left zero.
@@ -128,6 +130,12 @@ func (a *Authenticator) authenticate(r *http.Request) (*User, *Error) {
 		certErr = err
 	}
 	if token, ok := bearerToken(r.Header); ok && a.cfg.Webhook != nil {
+		return a.tokenUser(r.Context(), token)
+	}
+	if token, msg, ok := protocolToken(r.Header); ok && a.cfg.Webhook != nil {
+		if msg != "" {
+			return nil, a.deny(http.StatusUnauthorized, ReasonInvalidToken, "Unauthorized: "+msg)
+		}
 		return a.tokenUser(r.Context(), token)
 	}
 	if certErr != nil {
@@ -273,6 +281,51 @@ func bearerToken(h http.Header) (string, bool) {
 	}
 	token = strings.TrimSpace(token)
 	return token, token != ""
+}
+
+// bearerProtocolPrefix starts the WebSocket subprotocol that carries a
+// bearer token, base64url-encoded without padding, for clients that
+// cannot set headers (the API server's and kubelet's
+// ProtocolAuthenticator).
+const bearerProtocolPrefix = "base64url.bearer.authorization.k8s.io."
+
+// protocolToken returns the bearer token of a WebSocket upgrade's
+// subprotocols; ok says the request offers one, and msg, if not empty,
+// why it is not usable (the kubelet's checks: one token, base64url,
+// UTF-8, and another subprotocol to answer with).
+func protocolToken(h http.Header) (token, msg string, ok bool) {
+	if !strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "websocket") {
+		return "", "", false
+	}
+	others := 0
+	for _, v := range h.Values("Sec-Websocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			p = strings.TrimSpace(p)
+			enc, isToken := strings.CutPrefix(p, bearerProtocolPrefix)
+			if !isToken {
+				if p != "" {
+					others++
+				}
+				continue
+			}
+			if ok {
+				return "", "multiple base64url.bearer.authorization.k8s.io tokens specified", true
+			}
+			ok = true
+			b, err := base64.RawURLEncoding.DecodeString(enc)
+			if err != nil || !utf8.Valid(b) {
+				return "", "invalid base64url.bearer.authorization.k8s.io token", true
+			}
+			token = string(b)
+		}
+	}
+	switch {
+	case !ok || token == "":
+		return "", "", false
+	case others == 0:
+		return "", "missing additional subprotocol beside the bearer token", true
+	}
+	return token, "", true
 }
 
 func oneLine(s string) string {

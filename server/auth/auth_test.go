@@ -327,3 +327,52 @@ func TestAuthenticatedGroupAdded(t *testing.T) {
 		t.Errorf("allow-list of system:authenticated refused a trusted certificate: %+v", aerr)
 	}
 }
+
+// TestWebSocketProtocolToken: a WebSocket client that cannot set headers
+// (a browser) gives its bearer token as the subprotocol
+// base64url.bearer.authorization.k8s.io.<token, base64url>, which the
+// kubelet accepts beside the Authorization header.
+func TestWebSocketProtocolToken(t *testing.T) {
+	api := authtest.New(t, "")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
+	api.Allow("alice")
+	a, err := New(Config{Webhook: newWebhook(api, ""), NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := func(protocols ...string) *http.Request {
+		r := request(t, nil, "")
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		r.Header["Sec-Websocket-Protocol"] = protocols
+		return r
+	}
+	enc := func(token string) string {
+		return "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(token))
+	}
+	if u, aerr := a.Check(ws("v4.channel.k8s.io, " + enc("good"))); aerr != nil || u.Name != "alice" {
+		t.Errorf("token in the subprotocols: user %+v, err %+v; want alice", u, aerr)
+	}
+	if u, aerr := a.Check(ws("v4.channel.k8s.io", enc("good"))); aerr != nil || u.Name != "alice" {
+		t.Errorf("token in a second Sec-WebSocket-Protocol header: user %+v, err %+v; want alice", u, aerr)
+	}
+	for name, tc := range map[string]struct {
+		r      *http.Request
+		reason string
+	}{
+		"forged token":      {ws("v4.channel.k8s.io, " + enc("forged")), ReasonInvalidToken},
+		"bad encoding":      {ws("v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.!!"), ReasonInvalidToken},
+		"two tokens":        {ws("v4.channel.k8s.io, " + enc("good") + ", " + enc("good")), ReasonInvalidToken},
+		"no other protocol": {ws(enc("good")), ReasonInvalidToken},
+	} {
+		if _, aerr := a.Check(tc.r); aerr == nil || aerr.Status != 401 || aerr.Reason != tc.reason {
+			t.Errorf("%s: %+v, want 401 %s", name, aerr, tc.reason)
+		}
+	}
+	// Not a WebSocket request: the subprotocol header means nothing.
+	r := request(t, nil, "")
+	r.Header.Set("Sec-Websocket-Protocol", "v4.channel.k8s.io, "+enc("good"))
+	if _, aerr := a.Check(r); aerr == nil || aerr.Reason != ReasonNoCredentials {
+		t.Errorf("subprotocol token without a WebSocket upgrade: %+v, want 401 %s", aerr, ReasonNoCredentials)
+	}
+}

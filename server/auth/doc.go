@@ -8,7 +8,10 @@
 //     bearer token, if the request has one, as in the kubelet's union of
 //     authenticators; every authenticated user is also in
 //     system:authenticated, as at the kubelet;
-//   - webhook: a bearer token is checked with a TokenReview, and every
+//   - webhook: a bearer token (the Authorization header, or for a
+//     WebSocket upgrade the base64url.bearer.authorization.k8s.io.
+//     subprotocol, as the kubelet takes it from clients that cannot set
+//     headers) is checked with a TokenReview, and every
 //     authenticated user (certificate or token) is authorized with a
 //     SubjectAccessReview for verb "create" on the "proxy" subresource of
 //     the node — whatever the HTTP method, since a WebSocket upgrade is a
