@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.authKubeconfig, "auth-kubeconfig", "", "check bearer tokens with TokenReview and authorize every user with a SubjectAccessReview for create on nodes/proxy, through the API server of this kubeconfig (`path`, or in-cluster)")
 	fs.StringVar(&o.nodeName, "node-name", "", "the node whose nodes/proxy permission is checked (default: the host name)")
 	fs.DurationVar(&o.authCacheTTL, "auth-cache-ttl", auth.DefaultCacheTTL, "how long TokenReview and SubjectAccessReview answers are reused (denials at most 30s)")
-	fs.BoolVar(&o.allowInsecureListen, "allow-insecure-listen", false, "allow --listen on a non-loopback address without TLS (anyone who reaches it can forward)")
+	fs.BoolVar(&o.allowInsecureListen, "allow-insecure-listen", false, "allow --listen on a non-loopback address without TLS or without authentication (anyone who reaches it can forward)")
 	fs.IntVar(&o.limits.MaxSessions, "max-sessions", server.DefaultMaxSessions, "sessions served at once (upgraded connections, and each HTTP/2 stream); more are answered 503")
 	fs.IntVar(&o.limits.MaxStreamsPerSession, "max-streams-per-session", server.DefaultMaxStreamsPerSession, "open SPDY streams of one connection (two per forwarded connection), and concurrent streams of one HTTP/2 connection")
 	fs.IntVar(&o.limits.MaxPendingStreams, "max-pending-streams", server.DefaultMaxPendingStreams, "stream pairs of one session waiting for their second stream")

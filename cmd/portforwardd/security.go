@@ -29,8 +29,16 @@ func checkSecurityFlags(o options) error {
 	case (len(o.allowedNames) > 0 || len(o.allowedGroups) > 0) && o.authKubeconfig != "":
 		return errors.New("--allowed-client-names and --allowed-client-groups apply without --auth-kubeconfig only (with it, SubjectAccessReview decides)")
 	}
-	if !hasTLS && !o.allowInsecureListen && !loopbackAddress(o.listen) {
+	if o.allowInsecureListen || loopbackAddress(o.listen) {
+		return nil
+	}
+	// Off loopback, TLS alone keeps nobody out: a listener that
+	// authenticates nobody needs the same consent as one in clear text.
+	switch {
+	case !hasTLS:
 		return fmt.Errorf("--listen %s is not a loopback address: serve it with --tls-cert-file and --tls-private-key-file (and --client-ca-file or --auth-kubeconfig), or pass --allow-insecure-listen to accept that anyone who reaches it can forward", o.listen)
+	case o.clientCAFile == "" && o.authKubeconfig == "":
+		return fmt.Errorf("--listen %s is not a loopback address and authenticates nobody: add --client-ca-file or --auth-kubeconfig, or pass --allow-insecure-listen to accept that anyone who reaches it can forward", o.listen)
 	}
 	return nil
 }
