@@ -29,7 +29,15 @@ func checkSecurityFlags(o options) error {
 	case (len(o.allowedNames) > 0 || len(o.allowedGroups) > 0) && o.authKubeconfig != "":
 		return errors.New("--allowed-client-names and --allowed-client-groups apply without --auth-kubeconfig only (with it, SubjectAccessReview decides)")
 	}
-	if o.allowInsecureListen || loopbackAddress(o.listen) {
+	if o.allowInsecureListen {
+		return nil
+	}
+	// The metrics listener authenticates nobody: the kubelet serves its
+	// profiles only to authorized users, so off loopback they need consent.
+	if o.pprof && o.metricsListen != "" && !loopbackAddress(o.metricsListen) {
+		return fmt.Errorf("--metrics-listen %s is not a loopback address and --pprof serves profiles to anyone who reaches it: move it to loopback, or pass --allow-insecure-listen to accept that", o.metricsListen)
+	}
+	if loopbackAddress(o.listen) {
 		return nil
 	}
 	// Off loopback, TLS alone keeps nobody out: a listener that
