@@ -220,10 +220,11 @@ users:
 	}
 
 	for name, body := range map[string]string{
-		"exec plugin": strings.Replace(kc, "    tokenFile: token\n", "    exec: {command: /bin/true, apiVersion: client.authentication.k8s.io/v1}\n", 1),
-		"no context":  strings.Replace(kc, "current-context: main", "current-context: gone", 1),
-		"no server":   strings.Replace(kc, "server: "+api.URL+"/", "server: \"\"", 1),
-		"bad CA":      strings.Replace(kc, "api-ca.crt", "token", 1),
+		"exec plugin":  strings.Replace(kc, "    tokenFile: token\n", "    exec: {command: /bin/true, apiVersion: client.authentication.k8s.io/v1}\n", 1),
+		"no context":   strings.Replace(kc, "current-context: main", "current-context: gone", 1),
+		"no server":    strings.Replace(kc, "server: "+api.URL+"/", "server: \"\"", 1),
+		"bad CA":       strings.Replace(kc, "api-ca.crt", "token", 1),
+		"no such user": strings.Replace(kc, "{cluster: c, user: u}", "{cluster: c, user: typo}", 1),
 	} {
 		p := filepath.Join(dir, "bad")
 		certstest.WriteFile(t, p, []byte(body))

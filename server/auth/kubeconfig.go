@@ -107,10 +107,12 @@ func NewWebhook(path string) (*Webhook, error) {
 		return nil, fmt.Errorf("kubeconfig %s: cluster %q has no server", path, clusterName)
 	}
 	w := &Webhook{server: trimSlash(server)}
+	found := false
 	for _, u := range kc.Users {
 		if u.Name != userName {
 			continue
 		}
+		found = true
 		if u.User.Exec != nil || u.User.AuthProvider != nil {
 			return nil, fmt.Errorf("kubeconfig %s: user %q: exec and auth-provider plugins are not supported (portforwardd never executes programs): use a client certificate, a token or a tokenFile", path, userName)
 		}
@@ -122,6 +124,11 @@ func NewWebhook(path string) (*Webhook, error) {
 			tc.Certificates = []tls.Certificate{*cert}
 		}
 		w.credential = readCredential(u.User.Token, rel(u.User.TokenFile), os.ReadFile)
+	}
+	if userName != "" && !found {
+		// client-go refuses it too; going on would ask every review
+		// anonymously and fail each request with the API server's 401.
+		return nil, fmt.Errorf("kubeconfig %s: context %q names user %q, which is not in users", path, kc.CurrentContext, userName)
 	}
 	w.client = newClient(tc)
 	return w, nil
