@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,22 +33,55 @@ func h2URL(d *daemon, p *pod, port int) string {
 	return fmt.Sprintf("http://%s%s?port=%d", d.addr, p.route(), port)
 }
 
-// TestH2ThousandStreams runs 1000 concurrent forwarded connections as
-// streams of one HTTP/2 connection, each echoing its own data.
+// TestH2ThousandStreams runs 1000 forwarded connections as streams of one
+// HTTP/2 connection, all open at once: the pod echoes none of them until it
+// has accepted all 1000, and the client dials the daemon once. Each stream
+// echoes its own data.
 func TestH2ThousandStreams(t *testing.T) {
 	d := startDaemon(t)
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	serveEcho(ln)
-	client := h2Client()
 	const n, size = 1000, 16 << 10
+	var accepted atomic.Int32
+	allOpen := make(chan struct{})
+	serveEach(ln, func(c *net.TCPConn) {
+		if accepted.Add(1) == n {
+			close(allOpen)
+		}
+		<-allOpen // every stream is open before any is answered
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
+	var dials atomic.Int32
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &protocols, MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The connection first, and the daemon's SETTINGS with it: until they
+	// come, Go's client takes a connection to allow 100 streams and dials
+	// another for the 101st.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodOptions, fmt.Sprintf("http://%s%s", d.addr, p.route()), nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.ProtoMajor != 2 {
+		t.Fatalf("OPTIONS: %s %d", resp.Proto, resp.StatusCode)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, n)
 	for range n {
 		wg.Go(func() {
 			data := make([]byte, size)
 			rand.Read(data)
-			resp, err := client.Post(h2URL(d, p, port(ln)), "application/octet-stream", bytes.NewReader(data))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h2URL(d, p, port(ln)), bytes.NewReader(data))
+			resp, err := client.Do(req)
 			if err != nil {
 				errc <- err
 				return
@@ -67,6 +101,12 @@ func TestH2ThousandStreams(t *testing.T) {
 	close(errc)
 	for err := range errc {
 		t.Error(err)
+	}
+	if t.Failed() {
+		t.Fatalf("%d of %d streams reached the pod", accepted.Load(), n)
+	}
+	if got := dials.Load(); got != 1 {
+		t.Errorf("the client dialed the daemon %d times, want once: the streams did not fit one connection", got)
 	}
 	if got := d.metric(t, `portforwardd_streams_total{protocol="h2",result="ok"}`); got != n {
 		t.Errorf("streams_total{protocol=h2,result=ok}: got %v, want %d", got, n)
