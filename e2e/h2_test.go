@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -520,5 +521,173 @@ func TestH2ClientResetCountsAsReset(t *testing.T) {
 	})
 	if aborted := d.metric(t, `portforwardd_streams_total{protocol="h2",result="aborted"}`); aborted != 0 {
 		t.Errorf("%v of %d client resets counted as aborted (the daemon's session ending), want reset", aborted, rounds)
+	}
+}
+
+// TestH2LimitsStreamsAndHeaders: an HTTP/2 connection is held to
+// --max-streams-per-session concurrent streams (advertised in SETTINGS, a
+// stream beyond it refused with RST_STREAM while the others forward on)
+// and to --max-header-bytes of request headers (431).
+func TestH2LimitsStreamsAndHeaders(t *testing.T) {
+	const maxStreams = 3
+	d := startDaemon(t, "--max-streams-per-session", strconv.Itoa(maxStreams), "--max-header-bytes", "4Ki")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	headers := func(id uint32, extra ...hpack.HeaderField) {
+		t.Helper()
+		hb.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		for _, f := range extra {
+			enc.WriteField(f)
+		}
+		// One HEADERS frame and CONTINUATIONs of at most 16 KiB each.
+		block := hb.Bytes()
+		first := block[:min(len(block), 16<<10)]
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndHeaders: len(first) == len(block)}); err != nil {
+			t.Fatal(err)
+		}
+		for rest := block[len(first):]; len(rest) > 0; {
+			chunk := rest[:min(len(rest), 16<<10)]
+			rest = rest[len(chunk):]
+			if err := fr.WriteContinuation(id, len(rest) == 0, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The daemon's SETTINGS, acknowledged, and their ACK of ours.
+	advertised, acked := -1, false
+	for advertised < 0 || !acked {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok {
+			if s.IsAck() {
+				acked = true
+				continue
+			}
+			advertised = 0
+			if v, ok := s.Value(http2.SettingMaxConcurrentStreams); ok {
+				advertised = int(v)
+			}
+			fr.WriteSettingsAck()
+		}
+	}
+	if advertised != maxStreams {
+		t.Fatalf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want %d", advertised, maxStreams)
+	}
+
+	// status reads frames until stream id gets its response headers or is
+	// reset: the status, or -1 and the reset's code.
+	dec := hpack.NewDecoder(4096, nil)
+	status := func(id uint32) (int, http2.ErrCode) {
+		t.Helper()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("read frame: %v", err)
+			}
+			switch f := f.(type) {
+			case *http2.HeadersFrame:
+				fields, err := dec.DecodeFull(f.HeaderBlockFragment())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.StreamID == id {
+					for _, hf := range fields {
+						if hf.Name == ":status" {
+							n, _ := strconv.Atoi(hf.Value)
+							return n, 0
+						}
+					}
+				}
+			case *http2.RSTStreamFrame:
+				if f.StreamID == id {
+					return -1, f.ErrCode
+				}
+			case *http2.GoAwayFrame:
+				t.Fatalf("GOAWAY %v while waiting for stream %d", f.ErrCode, id)
+			}
+		}
+	}
+	// maxStreams streams forward; the next one is refused.
+	for i := range maxStreams {
+		id := uint32(2*i + 1)
+		headers(id)
+		if code, _ := status(id); code != http.StatusOK {
+			t.Fatalf("stream %d: status %d, want 200", id, code)
+		}
+	}
+	over := uint32(2*maxStreams + 1)
+	headers(over)
+	if code, errCode := status(over); code != -1 || (errCode != http2.ErrCodeRefusedStream && errCode != http2.ErrCodeProtocol) {
+		t.Fatalf("stream %d beyond the limit of %d: status %d, reset %v; want it reset (REFUSED_STREAM)", over, maxStreams, code, errCode)
+	}
+	// The open streams still forward.
+	if err := fr.WriteData(1, false, []byte("still")); err != nil {
+		t.Fatal(err)
+	}
+	for got := ""; got != "still"; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		if df, ok := f.(*http2.DataFrame); ok && df.StreamID == 1 {
+			got += string(df.Data())
+		}
+	}
+	// A stream that ends frees its place.
+	if err := fr.WriteRSTStream(3, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	next := over + 2
+	headers(next)
+	if code, errCode := status(next); code != http.StatusOK {
+		t.Fatalf("stream %d after one ended: status %d, reset %v; want 200", next, code, errCode)
+	}
+	// Request headers over --max-header-bytes.
+	if err := fr.WriteRSTStream(5, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	big := next + 2
+	// (Many fields: one field longer than the limit is a COMPRESSION_ERROR
+	// for Go's server, which ends the connection.)
+	var many []hpack.HeaderField
+	for i := range 16 {
+		many = append(many, hpack.HeaderField{Name: fmt.Sprintf("x-big-%d", i), Value: strings.Repeat("a", 512), Sensitive: true})
+	}
+	headers(big, many...)
+	if code, errCode := status(big); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("8 KiB of headers: status %d, reset %v; want 431", code, errCode)
+	}
+	// And the connection goes on.
+	if err := fr.WriteData(1, false, []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	for got := ""; got != "again"; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		if df, ok := f.(*http2.DataFrame); ok && df.StreamID == 1 {
+			got += string(df.Data())
+		}
 	}
 }
