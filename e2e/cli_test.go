@@ -399,3 +399,61 @@ func TestCLIRawLocalDialFailureFailsOneConnection(t *testing.T) {
 		t.Fatalf("stderr %q, want one line %q…too many open files (besides accept retries)", c.stderr, want)
 	}
 }
+
+// TestCLIRefusedPortFailsOneConnection: a local connection to a pod port
+// nothing listens on fails with its own error line; the CLI goes on, the
+// connections already open keep forwarding and new ones work (issue 5:
+// an error on one forwarded connection does not end the others unless
+// the pod is gone). kubectl ends its whole session here.
+func TestCLIRefusedPortFailsOneConnection(t *testing.T) {
+	d := startDaemon(t)
+	for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
+		t.Run(transport, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(ln)
+			closed := p.listen(t, "tcp4", "127.0.0.1:0")
+			dead := port(closed)
+			closed.Close()
+			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name,
+				":"+strconv.Itoa(port(ln)), ":"+strconv.Itoa(dead))
+			var local [2]string
+			for i := range local {
+				m := forwardingLine.FindStringSubmatch(c.line(t))
+				if m == nil {
+					t.Fatalf("no \"Forwarding from\" line; stderr %q", c.stderr)
+				}
+				local[i] = m[2]
+			}
+			before := dialLocal(t, local[0])
+			echoOnce(t, before, "before")
+
+			failed := dialLocal(t, local[1])
+			failed.SetDeadline(time.Now().Add(30 * time.Second))
+			io.ReadAll(failed) // closed (or reset) by the CLI
+			// The failure is reported before the connection is closed by
+			// spdy and websocket, after it by raw and h2: wait for its line.
+			want := "an error occurred forwarding " + local[1] + " -> " + strconv.Itoa(dead)
+			eventually(t, 30*time.Second, func() (bool, string) {
+				return strings.Contains(c.stderr.String(), "An error occurred forwarding") || strings.Contains(c.stderr.String(), want) || c.hasExited(),
+					"no error line for the refused connection"
+			})
+			if c.hasExited() {
+				t.Fatalf("the CLI exited %d after one connection to a port nothing listens on; stderr %q", c.exitCode(t), c.stderr)
+			}
+			echoOnce(t, before, "after")
+			after := dialLocal(t, local[0])
+			echoOnce(t, after, "a new connection")
+			if c.hasExited() {
+				t.Fatalf("the CLI exited %d; stderr %q", c.exitCode(t), c.stderr)
+			}
+			c.cmd.Process.Signal(syscall.SIGINT)
+			if code := c.exitCode(t); code != 0 {
+				t.Fatalf("exit code after SIGINT: %d, want 0; stderr: %s", code, c.stderr)
+			}
+			if strings.Contains(c.stderr.String(), "lost connection") {
+				t.Fatalf("stderr %q", c.stderr)
+			}
+		})
+	}
+}

@@ -5,12 +5,18 @@
 //
 // It runs client-go's port-forward, the code kubectl runs, so it prints
 // the same lines ("Forwarding from 127.0.0.1:5000 -> 5000", "Handling
-// connection for 5000") and behaves the same way on errors. It exits 0 on
-// SIGINT or SIGTERM and 1 when anything fails, including losing the pod
-// ("lost connection to pod").
+// connection for 5000") and behaves the same way on errors, but for one:
+// an error on one forwarded connection (nothing listens on the pod's
+// port) fails that connection only, unless the pod is gone, where kubectl
+// ends them all. It exits 0 on SIGINT or SIGTERM and 1 when anything
+// fails, including losing the pod ("lost connection to pod").
 //
 // The spdy and websocket transports hold one connection to the server and
-// lose the pod when it closes. raw and h2 watch no connection: they
+// lose the pod when it closes. After a forwarded connection's error they
+// ask the server (OPTIONS) whether the pod still exists, and lose it if
+// not; a server that does not answer as portforwardd does (a kubelet, an
+// API server) loses it there, as kubectl does. raw and h2 watch no
+// connection: they
 // notice a server that can no longer be reached (a dial that fails) or a
 // pod that no longer exists (404) at the next local connection, which
 // fails with "an error occurred forwarding L -> R: …" before the CLI
@@ -163,10 +169,15 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		return rawForward(o, base, cfg, stdout, stderr, stop, o.transport == "h2")
 	}
 	u := podURL(base, o.namespace, o.pod)
-	dialer, err := newDialer(o.transport, cfg, u)
+	inner, err := newDialer(o.transport, cfg, u)
 	if err != nil {
 		return err
 	}
+	dialer := &keepDialer{Dialer: inner, podExists: func() bool {
+		best, err := probeTransport(wait.ContextForChannel(stop), cfg, base, o.namespace, o.pod)
+		return err == nil && best != ""
+	}}
+	defer dialer.closeConn()
 	// Until the listeners are up, client-go's messages are collected so
 	// that a failure is reported as one line.
 	early := &bytes.Buffer{}
@@ -214,6 +225,62 @@ func newDialer(transport string, cfg *rest.Config, u *url.URL) (streamhttp.Diale
 	default:
 		return nil, fmt.Errorf("--transport %q: want auto, spdy, websocket, h2 or raw", transport)
 	}
+}
+
+// keepDialer dials as Dialer does, and keeps the connection open when
+// client-go's PortForwarder closes it after one forwarded connection's
+// error (any text on its error stream: nothing listens on the pod's port,
+// say), for as long as portforwardd says the pod still exists: an error on
+// one connection ends the others only when the pod is gone (kubectl ends
+// them all). A server that is not portforwardd (a kubelet, an API server)
+// cannot say so, and the connection is closed, as by kubectl.
+type keepDialer struct {
+	streamhttp.Dialer
+	podExists func() bool // asks the server
+
+	mu   sync.Mutex
+	conn streamhttp.Connection // the one dialed, closed by closeConn
+}
+
+func (d *keepDialer) Dial(protocols ...string) (streamhttp.Connection, string, error) {
+	c, protocol, err := d.Dialer.Dial(protocols...)
+	if err != nil {
+		return c, protocol, err
+	}
+	d.mu.Lock()
+	d.conn = c
+	d.mu.Unlock()
+	return &keptConn{Connection: c, podExists: d.podExists}, protocol, nil
+}
+
+// closeConn closes the connection dialed, if any: the PortForwarder's own
+// Close may have kept it.
+func (d *keepDialer) closeConn() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn != nil {
+		d.conn.Close()
+	}
+}
+
+// keptConn is a connection that Close closes only once the pod is gone.
+// The PortForwarder closes it after a forwarded connection's error and
+// when it returns; keepDialer.closeConn closes it for good after that.
+type keptConn struct {
+	streamhttp.Connection
+	podExists func() bool
+}
+
+func (c *keptConn) Close() error {
+	select {
+	case <-c.Connection.CloseChan():
+		return nil // closed already: the server, or the network, ended it
+	default:
+	}
+	if c.podExists() {
+		return nil
+	}
+	return c.Connection.Close()
 }
 
 // podURL is the daemon's URL for a pod: base's path, then
