@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -453,6 +454,39 @@ func TestCLIRefusedPortFailsOneConnection(t *testing.T) {
 			}
 			if strings.Contains(c.stderr.String(), "lost connection") {
 				t.Fatalf("stderr %q", c.stderr)
+			}
+		})
+	}
+}
+
+// TestCLISIGTERMWithConnectionOpen: SIGTERM, like SIGINT, ends the CLI
+// with exit code 0 while a forwarded connection is open: the connection is
+// closed, not left hanging, and the port no longer listens.
+func TestCLISIGTERMWithConnectionOpen(t *testing.T) {
+	d := startDaemon(t)
+	for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
+		t.Run(transport, func(t *testing.T) {
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(ln)
+			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+			m := forwardingLine.FindStringSubmatch(c.line(t))
+			if m == nil {
+				t.Fatalf("no \"Forwarding from\" line; stderr %q", c.stderr)
+			}
+			open := dialLocal(t, m[2])
+			echoOnce(t, open, "in flight")
+			c.cmd.Process.Signal(syscall.SIGTERM)
+			if code := c.exitCode(t); code != 0 {
+				t.Fatalf("exit code after SIGTERM: %d, want 0; stderr %q", code, c.stderr)
+			}
+			open.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadAll(open); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the open connection was left hanging after the CLI exited")
+			}
+			if conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2]); err == nil {
+				conn.Close()
+				t.Fatalf("127.0.0.1:%s still listens after SIGTERM", m[2])
 			}
 		})
 	}
