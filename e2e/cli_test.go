@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,8 +24,26 @@ import (
 type cli struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout, line by line
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	exited chan struct{}
+}
+
+// syncBuffer is a buffer that the process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startCLI(t *testing.T, args ...string) *cli {
@@ -35,7 +54,7 @@ func startCLI(t *testing.T, args ...string) *cli {
 // startCLIEnv starts the CLI with env added to the test's environment.
 func startCLIEnv(t *testing.T, env []string, args ...string) *cli {
 	t.Helper()
-	c := &cli{cmd: exec.Command(cliBin, args...), lines: make(chan string, 100), stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	c := &cli{cmd: exec.Command(cliBin, args...), lines: make(chan string, 100), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	if env != nil {
 		c.cmd.Env = append(os.Environ(), env...)
 	}
