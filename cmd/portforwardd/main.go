@@ -275,9 +275,9 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 		Log:                   log,
 	})
 
-	ln, err := net.Listen("tcp", o.listen)
+	ln, err := listen("--listen", o.listen)
 	if err != nil {
-		return fmt.Errorf("listen on --listen %s: %w", o.listen, err)
+		return err
 	}
 	httpSrv := srv.NewHTTPServer()
 	errc := make(chan error, 3)
@@ -285,10 +285,10 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 
 	var metricsSrv *http.Server
 	if o.metricsListen != "" {
-		mln, err := net.Listen("tcp", o.metricsListen)
+		mln, err := listen("--metrics-listen", o.metricsListen)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("listen on --metrics-listen %s: %w", o.metricsListen, err)
+			return err
 		}
 		metricsSrv = srv.NewMetricsHTTPServer()
 		go func() { errc <- serveListener(metricsSrv, mln, "metrics-listen") }()
