@@ -419,6 +419,15 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 	case id%2 == 0:
 		return &streamError{id, statusProtocolError, "client stream ids are odd"}
 	case id <= c.lastID:
+		// The RST_STREAM ends stream id on the client's side; a stream of
+		// that id still open here must end too (SPDY/3 §2.3.2: a second
+		// SYN_STREAM for a stream is a stream error on it).
+		c.mu.Lock()
+		open := c.streams[id]
+		c.mu.Unlock()
+		if open != nil && c.resetStream(open, statusProtocolError, false) {
+			return nil // its RST_STREAM is queued
+		}
 		return &streamError{id, statusProtocolError, fmt.Sprintf("stream id %d after %d", id, c.lastID)}
 	}
 	c.mu.Lock() // goAway reads it from other goroutines
@@ -663,8 +672,9 @@ func (c *Conn) peerReset(id uint32) {
 
 // resetStream ends s from our side: RST_STREAM with status unless we had
 // already sent FIN (then it only releases s locally, as spdystream does);
-// with byUs, reads fail too (the peer's data is being refused).
-func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
+// with byUs, reads fail too (the peer's data is being refused). It
+// reports whether it queued the RST_STREAM.
+func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) (sent bool) {
 	var err error = fmt.Errorf("stream %d: %w", s.id, ErrReset)
 	if byUs {
 		err = fmt.Errorf("stream %d overran its buffer: %w", s.id, ErrReset)
@@ -683,10 +693,12 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) {
 		// Also when a FIN is queued but not yet written: it is dropped
 		// from the queue below, and the peer must see the stream end.
 		c.pushControlLocked(appendRstStream(nil, s.id, status))
+		sent = true
 	}
 	s.localDone, s.ended = true, true
 	c.failPendingLocked(s, err)
 	c.wmu.Unlock()
+	return sent
 }
 
 // failPendingLocked ends a Write waiting on s; c.wmu is held. If the

@@ -3,6 +3,7 @@
 package spdy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -378,5 +379,56 @@ func TestStallResetsAFinishedStreamNotTheConnection(t *testing.T) {
 		t.Fatalf("the connection ended: %v", srv.Err())
 	case <-time.After(5 * time.Second):
 		t.Fatal("stream c's byte not delivered")
+	}
+}
+
+// socketClient is rawClientWith over a real socket pair.
+func socketClient(t *testing.T, opts Options, consume func(*Stream)) (*spdyframe.Framer, *net.UnixConn, *Conn) {
+	t.Helper()
+	server, client := socketPair(t)
+	srv := Serve(server, func(s *Stream) error { go consume(s); return nil }, opts)
+	t.Cleanup(func() { client.Close(); srv.Close(); <-srv.Done() })
+	f, err := spdyframe.NewFramer(client, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, client, srv
+}
+
+// TestDuplicateSynStreamEndsTheOpenStream: a second SYN_STREAM for an
+// open stream is answered with RST_STREAM PROTOCOL_ERROR on that id,
+// which ends the client's stream (spdystream drops it); the server's side
+// of the stream must end too. With the bug it stayed open: its forward
+// held the pod connection for a stream the client had dropped.
+func TestDuplicateSynStreamEndsTheOpenStream(t *testing.T) {
+	got := make(chan *Stream, 2)
+	f, _, _ := socketClient(t, Options{}, func(s *Stream) { got <- s })
+	go f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
+	s := <-got
+	go f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"again"}}})
+	for rst := false; !rst; {
+		fr, err := f.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := fr.(*spdyframe.RstStreamFrame); ok {
+			if r.StreamId != 1 || r.Status != spdyframe.ProtocolError {
+				t.Fatalf("RST_STREAM for stream %d status %d, want stream 1 PROTOCOL_ERROR", r.StreamId, r.Status)
+			}
+			rst = true
+		}
+	}
+	select {
+	case <-s.Aborted():
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream 1 still open on the server 5s after its RST_STREAM")
+	}
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, ErrReset) {
+		t.Fatalf("read on stream 1 after its RST_STREAM: %v, want ErrReset", err)
+	}
+	select {
+	case s2 := <-got:
+		t.Fatalf("the duplicate SYN_STREAM was accepted as stream %d", s2.ID())
+	default:
 	}
 }
