@@ -60,9 +60,10 @@ type Options struct {
 	// Global, if set, is a budget shared with other connections (see
 	// Budget).
 	Global *Budget
-	// OnLimit, if set, is called (on the reader goroutine, without
-	// blocking) each time a limit is hit; limit is one of the Limit*
-	// names.
+	// OnLimit, if set, is called (on the reader goroutine, or another
+	// connection's when Global resets a stale stream of this one;
+	// without blocking) each time a limit is hit; limit is one of the
+	// Limit* names.
 	OnLimit func(limit string)
 }
 
@@ -154,6 +155,7 @@ func Serve(nc net.Conn, accept func(*Stream) error, opts Options) *Conn {
 	}
 	c.tcp, _ = nc.(*net.TCPConn)
 	c.touch()
+	opts.Global.join(c)
 	// Peers that honour flow control may send a whole budget per stream
 	// and per connection before they hear from us.
 	c.queueControl(appendSettings(nil, settingsInitialWindowSize, uint32(opts.StreamBuffer)))
@@ -304,6 +306,7 @@ func (c *Conn) readLoop() {
 		c.account(-int64(s.abort(ErrConnClosed)))
 	}
 	c.stopWriter(ErrConnClosed)
+	c.opts.Global.leave(c)
 	c.err = err
 	close(c.done)
 }
@@ -470,8 +473,13 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 func (c *Conn) newStream(id uint32, headers map[string][]string) *Stream {
 	s := &Stream{c: c, id: id, headers: headers, in: pipe.New(c.opts.StreamBuffer),
 		replied: make(chan struct{}), wdone: make(chan error, 1), aborted: make(chan struct{})}
-	s.in.OnRead = func(n int) { c.consumed(s, n) }
-	s.in.OnPut = func(n int) { c.held += int64(n); c.account(int64(n)) }
+	s.in.OnRead = func(n int) { s.lastUse.Store(int64(time.Since(processStart))); c.consumed(s, n) }
+	s.in.OnPut = func(n int) {
+		s.lastUse.Store(int64(time.Since(processStart)))
+		c.held += int64(n)
+		c.account(int64(n))
+	}
+	s.lastUse.Store(c.lastActivity.Load())
 	return s
 }
 
@@ -593,8 +601,9 @@ func (c *Conn) waitConnBudget() error {
 				if conn {
 					return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
 				}
-				// Nothing of ours is held: only other connections can
-				// free the shared budget.
+				// Nothing of ours is held: a stale stream of another
+				// connection holds the shared budget.
+				c.opts.Global.reclaim()
 			}
 			stall.Reset(c.opts.StallTimeout)
 		case <-c.shut:

@@ -403,8 +403,14 @@ func socketClient(t *testing.T, opts Options, consume func(*Stream)) (*spdyframe
 func TestDuplicateSynStreamEndsTheOpenStream(t *testing.T) {
 	got := make(chan *Stream, 2)
 	f, _, _ := socketClient(t, Options{}, func(s *Stream) { got <- s })
-	go f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
+	wrote := make(chan error, 1)
+	go func() {
+		wrote <- f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
+	}()
 	s := <-got
+	if err := <-wrote; err != nil { // the framer is not safe for concurrent writes
+		t.Fatal(err)
+	}
 	go f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"again"}}})
 	for rst := false; !rst; {
 		fr, err := f.ReadFrame()

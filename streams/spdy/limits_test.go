@@ -1,6 +1,7 @@
 package spdy
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -114,5 +115,50 @@ func TestPingFloodWithoutReadingIsBounded(t *testing.T) {
 	}
 	if !limits.has(LimitControlQueue) {
 		t.Errorf("limits reported %v, want %s", limits.hits, LimitControlQueue)
+	}
+}
+
+// TestStaleStreamOfAnotherConnectionFreesTheSharedBudget: connection a
+// fills the shared budget with a stream nobody reads, then its client
+// goes quiet, so a's reader never waits and never resets it. Connection
+// b's reader then waits for the budget holding nothing of its own; after
+// StallTimeout a's stale stream must be reset (FLOW_CONTROL_ERROR) and b
+// go on. With the bug b waited for as long as a's stream stayed open:
+// one pod that stops reading froze every connection sharing the budget.
+func TestStaleStreamOfAnotherConnectionFreesTheSharedBudget(t *testing.T) {
+	const global = 128 << 10
+	budget := NewBudget(global)
+	var limitsA, limitsB limitLog
+	optsA := Options{StreamBuffer: global, ConnBuffer: global, StallTimeout: 500 * time.Millisecond, Global: budget, OnLimit: limitsA.add}
+	clientA, _, acceptedA := pair(t, optsA)
+	aC, aS := open(t, clientA, acceptedA, "a")
+	if _, err := aC.Write(make([]byte, global)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the shared budget to fill", func() bool { return budget.Exhausted() })
+
+	optsB := optsA
+	optsB.OnLimit = limitsB.add
+	clientB, _, acceptedB := pair(t, optsB)
+	bC, bS := open(t, clientB, acceptedB, "b")
+	if _, err := bC.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { _, err := io.ReadFull(bS, make([]byte, 1)); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("b's byte not delivered 10s after a's stream went stale (budget %d of %d used, a holds %d); limits a %v, b %v",
+			budget.Used(), global, aS.in.Buffered(), limitsA.hits, limitsB.hits)
+	}
+	if _, err := aS.Read(make([]byte, 1)); !errors.Is(err, ErrReset) {
+		t.Fatalf("read on a's stale stream: %v, want ErrReset", err)
+	}
+	if !limitsB.has(LimitGlobalBuffer) || !limitsA.has(LimitStreamBuffer) {
+		t.Errorf("limits a %v, b %v; want %s on b and %s on a", limitsA.hits, limitsB.hits, LimitGlobalBuffer, LimitStreamBuffer)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/portforwardd/portforwardd/streams/internal/pipe"
 )
@@ -30,6 +31,9 @@ type Stream struct {
 	aborted   chan struct{} // closed once the stream is reset, either side, or its connection ends
 	abortErr  error         // why; set before aborted is closed
 	abortOnce sync.Once
+	// lastUse is when bytes were last put in or read (time since
+	// processStart), for Budget.reclaim.
+	lastUse atomic.Int64
 
 	// Guarded by c.wmu.
 	pending   []byte     // data Write is waiting to have sent
