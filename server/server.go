@@ -184,8 +184,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !isToken && s.cfg.Auth != nil {
 		user, aerr := s.cfg.Auth.Check(r)
 		if aerr != nil {
-			s.log.Info("request denied", "path", r.URL.EscapedPath(), "remote", r.RemoteAddr,
-				"status", aerr.Status, "reason", aerr.Reason)
 			s.fail(w, r, &requestError{status: aerr.Status, reason: "auth_" + aerr.Reason, msg: aerr.Msg})
 			return
 		}
@@ -264,9 +262,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "not_found", msg: "pod does not exist"})
 		return
 	case err != nil:
-		s.log.Warn("resolve pod", "pod", pod.String(), "err", err)
 		s.fail(w, r, &requestError{status: http.StatusInternalServerError, reason: "resolve",
-			msg: fmt.Sprintf("unable to find the network namespace of pod %s", pod)})
+			msg: fmt.Sprintf("unable to find the network namespace of pod %s", pod), err: err})
 		return
 	}
 	if isWS {
@@ -305,11 +302,18 @@ func logPath(r *http.Request) string {
 
 // fail answers a request that will not be upgraded and closes its
 // connection: after a refused upgrade the client's next bytes may be
-// anything.
+// anything. It logs the refusal once, at e's level; the answer's text is
+// under "answer", since "msg" is the line's own message.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
 	s.m.upgradeFailures.WithLabelValues(e.reason).Inc()
-	s.log.Info("request refused", "path", logPath(r), "method", r.Method, "remote", r.RemoteAddr,
-		"status", e.status, "reason", e.reason, "msg", e.msg)
+	if level := e.level(); s.log.Enabled(r.Context(), level) {
+		attrs := []any{"path", logPath(r), "method", r.Method, "remote", r.RemoteAddr,
+			"status", e.status, "reason", e.reason, "answer", e.msg}
+		if e.err != nil {
+			attrs = append(attrs, "err", e.err)
+		}
+		s.log.Log(r.Context(), level, "request refused", attrs...)
+	}
 	for k, vs := range e.header {
 		for _, v := range vs {
 			w.Header().Add(k, v)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 )
@@ -26,6 +27,28 @@ type requestError struct {
 	reason string
 	msg    string
 	header http.Header // extra response headers
+	err    error       // for the log only: the cause of a 500
+}
+
+// level is the level of a refusal's log line. What a client brings on
+// itself (a wrong path, method or header, an unknown pod or token, no or
+// bad credentials, a 503 it retries: the sessions limit, a drain) anyone
+// who reaches the listener can repeat as fast as it likes, and
+// upgrade_failures_total, auth_denials_total and limit_hits_total count
+// it: debug, as the kubelet logs none of it at its default verbosity. A
+// 403 names a user with a valid credential who is not allowed (the
+// kubelet's "Forbidden"), and a 502 a pod port that refused the dial (as
+// the SPDY streams' "dial failed"): info. A 500 is the daemon's own
+// failure (a namespace it cannot open, an auth webhook that fails): warn.
+func (e *requestError) level() slog.Level {
+	switch {
+	case e.status == http.StatusForbidden, e.status == http.StatusBadGateway:
+		return slog.LevelInfo
+	case e.status < 500, e.status == http.StatusServiceUnavailable:
+		return slog.LevelDebug
+	default:
+		return slog.LevelWarn
+	}
 }
 
 func (e *requestError) Error() string { return e.msg }

@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// logRecord is one line of the daemon's JSON log, with the keys these
+// tests look at.
+type logRecord struct {
+	Level  string `json:"level"`
+	Msg    string `json:"msg"`
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+	Err    string `json:"err"`
+	Answer string `json:"answer"`
+}
+
+// records parses the daemon's log lines; a line that is not JSON (a race
+// report) is skipped.
+func (d *daemon) records() []logRecord {
+	var recs []logRecord
+	for _, l := range d.logLines() {
+		var r logRecord
+		if json.Unmarshal([]byte(l), &r) == nil {
+			recs = append(recs, r)
+		}
+	}
+	return recs
+}
+
+// TestRefusalsDoNotFloodTheLog: a refusal the client brings on itself (a
+// wrong path, method or header, an unknown pod or token, a bad port) is
+// something anyone who reaches the listener can repeat as fast as it
+// likes, and upgrade_failures_total counts it: at --log-level info a
+// flood of them writes no line at all, as the kubelet logs nothing for
+// them at its default verbosity.
+func TestRefusalsDoNotFloodTheLog(t *testing.T) {
+	p := newPod(t)
+	d := startDaemon(t, "--log-level", "info")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	type req struct {
+		method, path string
+		header       http.Header
+	}
+	reqs := []req{
+		{"GET", "/", nil},
+		{"GET", "/wp-login.php", nil},
+		{"GET", "/portForward/ns/no-such-pod", nil},
+		{"GET", "/portForward/NS!/pod", nil},
+		{"DELETE", p.route(), nil},
+		{"GET", p.route(), nil}, // no upgrade headers
+		{"GET", p.route(), http.Header{"Connection": {"Upgrade"}, "Upgrade": {"SPDY/3.1"}}},                                   // no protocol
+		{"GET", p.route() + "?port=0", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"connect-tcp"}}},                    // bad port
+		{"GET", p.route(), http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}}}, // bad handshake
+		{"GET", "/portforward/AAAAAAAA", nil},
+	}
+	const rounds = 50
+	for range rounds {
+		for _, r := range reqs {
+			hr, err := http.NewRequest(r.method, d.url(r.path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range r.header {
+				hr.Header[k] = v
+			}
+			resp, err := client.Do(hr)
+			if err != nil {
+				t.Fatalf("%s %s: %v", r.method, r.path, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+				t.Fatalf("%s %s: %s, want a 4xx refusal", r.method, r.path, resp.Status)
+			}
+		}
+	}
+	d.stop(t, 10*time.Second, "after the refusals")
+	var lines []string
+	for _, r := range d.records() {
+		if r.Path != "" || r.Reason != "" {
+			lines = append(lines, fmt.Sprintf("%s %q path=%s reason=%s", r.Level, r.Msg, r.Path, r.Reason))
+		}
+	}
+	if len(lines) > 0 {
+		t.Errorf("%d requests refused for the client's own fault wrote %d lines at --log-level info, want none; the first:\n%s",
+			rounds*len(reqs), len(lines), strings.Join(lines[:min(len(lines), 10)], "\n"))
+	}
+}
+
+// TestRefusalIsOneLine: each refused request is one line at debug, with
+// what an operator needs (path, reason), also when authentication
+// refuses it, and the line's message stays "request refused" (the
+// answer's text under a key of its own: a second "msg" key in JSON hid
+// it); a refusal the daemon is to blame for (a pod whose
+// namespace file cannot be opened as one) is one warning carrying the
+// error.
+func TestRefusalIsOneLine(t *testing.T) {
+	pk := newPKI(t)
+	d := startDaemon(t, append(pk.daemonArgs(), "--allowed-client-groups", "ops")...)
+	const n = 5
+	for i := range n {
+		if code, _ := pk.httpsGet(t, d, fmt.Sprintf("/portForward/ns/anonymous-%d", i), nil, nil); code != http.StatusUnauthorized {
+			t.Fatalf("no client certificate: %d, want 401", code)
+		}
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ns_not-a-netns"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plain := startDaemon(t, "--netns-dir", dir)
+	resp, err := scrapeClient.Get(plain.url("/portForward/ns/not-a-netns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a pod whose netns file is a regular file: %s, want 500", resp.Status)
+	}
+
+	d.stop(t, 10*time.Second, "after the refusals")
+	plain.stop(t, 10*time.Second, "after the refusal")
+	for i := range n {
+		path := fmt.Sprintf("/portForward/ns/anonymous-%d", i)
+		var got []logRecord
+		for _, r := range d.records() {
+			if r.Path == path {
+				got = append(got, r)
+			}
+		}
+		if len(got) != 1 || got[0].Level != "DEBUG" || got[0].Msg != "request refused" ||
+			got[0].Reason != "auth_no_credentials" || !strings.HasPrefix(got[0].Answer, "Unauthorized") {
+			t.Errorf("a request refused for want of credentials: lines %+v, want one DEBUG \"request refused\" line with reason auth_no_credentials and the answer", got)
+		}
+	}
+	var got []logRecord
+	for _, r := range plain.records() {
+		if r.Reason != "" || strings.Contains(r.Msg, "resolve") {
+			got = append(got, r)
+		}
+	}
+	if len(got) != 1 || got[0].Level != "WARN" || got[0].Msg != "request refused" || got[0].Reason != "resolve" || !strings.Contains(got[0].Err, "not-a-netns") {
+		t.Errorf("a pod that cannot be resolved: lines %+v, want one WARN line with reason resolve and the error", got)
+	}
+}
