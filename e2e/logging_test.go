@@ -150,3 +150,42 @@ func TestRefusalIsOneLine(t *testing.T) {
 		t.Errorf("a pod that cannot be resolved: lines %+v, want one WARN line with reason resolve and the error", got)
 	}
 }
+
+// TestShutdownSaysWhatItWaitsFor: the shutdown line says how many
+// sessions the drain waits for, and the line of a drain cut short by
+// --drain-timeout how many it closed.
+func TestShutdownSaysWhatItWaitsFor(t *testing.T) {
+	d := startDaemon(t, "--drain-timeout", "300ms")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	go serveEcho(ln)
+	f := startForward(t, d, transports[0], p.route(), port(ln))
+	c := f.dial(t)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	d.stop(t, 10*time.Second, "with a session that outlives --drain-timeout")
+	var shutdown, cut map[string]any
+	for _, l := range d.logLines() {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		switch rec["msg"] {
+		case "shutting down":
+			shutdown = rec
+		case "drain cut short; remaining sessions were closed":
+			cut = rec
+		}
+	}
+	if shutdown["sessions"] != 1.0 {
+		t.Errorf("shutdown line %v: want sessions=1", shutdown)
+	}
+	if cut["sessions"] != 1.0 {
+		t.Errorf("drain-cut-short line %v: want sessions=1 (the one it closed)", cut)
+	}
+}

@@ -482,10 +482,31 @@ func (s *Server) Ready() bool {
 	return s.serving && !s.draining
 }
 
+// Sessions returns the number of sessions being served.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// DrainCutShortError is Drain's error when its context ended before the
+// sessions did.
+type DrainCutShortError struct {
+	Sessions int   // sessions still open, which Drain then closed
+	Err      error // the context's error
+}
+
+func (e *DrainCutShortError) Error() string {
+	return fmt.Sprintf("drain: %d sessions still open: %v", e.Sessions, e.Err)
+}
+
+func (e *DrainCutShortError) Unwrap() error { return e.Err }
+
 // Drain refuses new sessions and new streams, waits for the forwarded
 // connections in flight to finish, and returns when every session has
 // ended. When ctx is done first, the remaining sessions are closed at once;
-// Drain then still waits for them to end and returns ctx's error.
+// Drain then still waits for them to end and returns a
+// *DrainCutShortError that wraps ctx's error.
 func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -506,8 +527,9 @@ func (s *Server) Drain(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		left := s.Sessions()
 		s.cancel()
 		<-done
-		return ctx.Err()
+		return &DrainCutShortError{Sessions: left, Err: ctx.Err()}
 	}
 }

@@ -309,9 +309,11 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	var serveErr error
 	select {
 	case sig := <-sigc:
-		log.Info("shutting down", "signal", sig.String(), "drain_timeout", o.drainTimeout.String())
+		log.Info("shutting down", "signal", sig.String(), "drain_timeout", o.drainTimeout.String(),
+			"sessions", srv.Sessions())
 	case serveErr = <-errc:
-		log.Error("listener failed; shutting down", "err", serveErr)
+		log.Error("listener failed; shutting down", "err", serveErr, "drain_timeout", o.drainTimeout.String(),
+			"sessions", srv.Sessions())
 	}
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
@@ -348,8 +350,12 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 			httpSrv.Close()
 		}
 	}()
-	if err := srv.Drain(drainCtx); err != nil {
-		log.Warn("drain cut short; remaining sessions were closed", "err", err)
+	drainStart := time.Now()
+	var cut *server.DrainCutShortError
+	if err := srv.Drain(drainCtx); errors.As(err, &cut) {
+		log.Warn("drain cut short; remaining sessions were closed", "sessions", cut.Sessions, "err", cut.Err)
+	} else {
+		log.Info("drained", "duration", time.Since(drainStart).Round(time.Millisecond))
 	}
 	<-shutDone
 	<-proxyDone
