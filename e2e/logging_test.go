@@ -3,10 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -187,5 +190,101 @@ func TestShutdownSaysWhatItWaitsFor(t *testing.T) {
 	}
 	if cut["sessions"] != 1.0 {
 		t.Errorf("drain-cut-short line %v: want sessions=1 (the one it closed)", cut)
+	}
+}
+
+// TestDebugLogFollowsEachForward: at --log-level debug, a raw or HTTP/2
+// forward (each its own session) can be followed from its start to its
+// end: the session's lines carry a session id and the pod's port, and a
+// "forward done" line with the same id gives the result and the bytes
+// each way, also for two streams of one HTTP/2 connection, which share
+// the remote address. The session's duration is written as a duration.
+func TestDebugLogFollowsEachForward(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+
+	c, br := dialConnectTCP(t, d, rawPath(p, port(ln)))
+	c.Write([]byte("1234567"))
+	c.CloseWrite()
+	if b, err := io.ReadAll(br); err != nil || string(b) != "1234567" {
+		t.Fatalf("raw echo: %q, %v", b, err)
+	}
+	client := h2Client()
+	var wg sync.WaitGroup
+	for _, payload := range []string{"abc", "abcde"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post(h2URL(d, p, port(ln)), "application/octet-stream", strings.NewReader(payload))
+			if err != nil {
+				t.Errorf("h2 stream: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			if b, err := io.ReadAll(resp.Body); err != nil || string(b) != payload {
+				t.Errorf("h2 echo: %q, %v; want %q", b, err, payload)
+			}
+		}()
+	}
+	wg.Wait()
+	d.stop(t, 10*time.Second, "after the forwards")
+
+	type session struct {
+		protocol             string
+		started, ended, done int
+		port                 float64
+		up, down             float64
+		result               any
+	}
+	sessions := map[float64]*session{}
+	for _, l := range d.logLines() {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		if rec["protocol"] != "raw" && rec["protocol"] != "h2" {
+			continue
+		}
+		id, ok := rec["session"].(float64)
+		if !ok {
+			t.Errorf("a %s line without a session id: %s", rec["protocol"], l)
+			continue
+		}
+		s := sessions[id]
+		if s == nil {
+			s = &session{protocol: rec["protocol"].(string)}
+			sessions[id] = s
+		}
+		if p, ok := rec["port"].(float64); !ok || p != float64(port(ln)) {
+			t.Errorf("a %s line without the pod's port %d: %s", s.protocol, port(ln), l)
+		}
+		switch rec["msg"] {
+		case "session started":
+			s.started++
+		case "session ended":
+			s.ended++
+			if _, ok := rec["duration"].(string); !ok { // nanoseconds, as a number, read as 1e+06
+				t.Errorf("session ended line's duration %v, want a duration such as \"1ms\"", rec["duration"])
+			}
+		case "forward done":
+			s.done++
+			s.up, _ = rec["up"].(float64)
+			s.down, _ = rec["down"].(float64)
+			s.result = rec["result"]
+		}
+	}
+	got := map[string][]float64{}
+	for id, s := range sessions {
+		if s.started != 1 || s.ended != 1 || s.done != 1 || s.result != "ok" || s.up != s.down {
+			t.Errorf("session %v (%s): %d started, %d ended, %d forward done lines, result %v, up %v, down %v; want one of each, ok, equal bytes",
+				id, s.protocol, s.started, s.ended, s.done, s.result, s.up, s.down)
+		}
+		got[s.protocol] = append(got[s.protocol], s.up)
+	}
+	slices.Sort(got["h2"])
+	if !slices.Equal(got["raw"], []float64{7}) || !slices.Equal(got["h2"], []float64{3, 5}) {
+		t.Errorf("bytes up per session: %v, want raw [7], h2 [3 5]", got)
 	}
 }

@@ -40,7 +40,8 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 		return
 	}
 	st := &h2Stream{body: r.Body, w: w, rc: rc}
-	s.runSession(func() {}, protocolH2, pod, r.RemoteAddr, func(ctx context.Context) {
+	log := s.sessionLog(pod, r.RemoteAddr, protocolH2, port)
+	s.runSession(func() {}, protocolH2, log, func(ctx context.Context) {
 		// The stream ends with the request (a client reset, counted as
 		// one: Go's server cancels the request's context before the body
 		// reports the reset) or with the server (the drain's deadline),
@@ -53,6 +54,7 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 		defer context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })()
 		obs.ForwardStarted()
 		res := streams.Pump(pctx, st, pc, obs)
+		log.Debug("forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 		obs.ForwardEnded(res.Result)
 		if res.Result != streams.ResultOK && !st.responseDone.Load() {
 			// RST_STREAM to the client: the pod reset, or the stream was

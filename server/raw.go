@@ -80,7 +80,8 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 			return
 		}
 	}
-	s.runSession(func() {}, protocolRaw, pod, r.RemoteAddr, func(ctx context.Context) {
+	log := s.sessionLog(pod, r.RemoteAddr, protocolRaw, port)
+	s.runSession(func() {}, protocolRaw, log, func(ctx context.Context) {
 		defer raw.Close()
 		var res streams.PumpResult
 		if tcp, ok := raw.(*net.TCPConn); ok {
@@ -88,6 +89,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		} else {
 			res = streams.Pump(ctx, connStream{raw}, podConn, obs)
 		}
+		log.Debug("forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 		obs.ForwardEnded(res.Result)
 	})
 }

@@ -371,6 +371,7 @@ func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.P
 // runSPDY serves a port-forward SPDY session on conn, an upgraded HTTP
 // connection or a WebSocket tunnel.
 func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod nsenter.Pod, target nsenter.Target, remote string) {
+	log := s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol)
 	sess := streams.NewSession(streams.Config{
 		Pod:             pod.String(),
 		UID:             pod.UID,
@@ -379,7 +380,7 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 		MaxPendingPairs: s.cfg.Limits.MaxPendingStreams,
 		OnLimit:         s.limitHit,
 		Observer:        s.m.observer(protocol),
-		Log:             s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol),
+		Log:             log, // its lines add "session"
 	})
 	l := s.cfg.Limits
 	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{
@@ -396,14 +397,25 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 		s.log.Warn("start spdy session", "remote", remote, "err", err)
 		return
 	}
-	s.runSession(sess.Drain, protocol, pod, remote, func(ctx context.Context) { sess.Run(ctx, sc) })
+	s.runSession(sess.Drain, protocol, log.With("session", sess.ID()), func(ctx context.Context) { sess.Run(ctx, sc) })
 }
 
 // sessionEntry is a session in the drain registry.
 type sessionEntry struct{ drain func() }
 
-// runSession registers a session for draining and runs it to the end.
-func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remote string, run func(context.Context)) {
+// sessionLog is the logger of a session's lines: pod, remote, protocol
+// and session id, and the port for the transports that forward one.
+func (s *Server) sessionLog(pod nsenter.Pod, remote, protocol string, port uint16) *slog.Logger {
+	log := s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol, "session", streams.NextSessionID())
+	if port != 0 {
+		log = log.With("port", port)
+	}
+	return log
+}
+
+// runSession registers a session for draining and runs it to the end;
+// log carries the session's pod, remote, protocol and id.
+func (s *Server) runSession(drain func(), protocol string, log *slog.Logger, run func(context.Context)) {
 	e := &sessionEntry{drain: drain}
 	s.mu.Lock()
 	s.sessions[e] = struct{}{}
@@ -416,7 +428,7 @@ func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remo
 	active := s.m.sessionsActive.WithLabelValues(protocol)
 	active.Inc()
 	start := time.Now()
-	s.log.Info("session started", "pod", pod.String(), "protocol", protocol, "remote", remote)
+	log.Info("session started")
 
 	// Deferred: an HTTP/2 stream ends a reset by panicking with
 	// http.ErrAbortHandler through here.
@@ -432,8 +444,7 @@ func (s *Server) runSession(drain func(), protocol string, pod nsenter.Pod, remo
 		s.releaseMemory(idle)
 		active.Dec()
 		s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
-		s.log.Info("session ended", "pod", pod.String(), "protocol", protocol, "remote", remote,
-			"result", result, "duration", time.Since(start).Round(time.Millisecond))
+		log.Info("session ended", "result", result, "duration", time.Since(start).Round(time.Millisecond).String())
 		s.wg.Done()
 	}()
 	run(s.ctx)

@@ -146,6 +146,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 	if choice.base64 {
 		protocol = protocolV4Base64
 	}
+	log := s.sessionLog(pod, r.RemoteAddr, protocol, 0)
 	cfg := streams.ChannelConfig{
 		Ports:       ports,
 		Base64:      choice.base64,
@@ -156,11 +157,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 		Global:      s.budget,
 		OnLimit:     s.limitHit,
 		Observer:    s.m.observer(protocol),
-		Log:         s.log.With("pod", pod.String(), "remote", r.RemoteAddr, "protocol", protocol),
+		Log:         log,
 	}
 	// A v4 WebSocket's ports are all dialed at once, so a drain has
 	// nothing to refuse: it waits for them to end.
-	s.runSession(func() {}, protocol, pod, r.RemoteAddr, func(ctx context.Context) { streams.ServeChannels(ctx, ws, cfg) })
+	s.runSession(func() {}, protocol, log, func(ctx context.Context) { streams.ServeChannels(ctx, ws, cfg) })
 }
 
 // clipLen bounds how much of a client's value an error repeats.

@@ -47,6 +47,12 @@ type Config struct {
 
 var sessionSeq atomic.Uint64
 
+// NextSessionID returns a new session id from the sequence Sessions take
+// theirs from, for the log lines of sessions served elsewhere (the raw,
+// HTTP/2 and WebSocket v4 transports), so that ids do not repeat across
+// transports.
+func NextSessionID() uint64 { return sessionSeq.Add(1) }
+
 // Session is the portforward.k8s.io protocol over one multiplexed
 // connection: streams arrive through Accept, are paired, and each complete
 // pair is forwarded to the pod. Create it with NewSession, hand Accept to
@@ -79,7 +85,7 @@ func NewSession(cfg Config) *Session {
 	}
 	s := &Session{
 		cfg:   cfg,
-		id:    sessionSeq.Add(1),
+		id:    NextSessionID(),
 		obs:   cfg.Observer,
 		log:   cfg.Log,
 		pairs: newPairTable(cfg.MaxPendingPairs),
@@ -94,6 +100,9 @@ func NewSession(cfg Config) *Session {
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	return s
 }
+
+// ID returns the session's id, the "session" of its log lines.
+func (s *Session) ID() uint64 { return s.id }
 
 // Accept is the session's AcceptFunc. It validates the stream's headers
 // and files it into its pair; it never blocks.
