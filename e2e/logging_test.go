@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -287,4 +288,38 @@ func TestDebugLogFollowsEachForward(t *testing.T) {
 	if !slices.Equal(got["raw"], []float64{7}) || !slices.Equal(got["h2"], []float64{3, 5}) {
 		t.Errorf("bytes up per session: %v, want raw [7], h2 [3 5]", got)
 	}
+}
+
+// TestSIGHUPDoesNotStopTheDaemon: SIGHUP, which operators and log
+// rotation scripts send to reload a daemon, neither kills it (Go's
+// default for SIGHUP, which cut every forwarded connection without a
+// drain or a log line) nor drains it: it says once why it changes
+// nothing, and the daemon goes on serving.
+func TestSIGHUPDoesNotStopTheDaemon(t *testing.T) {
+	d := startDaemon(t)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		select {
+		case <-d.exited:
+			t.Fatalf("the daemon exited on SIGHUP: %v", d.exitErr)
+		default:
+		}
+		for _, r := range d.records() {
+			if strings.Contains(r.Msg, "SIGHUP") {
+				return true, ""
+			}
+		}
+		return false, "no line about SIGHUP"
+	})
+	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz after SIGHUP: %s, want 200", resp.Status)
+	}
+	d.stop(t, 10*time.Second, "after SIGHUP")
 }

@@ -221,6 +221,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigc)
+	// SIGHUP, which operators and log rotation send to reload a daemon,
+	// would otherwise end the process at once (Go's default), cutting every
+	// forwarded connection without a drain or a line. There is nothing to
+	// reload: the TLS files are watched.
+	hupc := make(chan os.Signal, 1)
+	signal.Notify(hupc, syscall.SIGHUP)
+	defer signal.Stop(hupc)
+	stopHUP := make(chan struct{})
+	defer close(stopHUP)
+	go func() {
+		for {
+			select {
+			case <-hupc:
+				log.Info("SIGHUP ignored: TLS files are reloaded when they change; SIGTERM drains and stops")
+			case <-stopHUP:
+				return
+			}
+		}
+	}()
 	if err := serve(o, log, sigc); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
