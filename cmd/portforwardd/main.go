@@ -255,8 +255,11 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	if err := nsenter.Prepare(); err != nil {
 		return err
 	}
-	if st, err := os.Stat(o.netnsDir); err != nil || !st.IsDir() {
-		log.Warn("netns directory is not there yet; pods resolve once it exists", "netns_dir", o.netnsDir)
+	switch st, err := os.Stat(o.netnsDir); {
+	case err != nil:
+		log.Warn("netns directory is not there yet; pods resolve once it exists", "netns_dir", o.netnsDir, "err", err)
+	case !st.IsDir():
+		log.Warn("--netns-dir is not a directory; no pod resolves until it is one", "netns_dir", o.netnsDir)
 	}
 	metrics := server.NewMetrics(buildVersion())
 	sec, err := newSecurity(o, metrics, log)

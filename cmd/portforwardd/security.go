@@ -94,7 +94,7 @@ func newSecurity(o options, m *server.Metrics, log *slog.Logger) (security, erro
 	if o.tlsCertFile != "" {
 		r, err := certs.New(certs.Files{CertFile: o.tlsCertFile, KeyFile: o.tlsKeyFile, ClientCAFile: o.clientCAFile})
 		if err != nil {
-			return sec, err
+			return sec, fmt.Errorf("--tls-cert-file, --tls-private-key-file, --client-ca-file: %w", err)
 		}
 		r.OnReload = func(err error) {
 			m.TLSReloaded(err)

@@ -93,3 +93,36 @@ func TestLocalhostMustBindLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestStartUpProblemsNameTheirFlag: a --netns-dir that is a file is said
+// to be one (not "not there yet"), and TLS files that cannot be read name
+// the flags that gave them.
+func TestStartUpProblemsNameTheirFlag(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=", "--netns-dir=" + file}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sigc := make(chan os.Signal, 1)
+	sigc <- syscall.SIGTERM
+	if err := serve(o, slog.New(slog.NewTextHandler(&log, nil)), sigc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "--netns-dir is not a directory") {
+		t.Errorf("a --netns-dir that is a file is not said to be one:\n%s", log.String())
+	}
+
+	missing := filepath.Join(t.TempDir(), "missing.crt")
+	o, err = parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=", "--tls-cert-file=" + missing, "--tls-private-key-file=" + missing}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = serve(o, slog.New(slog.NewTextHandler(io.Discard, nil)), make(chan os.Signal))
+	if err == nil || !strings.Contains(err.Error(), "--tls-cert-file") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("missing TLS files: %v, want the flag and the path named", err)
+	}
+}
