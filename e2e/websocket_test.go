@@ -767,6 +767,76 @@ func TestWebSocketV4SharesBufferBudget(t *testing.T) {
 	})
 }
 
+// TestWebSocketV4StalePortFreesBufferBudgetForSPDY: a v4 port whose pod
+// reads nothing fills --buffer-bytes. After the stall timeout (10 s) it
+// is reset, by its own session's reader or by a SPDY connection's waiting
+// for the budget: the SPDY connection forwards, the port ends with
+// nothing on its error channel (the WebSocket closes with 1000, its only
+// port over), and the reset counts as a stream_buffer limit hit and a
+// reset forward. With the bug v4 sessions took no part in reclaiming the
+// budget: the SPDY connection waited for as long as the port stayed open.
+func TestWebSocketV4StalePortFreesBufferBudgetForSPDY(t *testing.T) {
+	const budget = 256 << 10
+	d := startDaemon(t, "--stream-buffer-bytes", "64Ki", "--session-buffer-bytes", "256Ki", "--buffer-bytes", "256Ki")
+	p := newPod(t)
+	silent := p.listen(t, "tcp4", "127.0.0.1:0")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := silent.Accept()
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+			accepted <- c
+		}
+	}()
+	echo := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(echo)
+
+	c, _, err := dialV4(t, d, p.route(), []int{port(silent)}, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(port(silent))
+	go func() { // until the WebSocket closes: more than the pod's socket and the budget take
+		msg := append([]byte{0}, make([]byte, 64<<10)...)
+		for c.ws.WriteMessage(websocket.BinaryMessage, msg) == nil {
+		}
+	}()
+	eventually(t, 30*time.Second, func() (bool, string) {
+		held := d.metric(t, "portforwardd_buffered_bytes")
+		return held >= budget, fmt.Sprintf("buffered_bytes %v: the port never filled --buffer-bytes", held)
+	})
+
+	s := dialRawSPDY(t, d, p.route(), "spdy")
+	s.echoPair(port(echo)) // waits up to 30 s for each frame
+
+	pod := <-accepted
+	pod.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, pod); err != nil {
+		t.Fatalf("the stale port's pod connection: %v, want it closed", err)
+	}
+	c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		_, msg, err := c.ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+			break
+		}
+		if err != nil {
+			t.Fatalf("websocket: %v, want a close 1000 once the reset port ended", err)
+		}
+		if len(msg) > 0 && msg[0] == 1 {
+			t.Fatalf("error channel got %q; a port reset for a stall gets nothing there", msg[1:])
+		}
+	}
+	if n := d.metric(t, `portforwardd_limit_hits_total{limit="stream_buffer"}`); n != 1 {
+		t.Errorf("stream_buffer limit hits: %v, want 1", n)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		n := d.metric(t, `portforwardd_streams_total{protocol="websocket_v4",result="reset"}`)
+		return n == 1, fmt.Sprintf("websocket_v4 forwards ended as reset: %v, want 1", n)
+	})
+}
+
 // TestWebSocketV4BytesDroppedAfterCloseNotCounted: what a pod sends after
 // the client closed its v4 WebSocket has no reader and is dropped; it is
 // not counted in portforwardd_bytes_total, which counts bytes forwarded.

@@ -62,12 +62,20 @@ type ChannelConfig struct {
 	// IdleTimeout closes the WebSocket after this long without a message
 	// either way; zero disables it.
 	IdleTimeout time.Duration
-	// Global, if set, is the budget shared with other sessions for the
-	// client data held for pods that have not read it: the reader pauses
-	// while it is spent (see NewBudget).
+	// Global, if set, is the budget shared with other sessions and SPDY
+	// connections for the client data held for pods that have not read
+	// it: the reader pauses while it is spent (see NewBudget).
 	Global *Budget
+	// StallTimeout is how long the reader waits for Global before it
+	// resets the stale buffer holding the most of it, a port of any
+	// session or a stream of any SPDY connection sharing it; a port is
+	// stale once nothing has been put in or read from it for
+	// StallTimeout. Zero means DefaultStallTimeout, SPDY's.
+	StallTimeout time.Duration
 	// OnLimit, if set, is told when the reader pauses for Global, with
-	// LimitGlobalBuffer.
+	// LimitGlobalBuffer, and when a stale port is reset, with
+	// LimitStreamBuffer (then on the goroutine of whichever reader
+	// reclaimed the budget). It must not block.
 	OnLimit func(limit string)
 	// Observer receives counts; nil means NopObserver.
 	Observer Observer
@@ -85,9 +93,15 @@ type ChannelConfig struct {
 // and closes ws. When the client closes the WebSocket first, each pod gets
 // what the client sent before the close, then EOF, and closeGrace to end;
 // when the connection breaks, or ctx is done, every pod connection is
-// closed at once. ServeChannels returns when all of that is over.
+// closed at once. A port holding client data that neither its pod nor the
+// client has moved for StallTimeout may be reset while Global is spent, as
+// a pod resetting its connection would end it: nothing is written on its
+// error channel. ServeChannels returns when all of that is over.
 func ServeChannels(ctx context.Context, ws *websocket.Conn, cfg ChannelConfig) {
 	s := &chanSession{ws: ws, cfg: cfg, obs: cfg.Observer, log: cfg.Log}
+	if s.cfg.StallTimeout <= 0 {
+		s.cfg.StallTimeout = DefaultStallTimeout
+	}
 	if s.obs == nil {
 		s.obs = NopObserver{}
 	}
@@ -135,11 +149,15 @@ func (s *chanSession) run(ctx context.Context) {
 	})
 
 	for i, port := range s.cfg.Ports {
-		in := pipe.New(channelInbox)
-		in.OnPut = func(n int) { s.cfg.Global.Add(int64(n)) }
-		in.OnRead = func(n int) { s.cfg.Global.Add(-int64(n)) }
-		s.ports = append(s.ports, &chanPort{s: s, index: i, port: port, in: in})
+		p := &chanPort{s: s, index: i, port: port, in: pipe.New(channelInbox)}
+		p.ctx, p.cancel = context.WithCancelCause(ctx)
+		p.touch()
+		p.in.OnPut = func(n int) { p.touch(); s.cfg.Global.Add(int64(n)) }
+		p.in.OnRead = func(n int) { p.touch(); s.cfg.Global.Add(-int64(n)) }
+		s.ports = append(s.ports, p)
 	}
+	s.cfg.Global.Join(s)
+	defer s.cfg.Global.Leave(s)
 	for _, p := range s.ports {
 		var prefix [2]byte
 		binary.LittleEndian.PutUint16(prefix[:], p.port)
@@ -154,7 +172,7 @@ func (s *chanSession) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, p := range s.ports {
 		wg.Add(1)
-		go p.forward(ctx, &wg)
+		go p.forward(&wg)
 	}
 	allDone := make(chan struct{})
 	go func() {
@@ -282,24 +300,58 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 // waitBudget waits while the shared budget is spent, looking again every
 // few milliseconds: reads on other sessions free it without telling this
 // one. v4 has no flow control, so the client waits as it would for a pod
-// that reads slowly. False when the session ends meanwhile.
+// that reads slowly; every StallTimeout of waiting the stale buffer
+// holding the most of the budget, on any session or SPDY connection, is
+// reset (Budget.Reclaim), so a pod that stopped reading, on a session
+// whose client went quiet, does not hold the budget forever. False when
+// the session ends meanwhile.
 func (s *chanSession) waitBudget(ctx context.Context) bool {
 	if !s.cfg.Global.Exhausted() {
 		return true
 	}
-	if s.cfg.OnLimit != nil {
-		s.cfg.OnLimit(LimitGlobalBuffer)
-	}
+	s.limit(LimitGlobalBuffer)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	stall := time.NewTimer(s.cfg.StallTimeout)
+	defer stall.Stop()
 	for s.cfg.Global.Exhausted() {
 		select {
 		case <-tick.C:
+		case <-stall.C:
+			s.cfg.Global.Reclaim()
+			stall.Reset(s.cfg.StallTimeout)
 		case <-ctx.Done():
 			return false
 		}
 	}
 	return true
+}
+
+// limit tells OnLimit that limit was hit.
+func (s *chanSession) limit(limit string) {
+	if s.cfg.OnLimit != nil {
+		s.cfg.OnLimit(limit)
+	}
+}
+
+// FullestStale returns the bytes queued for the port, of those holding
+// any, that holds the most while nothing has been put in or read from it
+// for StallTimeout, and a function resetting it; 0 and nil when no port
+// is stale. It makes the session a Budget Holder.
+func (s *chanSession) FullestStale() (held int, reset func() bool) {
+	var victim *chanPort
+	for _, p := range s.ports {
+		if !p.stale() {
+			continue
+		}
+		if n := p.in.Buffered(); n > held {
+			victim, held = p, n
+		}
+	}
+	if victim == nil {
+		return 0, nil
+	}
+	return held, victim.resetStale
 }
 
 // write sends one message on channel ch: the channel id, then the
@@ -332,6 +384,39 @@ type chanPort struct {
 	index int
 	port  uint16
 	in    *pipe.Pipe
+	// ctx is the forward's: it ends with the session, or when the port
+	// is reset for a stall (cancel, with a cause wrapping ErrReset).
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// lastUse is when bytes were last put in or read (time since
+	// clockStart), for FullestStale.
+	lastUse atomic.Int64
+}
+
+// clockStart is the origin of chanPort.lastUse's monotonic readings.
+var clockStart = time.Now()
+
+func (p *chanPort) touch() { p.lastUse.Store(int64(time.Since(clockStart))) }
+
+// stale reports whether nothing has been put in the port or read from it
+// for StallTimeout.
+func (p *chanPort) stale() bool {
+	return time.Since(clockStart)-time.Duration(p.lastUse.Load()) >= p.s.cfg.StallTimeout
+}
+
+// resetStale resets the port, unless it has been used since it was found
+// stale, and reports whether it did: its queued input leaves the budget, and its forward ends at once
+// (the dial given up, or the pod connection closed), as a reset by the
+// pod ends it; nothing is written on its error channel.
+func (p *chanPort) resetStale() bool {
+	if !p.stale() || p.in.Buffered() == 0 {
+		return false // or reset already, by another reader
+	}
+	p.s.limit(LimitStreamBuffer)
+	err := fmt.Errorf("port %d: client data unread for %v: %w", p.port, p.s.cfg.StallTimeout, ErrReset)
+	p.abort(err)
+	p.cancel(err)
+	return true
 }
 
 var _ Stream = (*chanPort)(nil)
@@ -339,10 +424,21 @@ var _ Stream = (*chanPort)(nil)
 func (p *chanPort) dataChannel() byte  { return byte(2 * p.index) }
 func (p *chanPort) errorChannel() byte { return byte(2*p.index + 1) }
 
-func (p *chanPort) forward(ctx context.Context, wg *sync.WaitGroup) {
+func (p *chanPort) forward(wg *sync.WaitGroup) {
 	defer wg.Done()
+	defer p.cancel(nil)
 	p.s.obs.ForwardStarted()
-	pod, err := p.s.cfg.Dial(ctx, p.port)
+	pod, err := p.s.cfg.Dial(p.ctx, p.port)
+	if err != nil && p.ctx.Err() != nil {
+		// The dial was given up: the port was reset for a stall, or the
+		// session ended. No pod failed; nothing goes on the error
+		// channel.
+		res := causeResult(context.Cause(p.ctx))
+		p.s.obs.ForwardEnded(res)
+		p.s.log.Debug("dial given up", "port", p.port, "result", res, "err", context.Cause(p.ctx))
+		p.abort(ErrReset)
+		return
+	}
 	if err != nil {
 		p.s.obs.ForwardEnded(ResultDialError)
 		p.s.log.Info("dial failed", "port", p.port, "err", err)
@@ -351,7 +447,7 @@ func (p *chanPort) forward(ctx context.Context, wg *sync.WaitGroup) {
 		p.abort(ErrReset)
 		return
 	}
-	res := Pump(ctx, p, pod, p.s.obs)
+	res := Pump(p.ctx, p, pod, p.s.obs)
 	p.abort(ErrReset) // whatever the pod will never read leaves the budget
 	p.s.log.Debug("forward done", "port", p.port, "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 	p.s.obs.ForwardEnded(res.Result)

@@ -86,6 +86,12 @@ type sessionRig struct {
 // port-forward uses) to a Session over a real loopback TCP connection.
 func newSessionRig(t *testing.T, cfg Config) *sessionRig {
 	t.Helper()
+	return newSessionRigWith(t, cfg, SPDYOptions{})
+}
+
+// newSessionRigWith is newSessionRig with the engine's options.
+func newSessionRigWith(t *testing.T, cfg Config, opts SPDYOptions) *sessionRig {
+	t.Helper()
 	c, s := tcpPair(t)
 	r := &sessionRig{raw: c, obs: newCountingObserver(), runDone: make(chan struct{})}
 	if cfg.Dial == nil {
@@ -95,7 +101,7 @@ func newSessionRig(t *testing.T, cfg Config) *sessionRig {
 		cfg.Observer = r.obs
 	}
 	r.session = NewSession(cfg)
-	conn, err := ServeSPDY(s, r.session.Accept, SPDYOptions{})
+	conn, err := ServeSPDY(s, r.session.Accept, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

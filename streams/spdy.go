@@ -40,6 +40,12 @@ type Budget = spdy.Budget
 // unlimited.
 func NewBudget(limit int64) *Budget { return spdy.NewBudget(limit) }
 
+// DefaultStallTimeout is how long a reader waits, with a buffer budget
+// spent, before it resets a buffer nobody has moved for that long: a SPDY
+// stream (SPDYOptions.StallTimeout) or a v4 WebSocket port
+// (ChannelConfig.StallTimeout).
+const DefaultStallTimeout = spdy.DefaultStallTimeout
+
 // Names of the limits reported to OnLimit callbacks.
 const (
 	LimitStreams       = spdy.LimitStreams

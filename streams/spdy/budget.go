@@ -3,23 +3,38 @@ package spdy
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Budget is a byte budget shared by connections: the client data that all
 // their streams together may hold unread. A connection's reader pauses
 // while the budget is spent, as it does for its own ConnBuffer; the budget
 // may be overshot by at most one read chunk per connection reading at that
-// moment. A reader that has waited StallTimeout for it with nothing of its
-// own to reset resets the stale stream (no byte put in or read for its
-// connection's StallTimeout) holding the most, on any connection sharing
-// the budget: one pod that stops reading must not stop every connection.
+// moment. Every holder of the budget (a Conn, or anything else taking from
+// it, such as a v4 WebSocket session) joins it, so that a reader that has
+// waited StallTimeout for it with nothing of its own to reset can reset
+// the stale buffer (no byte put in or read for its holder's StallTimeout)
+// holding the most, whichever holder it belongs to: one pod that stops
+// reading must not stop every connection.
 type Budget struct {
 	limit int64
 	used  atomic.Int64
 
-	mu    sync.Mutex
-	conns map[*Conn]struct{} // the connections sharing the budget
+	mu      sync.Mutex
+	holders map[Holder]struct{} // everything sharing the budget
+}
+
+// A Holder takes bytes from a Budget into buffers of its own (a Conn's
+// streams, a v4 WebSocket session's ports), any of which may go stale.
+type Holder interface {
+	// FullestStale returns the bytes held by the fullest of its buffers
+	// into which nothing has been put, and from which nothing has been
+	// read, for the holder's StallTimeout, and a function that resets
+	// that buffer unless it has been used since: its bytes leave the
+	// budget and its forward ends, and the holder counts
+	// LimitStreamBuffer; reset reports whether it did. FullestStale
+	// returns 0 and nil when no buffer holding bytes is stale. Both may
+	// be called on any goroutine.
+	FullestStale() (held int, reset func() bool)
 }
 
 // NewBudget returns a budget of limit bytes; limit ≤ 0 means unlimited.
@@ -48,64 +63,52 @@ func (b *Budget) Add(n int64) {
 	}
 }
 
-// join adds c to the connections whose stale streams reclaim may reset.
-func (b *Budget) join(c *Conn) {
+// Join adds h to the holders whose stale buffers Reclaim may reset. A
+// nil budget ignores it.
+func (b *Budget) Join(h Holder) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
-	if b.conns == nil {
-		b.conns = map[*Conn]struct{}{}
+	if b.holders == nil {
+		b.holders = map[Holder]struct{}{}
 	}
-	b.conns[c] = struct{}{}
+	b.holders[h] = struct{}{}
 	b.mu.Unlock()
 }
 
-// leave removes c, whose connection has ended.
-func (b *Budget) leave(c *Conn) {
+// Leave removes h, which holds nothing any more.
+func (b *Budget) Leave(h Holder) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
-	delete(b.conns, c)
+	delete(b.holders, h)
 	b.mu.Unlock()
 }
 
-// reclaim resets the stale stream holding the most bytes on any
-// connection sharing b: one whose consumer has read nothing, and that has
-// been given nothing, for its connection's StallTimeout. It reports
-// whether it reset one.
-func (b *Budget) reclaim() bool {
+// Reclaim resets the stale buffer holding the most bytes of any holder
+// sharing b (see Holder). A reader calls it once it has waited its
+// StallTimeout for the spent budget with nothing of its own to reset. It
+// reports whether it reset one.
+func (b *Budget) Reclaim() bool {
 	if b == nil {
 		return false
 	}
 	b.mu.Lock()
-	conns := make([]*Conn, 0, len(b.conns))
-	for c := range b.conns {
-		conns = append(conns, c)
+	holders := make([]Holder, 0, len(b.holders))
+	for h := range b.holders {
+		holders = append(holders, h)
 	}
 	b.mu.Unlock()
-	now := time.Since(processStart)
-	var victim *Stream
+	var victim func() bool
 	most := 0
-	for _, c := range conns {
-		c.mu.Lock()
-		for _, s := range c.streams {
-			if now-time.Duration(s.lastUse.Load()) < c.opts.StallTimeout {
-				continue
-			}
-			if n := s.in.Buffered(); n > most {
-				victim, most = s, n
-			}
+	for _, h := range holders {
+		if n, reset := h.FullestStale(); reset != nil && n > most {
+			victim, most = reset, n
 		}
-		c.mu.Unlock()
 	}
-	if victim == nil {
-		return false
-	}
-	victim.c.opts.OnLimit(LimitStreamBuffer)
-	victim.c.resetStream(victim, statusFlowControlError, true)
-	return true
+	return victim != nil && victim()
 }
 
 // Exhausted reports whether the bytes held reach the limit.
@@ -119,7 +122,9 @@ const (
 	// were open.
 	LimitStreams = "streams_per_session"
 	// LimitStreamBuffer: a stream was reset because its consumer read
-	// nothing for StallTimeout while its StreamBuffer was full.
+	// nothing for StallTimeout while its StreamBuffer was full, or a
+	// stale buffer (a stream, a v4 WebSocket port) was reset by
+	// Budget.Reclaim.
 	LimitStreamBuffer = "stream_buffer"
 	// LimitSessionBuffer: the reader paused because the connection's
 	// streams held ConnBuffer bytes.

@@ -60,10 +60,10 @@ type Options struct {
 	// Global, if set, is a budget shared with other connections (see
 	// Budget).
 	Global *Budget
-	// OnLimit, if set, is called (on the reader goroutine, or another
-	// connection's when Global resets a stale stream of this one;
-	// without blocking) each time a limit is hit; limit is one of the
-	// Limit* names.
+	// OnLimit, if set, is called (on the reader goroutine, or that of
+	// another holder of Global when it resets a stale stream of this
+	// one; without blocking) each time a limit is hit; limit is one of
+	// the Limit* names.
 	OnLimit func(limit string)
 }
 
@@ -155,7 +155,7 @@ func Serve(nc net.Conn, accept func(*Stream) error, opts Options) *Conn {
 	}
 	c.tcp, _ = nc.(*net.TCPConn)
 	c.touch()
-	opts.Global.join(c)
+	opts.Global.Join(c)
 	// Peers that honour flow control may send a whole budget per stream
 	// and per connection before they hear from us.
 	c.queueControl(appendSettings(nil, settingsInitialWindowSize, uint32(opts.StreamBuffer)))
@@ -306,7 +306,7 @@ func (c *Conn) readLoop() {
 		c.account(-int64(s.abort(ErrConnClosed)))
 	}
 	c.stopWriter(ErrConnClosed)
-	c.opts.Global.leave(c)
+	c.opts.Global.Leave(c)
 	c.err = err
 	close(c.done)
 }
@@ -601,14 +601,48 @@ func (c *Conn) waitConnBudget() error {
 				if conn {
 					return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
 				}
-				// Nothing of ours is held: a stale stream of another
-				// connection holds the shared budget.
-				c.opts.Global.reclaim()
+				// Nothing of ours is held: a stale buffer of another
+				// holder (a SPDY stream, a v4 WebSocket port) holds
+				// the shared budget.
+				c.opts.Global.Reclaim()
 			}
 			stall.Reset(c.opts.StallTimeout)
 		case <-c.shut:
 			return io.EOF
 		}
+	}
+}
+
+// FullestStale returns the bytes held by the stream, of those holding any,
+// that holds the most while nothing has been put in or read from it for
+// StallTimeout, and a function resetting it with FLOW_CONTROL_ERROR (as
+// one overrunning its buffer is), unless it has been used meanwhile; 0
+// and nil when no stream is stale. It makes Conn a Budget Holder.
+func (c *Conn) FullestStale() (held int, reset func() bool) {
+	stale := func(s *Stream) bool {
+		return time.Since(processStart)-time.Duration(s.lastUse.Load()) >= c.opts.StallTimeout
+	}
+	var victim *Stream
+	c.mu.Lock()
+	for _, s := range c.streams {
+		if !stale(s) {
+			continue
+		}
+		if n := s.in.Buffered(); n > held {
+			victim, held = s, n
+		}
+	}
+	c.mu.Unlock()
+	if victim == nil {
+		return 0, nil
+	}
+	return held, func() bool {
+		if !stale(victim) {
+			return false // read or fed since: it frees the budget itself
+		}
+		c.opts.OnLimit(LimitStreamBuffer)
+		c.resetStream(victim, statusFlowControlError, true)
+		return true
 	}
 }
 

@@ -17,7 +17,8 @@
 //     nothing for Options.StallTimeout the stream is reset with
 //     FLOW_CONTROL_ERROR so the other streams go on; a reader waiting
 //     for a shared Budget with nothing of its own to reset resets the
-//     fullest stale stream of another connection. Peers that honour
+//     fullest stale buffer of any Holder sharing it (another
+//     connection's stream, a v4 WebSocket's port). Peers that honour
 //     flow control never overrun: the engine advertises the budget as the
 //     initial window and sends WINDOW_UPDATEs as data is consumed.
 //   - The writer batches queued frames into one writev, takes at most

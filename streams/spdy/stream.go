@@ -32,7 +32,7 @@ type Stream struct {
 	abortErr  error         // why; set before aborted is closed
 	abortOnce sync.Once
 	// lastUse is when bytes were last put in or read (time since
-	// processStart), for Budget.reclaim.
+	// processStart), for FullestStale.
 	lastUse atomic.Int64
 
 	// Guarded by c.wmu.
