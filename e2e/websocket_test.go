@@ -881,3 +881,53 @@ func TestWebSocketV4BytesDroppedAfterCloseNotCounted(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketV4ClientResetWhilePodNotReading: a v4 client that sends
+// more than its port can queue to a pod that does not read, then resets
+// its connection, ends its session: the pod's connection is closed, and
+// the session's goroutines, fds, gauges and buffered bytes go. The
+// session's reader waits for the pod while the port's queue is full (v4
+// has no flow control), and it used to wait there with no one watching
+// the connection: the session, its slot under --max-sessions and its
+// queued bytes in --buffer-bytes were held until the pod read or wrote.
+func TestWebSocketV4ClientResetWhilePodNotReading(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	podSide := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			podSide <- c
+		}
+	}()
+	base := d.usage(t)
+	c, _, err := dialV4(t, d, p.route(), []int{port(ln)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.expectPrefixes(port(ln))
+	pc := <-podSide
+	defer pc.Close()
+	// Writes until the daemon stops reading: the pod's socket buffers
+	// and the port's queue are full.
+	tcp := c.ws.NetConn().(*net.TCPConn)
+	chunk := append([]byte{0}, make([]byte, 64<<10)...)
+	for {
+		c.ws.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		if err := c.ws.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+			break
+		}
+	}
+	if got := d.metric(t, "portforwardd_buffered_bytes"); got == 0 {
+		t.Fatal("no bytes buffered for the pod that does not read: the test tells nothing")
+	}
+	tcp.SetLinger(0)
+	tcp.Close() // a reset
+
+	// The pod still does not read: the session must end all the same.
+	d.settle(t, base, 15*time.Second)
+	if got := d.metric(t, "portforwardd_buffered_bytes"); got != 0 {
+		t.Fatalf("buffered_bytes %v after the session ended, want 0", got)
+	}
+}

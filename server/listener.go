@@ -100,6 +100,10 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// NetConn returns the connection under c, as tls.Conn's NetConn does, so
+// that a session can look at the TCP connection of an upgraded one.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 type connKey struct{}
 
 // connContext is the http.Server's ConnContext: it lets the handler mark

@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/portforwardd/portforwardd/streams/internal/pipe"
 )
@@ -269,10 +272,9 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 				s.log.Debug("undecodable base64 message dropped", "channel", ch, "err", err)
 				continue
 			}
-			if !s.waitBudget(ctx) {
+			if !s.waitBudget(ctx) || !s.put(ctx, p, decoded) {
 				return
 			}
-			p.in.Put(decoded, 0)
 			decodedBuf = decoded
 			if text.Cap() > 256<<10 { // let a rare large message's memory go
 				text, decodedBuf = bytes.Buffer{}, nil
@@ -282,10 +284,9 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 		for {
 			n, err := r.Read(buf[:])
 			if n > 0 {
-				if !s.waitBudget(ctx) {
+				if !s.waitBudget(ctx) || !s.put(ctx, p, buf[:n]) {
 					return
 				}
-				p.in.Put(buf[:n], 0)
 			}
 			if err != nil {
 				if err != io.EOF {
@@ -297,6 +298,62 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 	}
 }
 
+// stallCheck is how long the reader waits on a port's full queue before
+// it looks whether the client's connection is still there, and between
+// two looks.
+const stallCheck = time.Second
+
+// put queues b for port p, waiting while the port's queue is full. The
+// reader reads nothing from the connection meanwhile, so it cannot see
+// the client go away: every stallCheck it looks at the TCP connection's
+// state instead, and gives up (false) once the connection has been reset
+// or has timed out, or ctx is done. A pod that does not read would
+// otherwise hold a session whose client is gone, its slot and its queued
+// bytes, until the pod read or wrote.
+func (s *chanSession) put(ctx context.Context, p *chanPort, b []byte) bool {
+	r := bytes.NewReader(b)
+	for r.Len() > 0 {
+		if _, err := p.in.PutFrom(r, r.Len(), stallCheck); !errors.Is(err, pipe.ErrStalled) {
+			return true
+		}
+		if ctx.Err() != nil || connGone(s.ws.NetConn()) {
+			s.log.Debug("connection gone while a port's queue was full", "port", p.port)
+			return false
+		}
+	}
+	return true
+}
+
+// tcpClose is TCP_CLOSE of the kernel's TCP states (tcp_states.h): the
+// connection was reset, or timed out, and will carry nothing more.
+const tcpClose = 7
+
+// connGone reports whether the TCP connection under c (unwrapping TLS and
+// other wrappers with a NetConn method) has ended by a reset or a timeout.
+// A FIN alone is not an end: the client may be waiting for the pods.
+func connGone(c net.Conn) bool {
+	for {
+		if _, ok := c.(*net.TCPConn); ok {
+			break
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return false
+		}
+		c = u.NetConn()
+	}
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return true // closed
+	}
+	gone := false
+	rc.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		gone = err == nil && info.State == tcpClose
+	})
+	return gone
+}
+
 // waitBudget waits while the shared budget is spent, looking again every
 // few milliseconds: reads on other sessions free it without telling this
 // one. v4 has no flow control, so the client waits as it would for a pod
@@ -304,7 +361,8 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 // holding the most of the budget, on any session or SPDY connection, is
 // reset (Budget.Reclaim), so a pod that stopped reading, on a session
 // whose client went quiet, does not hold the budget forever. False when
-// the session ends meanwhile.
+// the session ends meanwhile, or the connection is reset or times out
+// (see put).
 func (s *chanSession) waitBudget(ctx context.Context) bool {
 	if !s.cfg.Global.Exhausted() {
 		return true
@@ -314,6 +372,7 @@ func (s *chanSession) waitBudget(ctx context.Context) bool {
 	defer tick.Stop()
 	stall := time.NewTimer(s.cfg.StallTimeout)
 	defer stall.Stop()
+	look := time.Now().Add(stallCheck)
 	for s.cfg.Global.Exhausted() {
 		select {
 		case <-tick.C:
@@ -322,6 +381,13 @@ func (s *chanSession) waitBudget(ctx context.Context) bool {
 			stall.Reset(s.cfg.StallTimeout)
 		case <-ctx.Done():
 			return false
+		}
+		// Nothing is read meanwhile: look at the connection as put does.
+		if now := time.Now(); now.After(look) {
+			if connGone(s.ws.NetConn()) {
+				return false
+			}
+			look = now.Add(stallCheck)
 		}
 	}
 	return true
