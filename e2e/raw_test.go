@@ -349,3 +349,61 @@ func (zeros) Read(p []byte) (int, error) {
 // spliceCountE2E is streams.spliceCount: how far behind a running raw
 // transfer bytes_total may be.
 const spliceCountE2E = 64 << 20
+
+// TestRawClientGoneWhilePodSilent: a client that half-closes and then
+// resets, or resets while its pod does not read, is noticed although
+// neither direction reads or writes its socket any more: the pod's
+// connection is closed, and the session ends, while the pod stays silent.
+// The daemon held both sockets and the session until the pod spoke.
+func TestRawClientGoneWhilePodSilent(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	for _, tc := range []struct {
+		name   string
+		before func(c *net.TCPConn)
+	}{
+		{"after its FIN", func(c *net.TCPConn) { c.CloseWrite() }},
+		{"while the pod does not read", func(c *net.TCPConn) {
+			c.SetWriteBuffer(64 << 10)
+			c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+			io.Copy(c, zeros{}) // until every buffer on the way is full
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.(*net.TCPConn).SetReadBuffer(64 << 10)
+				accepted <- c // silent: never reads, never writes
+			}()
+			c, _ := dialConnectTCP(t, d, rawPath(p, port(ln)))
+			var pc net.Conn
+			select {
+			case pc = <-accepted:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the pod was not dialed")
+			}
+			defer pc.Close()
+			tc.before(c)
+			c.SetLinger(0)
+			c.Close() // a reset
+
+			// The session ends while the pod neither reads nor writes,
+			eventually(t, 10*time.Second, func() (bool, string) {
+				n := d.metric(t, `portforwardd_sessions_active{protocol="raw"}`)
+				return n == 0, fmt.Sprintf("raw sessions_active %v after the client reset, the pod silent", n)
+			})
+			// and the pod's connection is closed (after what the client
+			// sent).
+			pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err := io.Copy(io.Discard, pc)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the pod's connection is still open after the session ended")
+			}
+		})
+	}
+}

@@ -9,14 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/sys/unix"
 
 	"github.com/portforwardd/portforwardd/streams/internal/pipe"
 )
@@ -322,36 +320,6 @@ func (s *chanSession) put(ctx context.Context, p *chanPort, b []byte) bool {
 		}
 	}
 	return true
-}
-
-// tcpClose is TCP_CLOSE of the kernel's TCP states (tcp_states.h): the
-// connection was reset, or timed out, and will carry nothing more.
-const tcpClose = 7
-
-// connGone reports whether the TCP connection under c (unwrapping TLS and
-// other wrappers with a NetConn method) has ended by a reset or a timeout.
-// A FIN alone is not an end: the client may be waiting for the pods.
-func connGone(c net.Conn) bool {
-	for {
-		if _, ok := c.(*net.TCPConn); ok {
-			break
-		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			return false
-		}
-		c = u.NetConn()
-	}
-	rc, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		return true // closed
-	}
-	gone := false
-	rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		gone = err == nil && info.State == tcpClose
-	})
-	return gone
 }
 
 // waitBudget waits while the shared budget is spent, looking again every

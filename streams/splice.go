@@ -3,9 +3,12 @@ package streams
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Splice copies bytes both ways between two TCP connections with the
@@ -13,7 +16,12 @@ import (
 // other; an error aborts both, resetting them) and closes both before it
 // returns. Between two *net.TCPConn, io.Copy moves the bytes with
 // splice(2), without copying them through user space. Byte counts reach
-// obs every spliceCount bytes and when each direction ends.
+// obs every spliceCount bytes and when each direction ends. A connection
+// that neither direction reads or writes at the moment (its direction has
+// ended, or waits on the other peer) is looked at every spliceWatch: one
+// reset or timed out aborts the forward, so a peer gone after its FIN, or
+// while the other does not read, does not hold both sockets for as long
+// as the other stays silent.
 func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpResult {
 	var (
 		mu     sync.Mutex
@@ -41,7 +49,11 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 
 	var up, down int64
 	var wg sync.WaitGroup
-	half := func(dst, src *net.TCPConn, n *int64, dir Direction) {
+	// finSent[dst]: dst was sent our FIN. From then on TCP_CLOSE may be
+	// the end of an orderly close, and the direction reading dst sees a
+	// reset by itself.
+	var finToClient, finToPod atomic.Bool
+	half := func(dst, src *net.TCPConn, n *int64, dir Direction, finSent *atomic.Bool) {
 		defer wg.Done()
 		c, err := copyCounted(dst, src, func(k int64) { obs.Transferred(dir, int(k)) })
 		*n = c
@@ -49,14 +61,36 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 			abort(err)
 			return
 		}
+		finSent.Store(true)
 		if err := dst.CloseWrite(); err != nil {
 			abort(err)
 		}
 	}
 	wg.Add(2)
-	go half(pod, client, &up, ClientToPod)
-	go half(client, pod, &down, PodToClient)
+	go half(pod, client, &up, ClientToPod, &finToPod)
+	go half(client, pod, &down, PodToClient, &finToClient)
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(spliceWatch)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			switch {
+			case !finToClient.Load() && connGone(client):
+				abort(fmt.Errorf("client connection: %w", ErrReset))
+				return
+			case !finToPod.Load() && connGone(pod):
+				abort(fmt.Errorf("pod connection: %w", ErrReset))
+				return
+			}
+		}
+	}()
 	wg.Wait()
+	close(done)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -67,6 +101,9 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 	}
 	return PumpResult{Up: up, Down: down, Result: result, Err: first}
 }
+
+// spliceWatch is how often Splice looks whether a peer has reset.
+const spliceWatch = time.Second
 
 // spliceCount is what one io.Copy of Splice moves at most before its bytes
 // are counted: a long transfer shows in bytes_total as it runs, and each
