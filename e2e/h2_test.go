@@ -404,17 +404,7 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 		close(resetDone)
 	})
 
-	c, err := net.Dial("tcp4", d.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings() // the default window: 65535 bytes per stream
+	fr := dialH2Frames(t, d) // the default window: 65535 bytes per stream
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
@@ -535,17 +525,7 @@ func TestH2LimitsStreamsAndHeaders(t *testing.T) {
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(ln)
 
-	c, err := net.Dial("tcp4", d.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings()
+	fr := dialH2Frames(t, d)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	headers := func(id uint32, extra ...hpack.HeaderField) {
@@ -690,4 +670,25 @@ func TestH2LimitsStreamsAndHeaders(t *testing.T) {
 			got += string(df.Data())
 		}
 	}
+}
+
+// dialH2Frames opens an h2c connection to the daemon by hand: the preface
+// and empty SETTINGS (the defaults) are sent, and the framer reads and
+// writes it; the connection closes with the test and has 30 s to finish.
+func dialH2Frames(t *testing.T, d *daemon) *http2.Framer {
+	t.Helper()
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -183,6 +184,27 @@ func expectNormalCloseOnly(t *testing.T, ws *websocket.Conn) {
 	}
 }
 
+// spdyEchoes opens a SPDY pair sharing budget to an echoing pod and
+// fails the test with failure() unless one byte comes back within 10 s.
+func spdyEchoes(t *testing.T, budget *Budget, stall time.Duration, limits *limitLog, failure func() string) {
+	t.Helper()
+	r := newSessionRigWith(t, Config{}, SPDYOptions{Global: budget, StallTimeout: stall, OnLimit: limits.add})
+	data, _ := r.openPair(t, echoPod(t), "0")
+	if _, err := data.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	echoed := make(chan error, 1)
+	go func() { _, err := io.ReadFull(data, make([]byte, 1)); echoed <- err }()
+	select {
+	case err := <-echoed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal(failure())
+	}
+}
+
 // TestStaleV4PortFreesTheSharedBudgetForSPDY: a v4 client sends exactly
 // the shared budget to a port whose pod does not accept (the dial hangs),
 // and then goes quiet: the session's reader has put it all and waits for
@@ -211,22 +233,10 @@ func TestStaleV4PortFreesTheSharedBudgetForSPDY(t *testing.T) {
 	}
 	waitUntil(t, "the stale port to fill the shared budget", budget.Exhausted)
 
-	r := newSessionRigWith(t, Config{}, SPDYOptions{Global: budget, StallTimeout: stall, OnLimit: spdyLimits.add})
-	data, _ := r.openPair(t, echoPod(t), "0")
-	if _, err := data.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	echoed := make(chan error, 1)
-	go func() { _, err := io.ReadFull(data, make([]byte, 1)); echoed <- err }()
-	select {
-	case err := <-echoed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the SPDY byte not echoed 10s after the v4 port went stale (budget %d of %d used); limits v4 %v, spdy %v",
+	spdyEchoes(t, budget, stall, &spdyLimits, func() string {
+		return fmt.Sprintf("the SPDY byte not echoed 10s after the v4 port went stale (budget %d of %d used); limits v4 %v, spdy %v",
 			budget.Used(), global, &v4Limits, &spdyLimits)
-	}
+	})
 	expectNormalCloseOnly(t, ws)
 	if !v4Limits.has(LimitStreamBuffer) || v4Limits.has(LimitGlobalBuffer) || !spdyLimits.has(LimitGlobalBuffer) {
 		t.Errorf("limits v4 %v, spdy %v; want %s (only) on v4 and %s on spdy", &v4Limits, &spdyLimits, LimitStreamBuffer, LimitGlobalBuffer)
@@ -263,22 +273,10 @@ func TestStaleV4PortWithPodNotReadingIsReset(t *testing.T) {
 	}()
 	waitUntil(t, "the stale port to fill the shared budget", budget.Exhausted)
 
-	r := newSessionRigWith(t, Config{}, SPDYOptions{Global: budget, StallTimeout: stall, OnLimit: spdyLimits.add})
-	data, _ := r.openPair(t, echoPod(t), "0")
-	if _, err := data.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	echoed := make(chan error, 1)
-	go func() { _, err := io.ReadFull(data, make([]byte, 1)); echoed <- err }()
-	select {
-	case err := <-echoed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the SPDY byte not echoed 10s after the v4 port filled the budget (budget %d of %d used); limits v4 %v, spdy %v",
+	spdyEchoes(t, budget, stall, &spdyLimits, func() string {
+		return fmt.Sprintf("the SPDY byte not echoed 10s after the v4 port filled the budget (budget %d of %d used); limits v4 %v, spdy %v",
 			budget.Used(), global, &v4Limits, &spdyLimits)
-	}
+	})
 
 	pod := <-podConns
 	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
