@@ -59,7 +59,7 @@ func main() {
 	relayCopy := flag.String("relay-copy", "rw-128KiB", "internal: the plain relay's copy strategy")
 	relaySockBuf := flag.Int("relay-sockbuf", 0, "internal: the plain relay's SO_RCVBUF and SO_SNDBUF (0: autotuning)")
 	relays := flag.Bool("relays", false, "run the relay study instead of the suite: bulk each way through a direct connection, portforwardd raw, and the plain relay with each copy strategy and -relay-sockbufs")
-	relayCopies := flag.String("relay-copies", "rw-128KiB,rw-1MiB,splice,splice-fill,splice-256KiB,splice-2pipes,splice-blocking", "the relay study's copy strategies: "+relayCopyNames())
+	relayCopies := flag.String("relay-copies", "rw-128KiB,rw-1MiB,splice,splice-fill,splice-256KiB,splice-2pipes,splice-blocking", "the relay study's copy strategies: "+relayCopyNames()+" (NAME@1: with GOMAXPROCS=1)")
 	relaySockBufs := flag.String("relay-sockbufs", "0", "the relay study's socket buffer sizes, comma list (0: autotuning)")
 	netnsDir := flag.String("netns-dir", "/run/netns", "internal: the reference server's netns directory")
 	flag.Parse()

@@ -57,6 +57,12 @@ func relayCopyNames() string {
 // A sockBuf above zero sets both sockets' SO_RCVBUF and SO_SNDBUF. It
 // never returns.
 func serveRelay(listen, netnsPath string, port int, copyName string, sockBuf int) error {
+	// NAME@1: the same copy with GOMAXPROCS=1, so that Go's scheduler
+	// does not spin on the second CPU the client and the pod need.
+	if n, ok := strings.CutSuffix(copyName, "@1"); ok {
+		runtime.GOMAXPROCS(1)
+		copyName = n
+	}
 	copyHalf, ok := relayCopies[copyName]
 	if !ok {
 		return fmt.Errorf("unknown -relay-copy %q (have %s)", copyName, relayCopyNames())
