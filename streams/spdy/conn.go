@@ -640,8 +640,12 @@ func (c *Conn) FullestStale() (held int, reset func() bool) {
 		if !stale(victim) {
 			return false // read or fed since: it frees the budget itself
 		}
+		// Another reader may have found it stale too, or its peer reset
+		// it meanwhile: only the reset that ends it counts.
+		if first, _ := c.reset(victim, statusFlowControlError, true); !first {
+			return false
+		}
 		c.opts.OnLimit(LimitStreamBuffer)
-		c.resetStream(victim, statusFlowControlError, true)
 		return true
 	}
 }
@@ -660,8 +664,9 @@ func (c *Conn) resetFullest() bool {
 	if fullest == nil || fullest.in.Buffered() == 0 {
 		return false
 	}
-	c.opts.OnLimit(LimitStreamBuffer)
-	c.resetStream(fullest, statusFlowControlError, true)
+	if first, _ := c.reset(fullest, statusFlowControlError, true); first {
+		c.opts.OnLimit(LimitStreamBuffer) // not when a Reclaim or the peer reset it first
+	}
 	return true
 }
 
@@ -718,6 +723,13 @@ func (c *Conn) peerReset(id uint32) {
 // with byUs, reads fail too (the peer's data is being refused). It
 // reports whether it queued the RST_STREAM.
 func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) (sent bool) {
+	_, sent = c.reset(s, status, byUs)
+	return sent
+}
+
+// reset is resetStream, also reporting whether this reset ended s: false
+// when s had been reset, by either side, or its connection ended first.
+func (c *Conn) reset(s *Stream, status uint32, byUs bool) (first, sent bool) {
 	var err error = fmt.Errorf("stream %d: %w", s.id, ErrReset)
 	if byUs {
 		err = fmt.Errorf("stream %d overran its buffer: %w", s.id, ErrReset)
@@ -725,7 +737,8 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) (sent bool) {
 	// Abort first: once the stream is gone from the table its reads fail
 	// and its bytes are no longer counted. DATA still arriving meanwhile
 	// is discarded by the aborted buffer.
-	c.release(s.abort(err))
+	n, first := s.abortFirst(err)
+	c.release(n)
 	c.mu.Lock()
 	if c.streams[s.id] == s {
 		delete(c.streams, s.id)
@@ -741,7 +754,7 @@ func (c *Conn) resetStream(s *Stream, status uint32, byUs bool) (sent bool) {
 	s.localDone, s.ended = true, true
 	c.failPendingLocked(s, err)
 	c.wmu.Unlock()
-	return sent
+	return first, sent
 }
 
 // failPendingLocked ends a Write waiting on s; c.wmu is held. If the

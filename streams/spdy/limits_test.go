@@ -162,3 +162,57 @@ func TestStaleStreamOfAnotherConnectionFreesTheSharedBudget(t *testing.T) {
 		t.Errorf("limits a %v, b %v; want %s on b and %s on a", limitsA.hits, limitsB.hits, LimitGlobalBuffer, LimitStreamBuffer)
 	}
 }
+
+// TestStaleStreamIsReclaimedOnce: two readers waiting for the shared
+// budget may both find the same stale stream (each calls FullestStale
+// before either resets it), and a stream found stale may be reset by its
+// peer before the reset runs. The stream must be reset, and
+// LimitStreamBuffer counted, once: only a reset that ends the stream
+// reports true and counts. With the bug every reset found the stream
+// still stale (a reset does not touch lastUse) and counted the limit
+// again, so portforwardd_limit_hits_total{limit="stream_buffer"} counted
+// one stale stream as two or three.
+func TestStaleStreamIsReclaimedOnce(t *testing.T) {
+	const stall = 50 * time.Millisecond
+	for _, peerReset := range []bool{false, true} {
+		budget := NewBudget(1 << 20)
+		var limits limitLog
+		client, srv, accepted := pair(t, Options{StallTimeout: stall, Global: budget, OnLimit: limits.add})
+		cs, ss := open(t, client, accepted, "stale")
+		if _, err := cs.Write(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		var reset1, reset2 func() bool
+		waitFor(t, "the stream to go stale", func() bool {
+			_, reset1 = srv.FullestStale()
+			return reset1 != nil
+		})
+		_, reset2 = srv.FullestStale()
+		if reset2 == nil {
+			t.Fatal("the stale stream not found stale a second time")
+		}
+		want := 1
+		if peerReset {
+			if err := cs.Reset(); err != nil {
+				t.Fatal(err)
+			}
+			<-ss.Aborted()
+			want = 0
+		} else if !reset1() {
+			t.Fatal("the first reset of the stale stream reported false")
+		}
+		if reset2() {
+			t.Errorf("peer reset %v: a reset of a stream already ended reported true", peerReset)
+		}
+		limits.mu.Lock()
+		n := len(limits.hits)
+		got := slices.Clone(limits.hits)
+		limits.mu.Unlock()
+		if n != want {
+			t.Errorf("peer reset %v: limits %v, want %d %s", peerReset, got, want, LimitStreamBuffer)
+		}
+		if u := budget.Used(); u != 0 {
+			t.Errorf("peer reset %v: budget holds %d after the reset, want 0", peerReset, u)
+		}
+	}
+}

@@ -55,12 +55,20 @@ type Stream struct {
 // abort drops what the stream holds and makes its reads fail with err;
 // Aborted is closed. It returns the bytes dropped.
 func (s *Stream) abort(err error) int {
-	n := s.in.Abort(err)
+	n, _ := s.abortFirst(err)
+	return n
+}
+
+// abortFirst is abort, also reporting whether this call ended the stream
+// (no reset, by either side, nor the connection's end came first).
+func (s *Stream) abortFirst(err error) (n int, first bool) {
+	n = s.in.Abort(err)
 	s.abortOnce.Do(func() {
 		s.abortErr = err
 		close(s.aborted)
+		first = true
 	})
-	return n
+	return n, first
 }
 
 // Aborted is closed once the stream has been reset, by the peer or
