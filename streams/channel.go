@@ -443,12 +443,18 @@ func (p *chanPort) stale() bool {
 // (the dial given up, or the pod connection closed), as a reset by the
 // pod ends it; nothing is written on its error channel.
 func (p *chanPort) resetStale() bool {
-	if !p.stale() || p.in.Buffered() == 0 {
-		return false // or reset already, by another reader
+	if !p.stale() {
+		return false
 	}
-	p.s.limit(LimitStreamBuffer)
 	err := fmt.Errorf("port %d: client data unread for %v: %w", p.port, p.s.cfg.StallTimeout, ErrReset)
-	p.abort(err)
+	// Only while bytes are queued, at once: another reader may be
+	// resetting it too, or its forward ending (which drops them).
+	n := p.in.AbortHeld(err)
+	if n == 0 {
+		return false
+	}
+	p.s.cfg.Global.Add(-int64(n))
+	p.s.limit(LimitStreamBuffer)
 	p.cancel(err)
 	return true
 }

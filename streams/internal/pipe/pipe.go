@@ -256,6 +256,23 @@ func (p *Pipe) Finish(err error) {
 // returns how many bytes were dropped.
 func (p *Pipe) Abort(err error) int {
 	p.mu.Lock()
+	return p.abortLocked(err)
+}
+
+// AbortHeld is Abort while bytes are buffered, and does nothing (0)
+// otherwise: of several callers racing to abort a pipe for what it holds,
+// or one racing the consumer's last read, at most one aborts it.
+func (p *Pipe) AbortHeld(err error) int {
+	p.mu.Lock()
+	if p.n == 0 {
+		p.mu.Unlock()
+		return 0
+	}
+	return p.abortLocked(err)
+}
+
+// abortLocked is Abort with p.mu held; it unlocks it.
+func (p *Pipe) abortLocked(err error) int {
 	if p.err == nil || p.err == io.EOF {
 		p.err = err
 	}
