@@ -475,6 +475,86 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 	})
 }
 
+// TestH2PodGoneWhileClientSilent: a pod that resets its connection while
+// the client neither reads the response (its stream window full, the
+// daemon's write of the pod's bytes waiting for it) nor uploads is noticed
+// although nothing reads or writes the pod's socket: the stream is reset
+// and its session ends. The daemon held the stream, its --max-sessions
+// slot and the pod's socket until the client acted.
+func TestH2PodGoneWhileClientSilent(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	resetNow, resetDone := make(chan struct{}), make(chan struct{})
+	serveEach(ln, func(c *net.TCPConn) {
+		go c.Write(make([]byte, 1<<20)) // far more than the client's window
+		<-resetNow
+		c.SetLinger(0)
+		c.Close()
+		close(resetDone)
+	})
+
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings() // the default window: 65535 bytes per stream
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// next reads frames until want says stop; SETTINGS are acknowledged.
+	next := func(want func(f http2.Frame) bool) {
+		t.Helper()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("read frame: %v", err)
+			}
+			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+				fr.WriteSettingsAck()
+			}
+			if want(f) {
+				return
+			}
+		}
+	}
+	received := 0
+	next(func(f http2.Frame) bool {
+		if df, ok := f.(*http2.DataFrame); ok && df.StreamID == 1 {
+			received += len(df.Data())
+		}
+		if rf, ok := f.(*http2.RSTStreamFrame); ok {
+			t.Fatalf("stream reset before the pod's: %v", rf.ErrCode)
+		}
+		return received >= 65535
+	})
+	close(resetNow)
+	<-resetDone
+
+	// The client stays silent: it neither reads nor uploads. The stream
+	// must still be reset, and its session end.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	next(func(f http2.Frame) bool {
+		rf, ok := f.(*http2.RSTStreamFrame)
+		return ok && rf.StreamID == 1
+	})
+	eventually(t, 10*time.Second, func() (bool, string) {
+		n := d.metric(t, `portforwardd_sessions_active{protocol="h2"}`)
+		return n == 0, fmt.Sprintf("h2 sessions_active %v after the pod reset, the client silent", n)
+	})
+}
+
 // TestH2ClientResetCountsAsReset: a client that resets its stream
 // (RST_STREAM CANCEL, what Go's client sends when a request is canceled)
 // ends the forwarded connection as a reset, every time: it is the

@@ -162,3 +162,43 @@ func TestUpgradeResponseHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestSPDYPodGoneAfterItsFINWhileClientSilent: a pod that sends its bytes
+// and its FIN, and then resets, while the client keeps its side of the
+// stream open and sends nothing, is noticed although nothing reads or
+// writes the pod's socket any more: the stream is reset and counted as
+// ended. The daemon held the stream and the pod's socket until the client
+// wrote or closed.
+func TestSPDYPodGoneAfterItsFINWhileClientSilent(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	resetNow := make(chan struct{})
+	serveEach(ln, func(c *net.TCPConn) {
+		io.WriteString(c, "bye")
+		c.CloseWrite()
+		<-resetNow
+		c.SetLinger(0) // the deferred close is a reset
+	})
+	conn := dialSPDY(t, d, p.route())
+	errs, err := conn.CreateStream(streamHeaders("error", fmt.Sprint(port(ln)), "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errs.Close()
+	data, err := conn.CreateStream(streamHeaders("data", fmt.Sprint(port(ln)), "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	if got, err := io.ReadAll(data); err != nil || string(got) != "bye" {
+		t.Fatalf("read %q, %v; want \"bye\" and the pod's FIN", got, err)
+	}
+	close(resetNow)
+	// The client stays silent; the pod's reset must end the stream.
+	eventually(t, 10*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_streams_active{protocol="spdy"}`)
+		resets := d.metric(t, `portforwardd_streams_total{protocol="spdy",result="reset"}`)
+		return active == 0 && resets == 1, fmt.Sprintf("streams_active %v, streams_total reset %v after the pod reset, the client silent", active, resets)
+	})
+}

@@ -407,3 +407,92 @@ func TestRawClientGoneWhilePodSilent(t *testing.T) {
 		})
 	}
 }
+
+// TestRawTLSPeerGoneWhileOtherSilent: over TLS, where the bytes are pumped,
+// not spliced, a client or a pod that half-closes and then resets, or
+// resets while the other does not read, is noticed although neither
+// direction reads or writes its socket any more: the session ends, and
+// the other peer's connection is closed, while that peer stays silent.
+// The daemon held both sockets and the session until the silent peer
+// spoke.
+func TestRawTLSPeerGoneWhileOtherSilent(t *testing.T) {
+	pk := newPKI(t)
+	d := startDaemon(t, pk.daemonArgs()...)
+	p := newPod(t)
+	alice := pk.clientCA.Client(t, "alice", "ops")
+	fill := func(c *net.TCPConn, w io.Writer) {
+		c.SetWriteBuffer(64 << 10)
+		c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		io.Copy(w, zeros{}) // until every buffer on the way is full
+	}
+	for _, tc := range []struct {
+		name string
+		// client: the client resets, after before; otherwise the pod.
+		client bool
+		before func(tc *tls.Conn, c *net.TCPConn)
+	}{
+		{"client after its FIN", true, func(tc *tls.Conn, c *net.TCPConn) { c.CloseWrite() }},
+		{"client while the pod does not read", true, func(tc *tls.Conn, c *net.TCPConn) { fill(c, tc) }},
+		{"pod after its FIN", false, func(_ *tls.Conn, c *net.TCPConn) { c.CloseWrite() }},
+		{"pod while the client does not read", false, func(_ *tls.Conn, c *net.TCPConn) { fill(c, c) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			accepted := make(chan *net.TCPConn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.(*net.TCPConn).SetReadBuffer(64 << 10)
+				accepted <- c.(*net.TCPConn) // silent unless it is the one to reset
+			}()
+			c, err := tls.Dial("tcp4", d.addr, &tls.Config{RootCAs: pk.serverCA.Pool(), Certificates: []tls.Certificate{alice.TLS}, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			raw := c.NetConn().(*net.TCPConn)
+			raw.SetReadBuffer(64 << 10)
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", rawPath(p, port(ln)))
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade over TLS: %v, %v", resp, err)
+			}
+			c.SetReadDeadline(time.Time{})
+			var pc *net.TCPConn
+			select {
+			case pc = <-accepted:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the pod was not dialed")
+			}
+			defer pc.Close()
+			gone, other := raw, io.Reader(pc)
+			if tc.client {
+				tc.before(c, raw)
+			} else {
+				tc.before(c, pc)
+				gone, other = pc, br
+			}
+			gone.SetLinger(0)
+			gone.Close() // a reset
+
+			// The session ends while the other peer neither reads nor
+			// writes,
+			eventually(t, 10*time.Second, func() (bool, string) {
+				n := d.metric(t, `portforwardd_sessions_active{protocol="raw"}`)
+				return n == 0, fmt.Sprintf("raw sessions_active %v after a peer reset, the other silent", n)
+			})
+			// and the other peer's connection is closed (after what the
+			// one gone sent).
+			pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, other)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the other peer's connection is still open after the session ended")
+			}
+		})
+	}
+}

@@ -137,3 +137,7 @@ func (s *Server) dialFirst(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	return pc, true
 }
+
+// NetConn returns the client's connection, so the pump can look whether
+// it was reset while nothing reads or writes it.
+func (c connStream) NetConn() net.Conn { return c.Conn }

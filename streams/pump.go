@@ -3,9 +3,11 @@ package streams
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -31,8 +33,10 @@ type PumpResult struct {
 //
 //   - Client EOF half-closes pod (CloseWrite); pod→client goes on.
 //   - Pod EOF half-closes the stream (CloseWrite); client→pod goes on.
-//   - A reset of the stream, an error on pod (ECONNRESET, EPIPE), or ctx
-//     being done aborts at once: pod is closed and the stream reset. ctx
+//   - A reset of the stream, an error on pod (ECONNRESET, EPIPE), a reset
+//     of pod's TCP connection (or of the client's, for a stream with a
+//     NetConn method) that watchGone sees while nothing reads or writes it,
+//     or ctx being done aborts at once: pod is closed and the stream reset. ctx
 //     ends it as ResultAborted, or as ResultReset when its cause wraps
 //     ErrReset (the transport learnt of the client's reset that way). A
 //     stream error wrapping ErrConnClosed (the connection under it ended)
@@ -52,10 +56,17 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 		p.abort(causeResult(cause), cause)
 	})
 	var wg sync.WaitGroup
+	var finToClient, finToPod atomic.Bool
 	wg.Add(2)
-	go p.copyHalf(&wg, ClientToPod, pod, client, pod.CloseWrite, &p.up)
-	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down)
+	go p.copyHalf(&wg, ClientToPod, pod, client, pod.CloseWrite, &p.up, &finToPod)
+	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down, &finToClient)
+	ws := []watched{{pod, &finToPod, func() { p.abort(ResultReset, fmt.Errorf("pod connection: %w", ErrReset)) }}}
+	if nc, ok := client.(interface{ NetConn() net.Conn }); ok {
+		ws = append(ws, watched{nc.NetConn(), &finToClient, func() { p.abort(ResultReset, fmt.Errorf("client connection: %w", ErrReset)) }})
+	}
+	stopWatch := watchGone(ws...)
 	wg.Wait()
+	stopWatch()
 	if !stop() {
 		<-aborting
 	}
@@ -143,7 +154,7 @@ func splicer(dst io.Writer, src io.Reader) (ChunkSplicer, syscall.Conn, bool) {
 // copyHalf moves one direction until src ends. On EOF it passes the
 // half-close on with closeWrite; any other error aborts the whole pump.
 // It is a named method so both directions show up in stack dumps.
-func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64) {
+func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64, finSent *atomic.Bool) {
 	defer wg.Done()
 	chunks, direct := src.(ChunkWriterTo)
 	sp, sock, spliced := splicer(dst, src)
@@ -182,6 +193,7 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
 			if !p.aborted() {
+				finSent.Store(true)
 				if err := closeWrite(); err != nil {
 					p.abort(errResult(err), err)
 				}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Splice copies bytes both ways between two TCP connections with the
@@ -18,7 +17,7 @@ import (
 // splice(2), without copying them through user space. Byte counts reach
 // obs every spliceCount bytes and when each direction ends. A connection
 // that neither direction reads or writes at the moment (its direction has
-// ended, or waits on the other peer) is looked at every spliceWatch: one
+// ended, or waits on the other peer) is looked at by watchGone: one
 // reset or timed out aborts the forward, so a peer gone after its FIN, or
 // while the other does not read, does not hold both sockets for as long
 // as the other stays silent.
@@ -69,28 +68,11 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 	wg.Add(2)
 	go half(pod, client, &up, ClientToPod, &finToPod)
 	go half(client, pod, &down, PodToClient, &finToClient)
-	done := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(spliceWatch)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			switch {
-			case !finToClient.Load() && connGone(client):
-				abort(fmt.Errorf("client connection: %w", ErrReset))
-				return
-			case !finToPod.Load() && connGone(pod):
-				abort(fmt.Errorf("pod connection: %w", ErrReset))
-				return
-			}
-		}
-	}()
+	stopWatch := watchGone(
+		watched{client, &finToClient, func() { abort(fmt.Errorf("client connection: %w", ErrReset)) }},
+		watched{pod, &finToPod, func() { abort(fmt.Errorf("pod connection: %w", ErrReset)) }})
 	wg.Wait()
-	close(done)
+	stopWatch()
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -101,9 +83,6 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 	}
 	return PumpResult{Up: up, Down: down, Result: result, Err: first}
 }
-
-// spliceWatch is how often Splice looks whether a peer has reset.
-const spliceWatch = time.Second
 
 // spliceCount is what one io.Copy of Splice moves at most before its bytes
 // are counted: a long transfer shows in bytes_total as it runs, and each

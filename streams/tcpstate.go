@@ -2,6 +2,8 @@ package streams
 
 import (
 	"net"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,21 +12,30 @@ import (
 // connection was reset, or timed out, and will carry nothing more.
 const tcpClose = 7
 
+// tcpConn returns the *net.TCPConn under c, unwrapping TLS and other
+// wrappers with a NetConn method, or nil when there is none.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for {
+		if tc, ok := c.(*net.TCPConn); ok {
+			return tc
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+}
+
 // connGone reports whether the TCP connection under c (unwrapping TLS and
 // other wrappers with a NetConn method) has ended by a reset or a timeout.
 // A FIN alone is not an end: the client may be waiting for the pods.
 func connGone(c net.Conn) bool {
-	for {
-		if _, ok := c.(*net.TCPConn); ok {
-			break
-		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			return false
-		}
-		c = u.NetConn()
+	tc := tcpConn(c)
+	if tc == nil {
+		return false
 	}
-	rc, err := c.(*net.TCPConn).SyscallConn()
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		return true // closed
 	}
@@ -34,4 +45,58 @@ func connGone(c net.Conn) bool {
 		gone = err == nil && info.State == tcpClose
 	})
 	return gone
+}
+
+// goneWatchEvery is how often watchGone looks whether a peer has reset.
+const goneWatchEvery = time.Second
+
+// watched is a connection of a forward that watchGone looks at: conn,
+// until finSent says it was sent our FIN (from then on TCP_CLOSE may be
+// the end of an orderly close, and the direction reading conn sees a
+// reset by itself); gone is called when it was reset or timed out.
+type watched struct {
+	conn    net.Conn
+	finSent *atomic.Bool
+	gone    func()
+}
+
+// watchGone looks at each of ws every goneWatchEvery, until stop is
+// called or one of them is gone, whose gone it then calls. A forward reads
+// or writes a connection only while its peer or the other peer acts: a
+// peer that resets after its FIN, or while the other does not read, is
+// noticed by nothing else. stop waits for the watcher: no gone is called
+// after it returns. Without a connection over TCP nothing is watched.
+func watchGone(ws ...watched) (stop func()) {
+	var tcp []watched
+	for _, w := range ws {
+		if tcpConn(w.conn) != nil {
+			tcp = append(tcp, w)
+		}
+	}
+	if len(tcp) == 0 {
+		return func() {}
+	}
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(goneWatchEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for _, w := range tcp {
+				if !w.finSent.Load() && connGone(w.conn) {
+					w.gone()
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
 }
