@@ -35,7 +35,7 @@ type PumpResult struct {
 //   - Pod EOF half-closes the stream (CloseWrite); client→pod goes on.
 //   - A reset of the stream, an error on pod (ECONNRESET, EPIPE), a reset
 //     of pod's TCP connection (or of the client's, for a stream with a
-//     NetConn method) that watchGone sees while nothing reads or writes it,
+//     NetConn method) that WatchGone sees while nothing reads or writes it,
 //     or ctx being done aborts at once: pod is closed and the stream reset. ctx
 //     ends it as ResultAborted, or as ResultReset when its cause wraps
 //     ErrReset (the transport learnt of the client's reset that way). A
@@ -60,11 +60,11 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 	wg.Add(2)
 	go p.copyHalf(&wg, ClientToPod, pod, client, pod.CloseWrite, &p.up, &finToPod)
 	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down, &finToClient)
-	ws := []watched{{pod, &finToPod, func() { p.abort(ResultReset, fmt.Errorf("pod connection: %w", ErrReset)) }}}
+	ws := []Watched{{pod, &finToPod, func() { p.abort(ResultReset, fmt.Errorf("pod connection: %w", ErrReset)) }}}
 	if nc, ok := client.(interface{ NetConn() net.Conn }); ok {
-		ws = append(ws, watched{nc.NetConn(), &finToClient, func() { p.abort(ResultReset, fmt.Errorf("client connection: %w", ErrReset)) }})
+		ws = append(ws, Watched{nc.NetConn(), &finToClient, func() { p.abort(ResultReset, fmt.Errorf("client connection: %w", ErrReset)) }})
 	}
-	stopWatch := watchGone(ws...)
+	stopWatch := WatchGone(ws...)
 	wg.Wait()
 	stopWatch()
 	if !stop() {

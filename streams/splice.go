@@ -17,7 +17,7 @@ import (
 // splice(2), without copying them through user space. Byte counts reach
 // obs every spliceCount bytes and when each direction ends. A connection
 // that neither direction reads or writes at the moment (its direction has
-// ended, or waits on the other peer) is looked at by watchGone: one
+// ended, or waits on the other peer) is looked at by WatchGone: one
 // reset or timed out aborts the forward, so a peer gone after its FIN, or
 // while the other does not read, does not hold both sockets for as long
 // as the other stays silent.
@@ -68,9 +68,9 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 	wg.Add(2)
 	go half(pod, client, &up, ClientToPod, &finToPod)
 	go half(client, pod, &down, PodToClient, &finToClient)
-	stopWatch := watchGone(
-		watched{client, &finToClient, func() { abort(fmt.Errorf("client connection: %w", ErrReset)) }},
-		watched{pod, &finToPod, func() { abort(fmt.Errorf("pod connection: %w", ErrReset)) }})
+	stopWatch := WatchGone(
+		Watched{client, &finToClient, func() { abort(fmt.Errorf("client connection: %w", ErrReset)) }},
+		Watched{pod, &finToPod, func() { abort(fmt.Errorf("pod connection: %w", ErrReset)) }})
 	wg.Wait()
 	stopWatch()
 

@@ -47,29 +47,29 @@ func connGone(c net.Conn) bool {
 	return gone
 }
 
-// goneWatchEvery is how often watchGone looks whether a peer has reset.
+// goneWatchEvery is how often WatchGone looks whether a peer has reset.
 const goneWatchEvery = time.Second
 
-// watched is a connection of a forward that watchGone looks at: conn,
-// until finSent says it was sent our FIN (from then on TCP_CLOSE may be
-// the end of an orderly close, and the direction reading conn sees a
-// reset by itself); gone is called when it was reset or timed out.
-type watched struct {
-	conn    net.Conn
-	finSent *atomic.Bool
-	gone    func()
+// Watched is a connection of a forward that WatchGone looks at: Conn,
+// until FinSent says it was sent our FIN (from then on TCP_CLOSE may be
+// the end of an orderly close, and the direction reading Conn sees a
+// reset by itself); Gone is called when it was reset or timed out.
+type Watched struct {
+	Conn    net.Conn
+	FinSent *atomic.Bool
+	Gone    func()
 }
 
-// watchGone looks at each of ws every goneWatchEvery, until stop is
+// WatchGone looks at each of ws every goneWatchEvery, until stop is
 // called or one of them is gone, whose gone it then calls. A forward reads
 // or writes a connection only while its peer or the other peer acts: a
 // peer that resets after its FIN, or while the other does not read, is
 // noticed by nothing else. stop waits for the watcher: no gone is called
 // after it returns. Without a connection over TCP nothing is watched.
-func watchGone(ws ...watched) (stop func()) {
-	var tcp []watched
+func WatchGone(ws ...Watched) (stop func()) {
+	var tcp []Watched
 	for _, w := range ws {
-		if tcpConn(w.conn) != nil {
+		if tcpConn(w.Conn) != nil {
 			tcp = append(tcp, w)
 		}
 	}
@@ -88,8 +88,8 @@ func watchGone(ws ...watched) (stop func()) {
 			case <-tick.C:
 			}
 			for _, w := range tcp {
-				if !w.finSent.Load() && connGone(w.conn) {
-					w.gone()
+				if !w.FinSent.Load() && connGone(w.Conn) {
+					w.Gone()
 					return
 				}
 			}

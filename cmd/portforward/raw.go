@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -214,8 +216,20 @@ func (f *rawForwarder) forwardRaw(c *net.TCPConn, remote uint16) error {
 		}
 	}
 	errc := make(chan error, 2)
-	go copyHalf(errc, sc, c)
-	go copyHalf(errc, c, sc)
+	var finToServer, finToLocal atomic.Bool
+	go copyHalf(errc, sc, c, &finToServer)
+	go copyHalf(errc, c, sc, &finToLocal)
+	// A peer that resets after its FIN, or while the other does not read,
+	// is noticed by neither copy: both sockets are reset then, as on an
+	// error, and the copies return.
+	gone := func() {
+		resetConn(sc)
+		resetConn(c)
+	}
+	stopWatch := streams.WatchGone(
+		streams.Watched{Conn: c, FinSent: &finToLocal, Gone: gone},
+		streams.Watched{Conn: sc, FinSent: &finToServer, Gone: gone})
+	defer stopWatch()
 	for range 2 {
 		if err := <-errc; err != nil {
 			// A reset, or a write that failed, ends both directions at
@@ -230,12 +244,13 @@ func (f *rawForwarder) forwardRaw(c *net.TCPConn, remote uint16) error {
 	return nil
 }
 
-// copyHalf copies src to dst, then half-closes dst, and sends on errc
-// io.Copy's error (nil at src's EOF). Between two *net.TCPConn (plain TCP
-// to the server) io.Copy splices.
-func copyHalf(errc chan<- error, dst, src net.Conn) {
+// copyHalf copies src to dst, then half-closes dst (finSent is set
+// first), and sends on errc io.Copy's error (nil at src's EOF). Between
+// two *net.TCPConn (plain TCP to the server) io.Copy splices.
+func copyHalf(errc chan<- error, dst, src net.Conn, finSent *atomic.Bool) {
 	_, err := io.Copy(dst, src)
 	if err == nil {
+		finSent.Store(true)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
@@ -358,7 +373,9 @@ var h2Config = &http.HTTP2Config{
 func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 	u := podURL(f.base, f.namespace, f.pod)
 	u.RawQuery = "port=" + strconv.Itoa(int(remote))
-	req, err := http.NewRequest(http.MethodPost, u.String(), localBody{c})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), localBody{c})
 	if err != nil {
 		return err
 	}
@@ -381,9 +398,19 @@ func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 		}
 		return err
 	}
+	// A local client that resets after its FIN, or while the server does
+	// not read, is noticed by neither direction: the stream is reset then
+	// (the request's context), and c closed.
+	var finToLocal atomic.Bool
+	stopWatch := streams.WatchGone(streams.Watched{Conn: c, FinSent: &finToLocal, Gone: func() {
+		cancel()
+		resetConn(c)
+	}})
+	defer stopWatch()
 	// Large reads while the download is bulk: each read of the body sends
 	// the daemon a WINDOW_UPDATE pair.
 	streams.CopyAdaptive(c, resp.Body)
+	finToLocal.Store(true)
 	c.CloseWrite()
 	return nil
 }
