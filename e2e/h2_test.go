@@ -386,13 +386,12 @@ func TestH2ChunkOf4KiBIsFlushed(t *testing.T) {
 	}
 }
 
-// TestH2PodResetWhileClientNotReading: a pod that resets its connection
-// while the client is uploading and not reading the response (its stream
-// window full, the daemon's write of the pod's bytes waiting for it) still
-// resets the stream: the client's upload is not left to stall on a body
-// nobody reads, and the stream is counted as ended.
-func TestH2PodResetWhileClientNotReading(t *testing.T) {
-	d := startDaemon(t)
+// h2StreamWithPodReset opens stream 1 by hand (the default window:
+// 65535 bytes) to a pod that sends far more than that, reads the window's
+// worth, and then has the pod reset its connection. next reads frames
+// until want says stop, acknowledging SETTINGS.
+func h2StreamWithPodReset(t *testing.T, d *daemon) (fr *http2.Framer, next func(want func(f http2.Frame) bool)) {
+	t.Helper()
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	resetNow, resetDone := make(chan struct{}), make(chan struct{})
@@ -404,7 +403,7 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 		close(resetDone)
 	})
 
-	fr := dialH2Frames(t, d) // the default window: 65535 bytes per stream
+	fr = dialH2Frames(t, d)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
@@ -413,8 +412,7 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
-	// next reads frames until want says stop; SETTINGS are acknowledged.
-	next := func(want func(f http2.Frame) bool) {
+	next = func(want func(f http2.Frame) bool) {
 		t.Helper()
 		for {
 			f, err := fr.ReadFrame()
@@ -441,6 +439,17 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 	})
 	close(resetNow)
 	<-resetDone
+	return fr, next
+}
+
+// TestH2PodResetWhileClientNotReading: a pod that resets its connection
+// while the client is uploading and not reading the response (its stream
+// window full, the daemon's write of the pod's bytes waiting for it) still
+// resets the stream: the client's upload is not left to stall on a body
+// nobody reads, and the stream is counted as ended.
+func TestH2PodResetWhileClientNotReading(t *testing.T) {
+	d := startDaemon(t)
+	fr, next := h2StreamWithPodReset(t, d)
 
 	// Upload on. Each 4 KiB the daemon takes from the body is answered
 	// with a WINDOW_UPDATE for the stream; the first write to the pod after
@@ -483,68 +492,10 @@ func TestH2PodResetWhileClientNotReading(t *testing.T) {
 // slot and the pod's socket until the client acted.
 func TestH2PodGoneWhileClientSilent(t *testing.T) {
 	d := startDaemon(t)
-	p := newPod(t)
-	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	resetNow, resetDone := make(chan struct{}), make(chan struct{})
-	serveEach(ln, func(c *net.TCPConn) {
-		go c.Write(make([]byte, 1<<20)) // far more than the client's window
-		<-resetNow
-		c.SetLinger(0)
-		c.Close()
-		close(resetDone)
-	})
-
-	c, err := net.Dial("tcp4", d.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings() // the default window: 65535 bytes per stream
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
-	// next reads frames until want says stop; SETTINGS are acknowledged.
-	next := func(want func(f http2.Frame) bool) {
-		t.Helper()
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				t.Fatalf("read frame: %v", err)
-			}
-			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
-				fr.WriteSettingsAck()
-			}
-			if want(f) {
-				return
-			}
-		}
-	}
-	received := 0
-	next(func(f http2.Frame) bool {
-		if df, ok := f.(*http2.DataFrame); ok && df.StreamID == 1 {
-			received += len(df.Data())
-		}
-		if rf, ok := f.(*http2.RSTStreamFrame); ok {
-			t.Fatalf("stream reset before the pod's: %v", rf.ErrCode)
-		}
-		return received >= 65535
-	})
-	close(resetNow)
-	<-resetDone
+	_, next := h2StreamWithPodReset(t, d)
 
 	// The client stays silent: it neither reads nor uploads. The stream
 	// must still be reset, and its session end.
-	c.SetDeadline(time.Now().Add(10 * time.Second))
 	next(func(f http2.Frame) bool {
 		rf, ok := f.(*http2.RSTStreamFrame)
 		return ok && rf.StreamID == 1
