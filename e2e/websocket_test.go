@@ -809,11 +809,8 @@ func TestWebSocketV4StalePortFreesBufferBudgetForSPDY(t *testing.T) {
 	s := dialRawSPDY(t, d, p.route(), "spdy")
 	s.echoPair(port(echo)) // waits up to 30 s for each frame
 
-	pod := <-accepted
-	pod.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.Copy(io.Discard, pod); err != nil {
-		t.Fatalf("the stale port's pod connection: %v, want it closed", err)
-	}
+	// The pod is not read before the port's end: a read would make the
+	// port live again.
 	c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {
 		_, msg, err := c.ws.ReadMessage()
@@ -827,6 +824,11 @@ func TestWebSocketV4StalePortFreesBufferBudgetForSPDY(t *testing.T) {
 		if len(msg) > 0 && msg[0] == 1 {
 			t.Fatalf("error channel got %q; a port reset for a stall gets nothing there", msg[1:])
 		}
+	}
+	pod := <-accepted
+	pod.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.Copy(io.Discard, pod); err != nil {
+		t.Fatalf("the stale port's pod connection: %v, want it closed", err)
 	}
 	if n := d.metric(t, `portforwardd_limit_hits_total{limit="stream_buffer"}`); n != 1 {
 		t.Errorf("stream_buffer limit hits: %v, want 1", n)

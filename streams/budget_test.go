@@ -278,12 +278,12 @@ func TestStaleV4PortWithPodNotReadingIsReset(t *testing.T) {
 			budget.Used(), global, &v4Limits, &spdyLimits)
 	})
 
+	expectNormalCloseOnly(t, ws) // before the pod reads: a read makes the port live again
 	pod := <-podConns
 	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.Copy(io.Discard, pod); err != nil {
 		t.Fatalf("the stale port's pod connection: %v, want it closed; limits v4 %v, spdy %v; budget %d", err, &v4Limits, &spdyLimits, budget.Used())
 	}
-	expectNormalCloseOnly(t, ws)
 	if !v4Limits.has(LimitStreamBuffer) {
 		t.Errorf("limits v4 %v, spdy %v; want %s on v4", &v4Limits, &spdyLimits, LimitStreamBuffer)
 	}
@@ -291,6 +291,39 @@ func TestStaleV4PortWithPodNotReadingIsReset(t *testing.T) {
 		t.Errorf("v4 forwards ended as reset: %d, want 1", n)
 	}
 	waitUntil(t, "the stale port's bytes to leave the budget", func() bool { return budget.Used() == 0 })
+}
+
+// TestStaleV4PortWithFullQueueIsReset: with no shared budget to wait for,
+// a v4 port whose pod reads nothing fills its own queue, and the
+// session's reader waits on it. After StallTimeout the reader resets the
+// port, as a SPDY stream's reader does: its pod connection is closed,
+// nothing is written on its error channel, the reset counts as
+// stream_buffer. With the bug the reader waited for as long as the pod
+// did not read, and the session's other ports with it.
+func TestStaleV4PortWithFullQueueIsReset(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	var limits limitLog
+	obs := newCountingObserver()
+	stuck, podConns := silentPod(t)
+	ws := v4Peer(t, ChannelConfig{Ports: []uint16{stuck}, Dial: smallBufferDial,
+		StallTimeout: stall, OnLimit: limits.add, Observer: obs})
+	go func() { // until the WebSocket closes: more than the pod's socket and the port's queue take
+		msg := append([]byte{0}, make([]byte, 64<<10)...)
+		for ws.WriteMessage(websocket.BinaryMessage, msg) == nil {
+		}
+	}()
+	expectNormalCloseOnly(t, ws)
+	pod := <-podConns
+	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, pod); err != nil {
+		t.Fatalf("the stale port's pod connection: %v, want it closed; limits %v", err, &limits)
+	}
+	if !limits.has(LimitStreamBuffer) {
+		t.Errorf("limits %v; want %s", &limits, LimitStreamBuffer)
+	}
+	if n := obs.get(func(o *countingObserver) int { return o.ended[ResultReset] }); n != 1 {
+		t.Errorf("v4 forwards ended as reset: %d, want 1", n)
+	}
 }
 
 // TestStaleSPDYStreamFreesTheSharedBudgetForV4: a SPDY data stream that

@@ -307,11 +307,17 @@ const stallCheck = time.Second
 // state instead, and gives up (false) once the connection has been reset
 // or has timed out, or ctx is done. A pod that does not read would
 // otherwise hold a session whose client is gone, its slot and its queued
-// bytes, until the pod read or wrote.
+// bytes, until the pod read or wrote. A port whose pod has read nothing
+// for StallTimeout is reset, as a SPDY stream is (resetStale), and the
+// rest of b dropped: one stuck pod does not hold its session's other
+// ports, nor the shared budget, for good.
 func (s *chanSession) put(ctx context.Context, p *chanPort, b []byte) bool {
 	r := bytes.NewReader(b)
 	for r.Len() > 0 {
 		if _, err := p.in.PutFrom(r, r.Len(), stallCheck); !errors.Is(err, pipe.ErrStalled) {
+			return true
+		}
+		if p.resetStale() {
 			return true
 		}
 		if ctx.Err() != nil || connGone(s.ws.NetConn()) {
