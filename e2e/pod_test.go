@@ -177,3 +177,17 @@ func serveReset(ln net.Listener, greeting string) {
 		c.SetLinger(0) // the deferred close is a reset
 	})
 }
+
+// acceptOne accepts one connection on ln and delivers it; the connection
+// is closed with the test.
+func acceptOne(t *testing.T, ln net.Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+			accepted <- c
+		}
+	}()
+	return accepted
+}

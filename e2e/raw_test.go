@@ -371,15 +371,7 @@ func TestRawClientGoneWhilePodSilent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln := p.listen(t, "tcp4", "127.0.0.1:0")
-			accepted := make(chan net.Conn, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.(*net.TCPConn).SetReadBuffer(64 << 10)
-				accepted <- c // silent: never reads, never writes
-			}()
+			accepted := acceptOne(t, ln) // silent: never reads, never writes
 			c, _ := dialConnectTCP(t, d, rawPath(p, port(ln)))
 			var pc net.Conn
 			select {
@@ -387,7 +379,7 @@ func TestRawClientGoneWhilePodSilent(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the pod was not dialed")
 			}
-			defer pc.Close()
+			pc.(*net.TCPConn).SetReadBuffer(64 << 10)
 			tc.before(c)
 			c.SetLinger(0)
 			c.Close() // a reset

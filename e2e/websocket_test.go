@@ -290,13 +290,7 @@ func TestWebSocketV4ClientCloseClosesPod(t *testing.T) {
 	d := startDaemon(t)
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	podSide := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			podSide <- c
-		}
-	}()
+	podSide := acceptOne(t, ln)
 	c, _, err := dialV4(t, d, p.route(), []int{port(ln)})
 	if err != nil {
 		t.Fatal(err)
@@ -780,14 +774,7 @@ func TestWebSocketV4StalePortFreesBufferBudgetForSPDY(t *testing.T) {
 	d := startDaemon(t, "--stream-buffer-bytes", "64Ki", "--session-buffer-bytes", "256Ki", "--buffer-bytes", "256Ki")
 	p := newPod(t)
 	silent := p.listen(t, "tcp4", "127.0.0.1:0")
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := silent.Accept()
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-			accepted <- c
-		}
-	}()
+	accepted := acceptOne(t, silent)
 	echo := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(echo)
 
@@ -896,13 +883,7 @@ func TestWebSocketV4ClientResetWhilePodNotReading(t *testing.T) {
 	d := startDaemon(t)
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	podSide := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			podSide <- c
-		}
-	}()
+	podSide := acceptOne(t, ln)
 	base := d.usage(t)
 	c, _, err := dialV4(t, d, p.route(), []int{port(ln)})
 	if err != nil {
