@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -198,23 +199,21 @@ func withAuthenticatedGroup(u *User) *User {
 
 func (a *Authenticator) tokenUser(ctx context.Context, token string) (*User, *Error) {
 	key := sha256.Sum256([]byte(token))
-	if u, ok := a.tokens.get(string(key[:])); ok {
+	u, err := a.tokens.do(ctx, string(key[:]), func(u *User) time.Duration {
 		if u == nil {
-			return nil, a.deny(http.StatusUnauthorized, ReasonInvalidToken, "Unauthorized: invalid bearer token")
+			return min(a.cfg.CacheTTL, DeniedTTL)
 		}
-		return u, nil
-	}
-	u, err := a.cfg.Webhook.TokenReview(ctx, token)
+		return a.cfg.CacheTTL
+	}, func(ctx context.Context) (*User, error) {
+		u, err := a.cfg.Webhook.TokenReview(ctx, token)
+		if u != nil {
+			u = withAuthenticatedGroup(u)
+		}
+		return u, err
+	})
 	if err != nil {
 		return nil, a.deny(http.StatusInternalServerError, ReasonWebhookError, "Authentication error: "+oneLine(err.Error()))
 	}
-	ttl := a.cfg.CacheTTL
-	if u == nil {
-		ttl = min(ttl, DeniedTTL)
-	} else {
-		u = withAuthenticatedGroup(u)
-	}
-	a.tokens.put(string(key[:]), u, ttl)
 	if u == nil {
 		return nil, a.deny(http.StatusUnauthorized, ReasonInvalidToken, "Unauthorized: invalid bearer token")
 	}
@@ -236,20 +235,17 @@ func (a *Authenticator) authorize(ctx context.Context, u *User) *Error {
 		}
 		return forbidden(ReasonNotAllowed)
 	}
-	key := userKey(u)
-	allowed, ok := a.allow.get(key)
-	if !ok {
-		var err error
-		allowed, err = a.cfg.Webhook.SubjectAccessReview(ctx, u, a.cfg.NodeName)
-		if err != nil {
-			return a.deny(http.StatusInternalServerError, ReasonWebhookError, fmt.Sprintf(
-				"Authorization error (user=%s, verb=create, resource=nodes, subresource(s)=[proxy]): %s", u.Name, oneLine(err.Error())))
-		}
-		ttl := a.cfg.CacheTTL
+	allowed, err := a.allow.do(ctx, userKey(u), func(allowed bool) time.Duration {
 		if !allowed {
-			ttl = min(ttl, DeniedTTL)
+			return min(a.cfg.CacheTTL, DeniedTTL)
 		}
-		a.allow.put(key, allowed, ttl)
+		return a.cfg.CacheTTL
+	}, func(ctx context.Context) (bool, error) {
+		return a.cfg.Webhook.SubjectAccessReview(ctx, u, a.cfg.NodeName)
+	})
+	if err != nil {
+		return a.deny(http.StatusInternalServerError, ReasonWebhookError, fmt.Sprintf(
+			"Authorization error (user=%s, verb=create, resource=nodes, subresource(s)=[proxy]): %s", u.Name, oneLine(err.Error())))
 	}
 	if !allowed {
 		return forbidden(ReasonForbidden)
@@ -336,10 +332,16 @@ func oneLine(s string) string {
 	return s
 }
 
-// cache is a small TTL map, emptied when it grows past maxCacheEntries.
+// cache is a small TTL map, emptied when it grows past maxCacheEntries,
+// that asks once for a key many requests miss at the same time (as the
+// kubelet's cached authenticator does): a burst of sessions with one
+// token, or one user, is one review, not one each.
 type cache[V any] struct {
-	mu sync.Mutex
-	m  map[string]cacheEntry[V]
+	mu       sync.Mutex
+	m        map[string]cacheEntry[V]
+	inflight map[string]*flight[V]
+	// waiting counts callers waiting on another's review (for tests).
+	waiting atomic.Int64
 }
 
 type cacheEntry[V any] struct {
@@ -347,9 +349,15 @@ type cacheEntry[V any] struct {
 	expires time.Time
 }
 
-func (c *cache[V]) get(k string) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// flight is a review in progress: done is closed once v and err are set.
+type flight[V any] struct {
+	done chan struct{}
+	v    V
+	err  error
+}
+
+// lookup returns the unexpired answer for k; c.mu is held.
+func (c *cache[V]) lookup(k string) (V, bool) {
 	e, ok := c.m[k]
 	if !ok || time.Now().After(e.expires) {
 		var zero V
@@ -358,11 +366,54 @@ func (c *cache[V]) get(k string) (V, bool) {
 	return e.v, true
 }
 
-func (c *cache[V]) put(k string, v V, ttl time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// store caches v for k; c.mu is held.
+func (c *cache[V]) store(k string, v V, ttl time.Duration) {
 	if c.m == nil || len(c.m) >= maxCacheEntries {
 		c.m = map[string]cacheEntry[V]{}
 	}
 	c.m[k] = cacheEntry[V]{v: v, expires: time.Now().Add(ttl)}
+}
+
+// do returns the cached answer for k, or asks review once for all the
+// callers that miss k meanwhile and caches its answer for ttl(answer);
+// errors are not cached. The review runs apart from the callers'
+// contexts (bounded by the webhook's own timeout), so a client that
+// leaves does not fail the others waiting on its review; each caller
+// waits until the answer or its own context's end.
+func (c *cache[V]) do(ctx context.Context, k string, ttl func(V) time.Duration, review func(context.Context) (V, error)) (V, error) {
+	c.mu.Lock()
+	if v, ok := c.lookup(k); ok {
+		c.mu.Unlock()
+		return v, nil
+	}
+	f, ok := c.inflight[k]
+	if ok {
+		c.waiting.Add(1)
+		defer c.waiting.Add(-1)
+	} else {
+		f = &flight[V]{done: make(chan struct{})}
+		if c.inflight == nil {
+			c.inflight = map[string]*flight[V]{}
+		}
+		c.inflight[k] = f
+		go func() {
+			v, err := review(context.WithoutCancel(ctx))
+			c.mu.Lock()
+			if err == nil {
+				c.store(k, v, ttl(v))
+			}
+			delete(c.inflight, k)
+			f.v, f.err = v, err
+			c.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.v, f.err
+	case <-ctx.Done():
+		var zero V
+		return zero, context.Cause(ctx)
+	}
 }

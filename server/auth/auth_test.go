@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 
@@ -375,5 +377,99 @@ func TestWebSocketProtocolToken(t *testing.T) {
 	r.Header.Set("Sec-Websocket-Protocol", "v4.channel.k8s.io, "+enc("good"))
 	if _, aerr := a.Check(r); aerr == nil || aerr.Reason != ReasonNoCredentials {
 		t.Errorf("subprotocol token without a WebSocket upgrade: %+v, want 401 %s", aerr, ReasonNoCredentials)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// A burst of sessions with one token that misses the cache is one
+// TokenReview and one SubjectAccessReview, as at the kubelet, not one per
+// session: a reconnecting fleet of clients does not multiply the API
+// server's load.
+func TestConcurrentMissesShareOneReview(t *testing.T) {
+	api := authtest.New(t, "daemon-token")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
+	api.Allow("alice")
+	a, err := New(Config{Webhook: newWebhook(api, "daemon-token"), NodeName: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i] = request(t, nil, "good")
+	}
+	release := api.Hold(t)
+	errs := make(chan error, n)
+	for _, r := range reqs {
+		go func() {
+			u, aerr := a.Check(r)
+			if aerr != nil || u.Name != "alice" {
+				errs <- fmt.Errorf("check: %+v %v", u, aerr)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	waitFor(t, "all checks to wait on the API server", func() bool {
+		return a.tokens.waiting.Load() == n-1 || api.Calls(authtest.TokenReviewPath) == n
+	})
+	release()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := api.Calls(authtest.TokenReviewPath); got != 1 {
+		t.Errorf("%d TokenReviews for %d concurrent checks of one token, want 1", got, n)
+	}
+	if got := api.Calls(authtest.SubjectAccessReviewPath); got != 1 {
+		t.Errorf("%d SubjectAccessReviews for %d concurrent checks of one user, want 1", got, n)
+	}
+}
+
+// A client that leaves while its review is asked does not fail the
+// others waiting on that review: they get the API server's answer.
+func TestLeavingClientDoesNotFailSharedReview(t *testing.T) {
+	api := authtest.New(t, "daemon-token")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
+	api.Allow("alice")
+	a, err := New(Config{Webhook: newWebhook(api, "daemon-token"), NodeName: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := api.Hold(t)
+	ctx, leave := context.WithCancel(context.Background())
+	first := make(chan *Error, 1)
+	go func() {
+		_, aerr := a.Check(request(t, nil, "good").WithContext(ctx))
+		first <- aerr
+	}()
+	waitFor(t, "the first TokenReview", func() bool { return api.Calls(authtest.TokenReviewPath) == 1 })
+	second := make(chan *Error, 1)
+	r := request(t, nil, "good")
+	go func() {
+		_, aerr := a.Check(r)
+		second <- aerr
+	}()
+	waitFor(t, "the second check to wait on the first's review", func() bool { return a.tokens.waiting.Load() == 1 })
+	leave()
+	if aerr := <-first; aerr == nil {
+		t.Error("the check whose client left succeeded")
+	}
+	release()
+	if aerr := <-second; aerr != nil {
+		t.Errorf("the check sharing the left client's review: %v", aerr)
+	}
+	if got := api.Calls(authtest.TokenReviewPath); got != 1 {
+		t.Errorf("%d TokenReviews, want 1", got)
 	}
 }

@@ -33,6 +33,7 @@ type APIServer struct {
 	allowed  map[string]bool
 	reviews  []authorizationv1.SubjectAccessReviewSpec
 	calls    map[string]int
+	held     chan struct{} // while not nil, requests wait for it to close
 }
 
 // New starts an APIServer, closed when t ends. Callers must present
@@ -75,6 +76,26 @@ func (a *APIServer) Calls(path string) int {
 	return a.calls[path]
 }
 
+// Hold makes the requests that arrive from now on wait, counted in
+// Calls, until release is called (by t's cleanup at the latest, before
+// the server closes).
+func (a *APIServer) Hold(t testing.TB) (release func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held := make(chan struct{})
+	a.held = held
+	release = sync.OnceFunc(func() {
+		a.mu.Lock()
+		if a.held == held {
+			a.held = nil
+		}
+		a.mu.Unlock()
+		close(held)
+	})
+	t.Cleanup(release)
+	return release
+}
+
 // Reviews returns the SubjectAccessReview specs received so far.
 func (a *APIServer) Reviews() []authorizationv1.SubjectAccessReviewSpec {
 	a.mu.Lock()
@@ -90,6 +111,13 @@ func (a *APIServer) serve(w http.ResponseWriter, r *http.Request) {
 			Status: metav1.StatusFailure, Reason: reason, Message: msg, Code: int32(code)})
 	}
 	a.mu.Lock()
+	if held := a.held; held != nil {
+		a.calls[r.URL.Path]++
+		a.mu.Unlock()
+		<-held
+		a.mu.Lock()
+		a.calls[r.URL.Path]--
+	}
 	defer a.mu.Unlock()
 	if a.wantAuth != "" && r.Header.Get("Authorization") != a.wantAuth {
 		status(http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized")
