@@ -3,7 +3,6 @@ package server
 import (
 	"net/http"
 	"net/http/pprof"
-	"time"
 )
 
 // MetricsHandler serves /metrics, /healthz and /readyz for the metrics
@@ -35,10 +34,19 @@ func (s *Server) MetricsHandler() http.Handler {
 }
 
 // NewMetricsHTTPServer returns the http.Server for the metrics listener.
+// It authenticates nobody, so it holds no connection for as long as a
+// client likes: headers are bounded by ReadHeaderTimeout, a keep-alive
+// connection by IdleConnTimeout, and a body a request declares is never
+// waited for (none of its handlers reads one).
 func (s *Server) NewMetricsHTTPServer() *http.Server {
+	h := s.MetricsHandler()
 	return &http.Server{
-		Handler:           s.MetricsHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			skipBody(w, r)
+			h.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: s.readHeaderTimeout(),
+		IdleTimeout:       s.idleConnTimeout(),
 		MaxHeaderBytes:    64 << 10,
 	}
 }

@@ -41,6 +41,10 @@ type Config struct {
 	// request headers (slow or never-finished upgrades); zero means
 	// DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// IdleConnTimeout closes a keep-alive connection of either listener,
+	// and an HTTP/2 connection with no open stream, after this long
+	// without a request; zero means DefaultIdleConnTimeout.
+	IdleConnTimeout time.Duration
 	// TLS, if set, makes the forwarding listener TLS (see Listener); HTTP/2
 	// is then negotiated with ALPN.
 	TLS *tls.Config
@@ -147,7 +151,7 @@ func (s *Server) NewHTTPServer() *http.Server {
 		HTTP2:             s.h2,
 		ConnContext:       connContext,
 		ReadHeaderTimeout: s.readHeaderTimeout(),
-		IdleTimeout:       90 * time.Second,
+		IdleTimeout:       s.idleConnTimeout(),
 		MaxHeaderBytes:    s.cfg.Limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
@@ -161,6 +165,17 @@ func (s *Server) readHeaderTimeout() time.Duration {
 		return s.cfg.ReadHeaderTimeout
 	}
 	return DefaultReadHeaderTimeout
+}
+
+// DefaultIdleConnTimeout is Config.IdleConnTimeout's default, the
+// kubelet's.
+const DefaultIdleConnTimeout = 90 * time.Second
+
+func (s *Server) idleConnTimeout() time.Duration {
+	if s.cfg.IdleConnTimeout > 0 {
+		return s.cfg.IdleConnTimeout
+	}
+	return DefaultIdleConnTimeout
 }
 
 // ServeHTTP answers one port-forward request.

@@ -1,0 +1,90 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+)
+
+// serveMetrics serves s's metrics listener on a loopback port and returns
+// its address.
+func serveMetrics(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := s.NewMetricsHTTPServer()
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().String()
+}
+
+// waitClosed reads c until the server closes it, and fails if that takes
+// longer than within.
+func waitClosed(t *testing.T, c net.Conn, r io.Reader, within time.Duration, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(within))
+	if _, err := io.Copy(io.Discard, r); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: connection still open after %v", what, within)
+	}
+}
+
+// TestMetricsListenerCutsSlowClients: the metrics listener, which
+// authenticates nobody and listens on every interface in the DaemonSet,
+// holds no connection for as long as a client likes: one idle after its
+// answer is closed after the idle timeout, one whose headers never end
+// after the read header timeout, and a request declaring a body it never
+// sends is answered and closed at once. Each held a goroutine and a file
+// descriptor of the daemon for good.
+func TestMetricsListenerCutsSlowClients(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	s := New(Config{Resolver: fuzzResolver{}, ReadHeaderTimeout: timeout, IdleConnTimeout: timeout})
+	s.MarkServing()
+	addr := serveMetrics(t, s)
+	dial := func(t *testing.T, req string) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		return c, bufio.NewReader(c)
+	}
+	answer := func(t *testing.T, c net.Conn, br *bufio.Reader) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d, want 200", resp.StatusCode)
+		}
+	}
+	t.Run("idle after an answer", func(t *testing.T) {
+		c, br := dial(t, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		answer(t, c, br)
+		waitClosed(t, c, br, 5*time.Second, "keep-alive connection idle past the idle timeout")
+	})
+	t.Run("headers never finished", func(t *testing.T) {
+		c, br := dial(t, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+		waitClosed(t, c, br, 5*time.Second, "request headers unfinished past the read header timeout")
+	})
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		t.Run("body never sent to "+path, func(t *testing.T) {
+			c, br := dial(t, "GET "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+			answer(t, c, br)
+			waitClosed(t, c, br, 5*time.Second, "request with a body never sent")
+		})
+	}
+}
