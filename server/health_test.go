@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,5 +87,36 @@ func TestMetricsListenerCutsSlowClients(t *testing.T) {
 			answer(t, c, br)
 			waitClosed(t, c, br, 5*time.Second, "request with a body never sent")
 		})
+	}
+}
+
+// TestReadHeaderTimeoutLimitInSeconds: portforwardd_limit gives
+// --read-header-timeout in seconds, fractions included; 1.5s read 1 and
+// 500ms read 0, a timeout that cuts every client.
+func TestReadHeaderTimeoutLimitInSeconds(t *testing.T) {
+	for _, c := range []struct {
+		timeout time.Duration
+		want    string
+	}{{1500 * time.Millisecond, "1.5"}, {500 * time.Millisecond, "0.5"}, {0, "10"}} {
+		s := New(Config{Resolver: fuzzResolver{}, ReadHeaderTimeout: c.timeout})
+		resp, err := http.Get("http://" + serveMetrics(t, s) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		const series = `portforwardd_limit{limit="read_header_timeout"} `
+		want := series + c.want + "\n"
+		if !strings.Contains(string(body), want) {
+			i := strings.Index(string(body), series)
+			got := "no such series"
+			if i >= 0 {
+				got, _, _ = strings.Cut(string(body[i:]), "\n")
+			}
+			t.Errorf("ReadHeaderTimeout %v: got %q, want %q", c.timeout, got, strings.TrimSpace(want))
+		}
 	}
 }

@@ -125,13 +125,13 @@ func New(cfg Config) *Server {
 	h2.MaxReceiveBufferPerStream = l.StreamBufferBytes
 	h2.MaxReceiveBufferPerConnection = l.SessionBufferBytes
 	s.h2 = &h2
-	for name, v := range map[string]int64{
-		limitSessions: int64(l.MaxSessions), streams.LimitStreams: int64(l.MaxStreamsPerSession),
-		streams.LimitPendingStreams: int64(l.MaxPendingStreams), streams.LimitStreamBuffer: int64(l.StreamBufferBytes),
-		streams.LimitSessionBuffer: int64(l.SessionBufferBytes), streams.LimitGlobalBuffer: l.BufferBytes,
-		limitHeaderBytes: int64(l.MaxHeaderBytes), limitReadHeaderTimeout: int64(s.readHeaderTimeout().Seconds()),
+	for name, v := range map[string]float64{
+		limitSessions: float64(l.MaxSessions), streams.LimitStreams: float64(l.MaxStreamsPerSession),
+		streams.LimitPendingStreams: float64(l.MaxPendingStreams), streams.LimitStreamBuffer: float64(l.StreamBufferBytes),
+		streams.LimitSessionBuffer: float64(l.SessionBufferBytes), streams.LimitGlobalBuffer: float64(l.BufferBytes),
+		limitHeaderBytes: float64(l.MaxHeaderBytes), limitReadHeaderTimeout: s.readHeaderTimeout().Seconds(),
 	} {
-		s.m.limits.WithLabelValues(name).Set(float64(v))
+		s.m.limits.WithLabelValues(name).Set(v)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
