@@ -27,12 +27,19 @@ const (
 // sandboxes, whose namespace (the node's) outlives them, are not cached.
 const ResolverCacheTTL = 10 * time.Second
 
+// ResolveTimeout bounds one lookup (its ListPodSandbox and
+// PodSandboxStatus calls), as the kubelet's --runtime-request-timeout
+// (default 2m) bounds its CRI calls: a runtime that hangs must not hold
+// the request, its --max-sessions slot and the daemon's drain for good.
+const ResolveTimeout = 2 * time.Minute
+
 // Resolver resolves pods through a CRI runtime: the newest ready sandbox
 // whose kubelet labels match (the UID too, when the route has one), and
 // its network namespace from PodSandboxStatus(verbose).
 type Resolver struct {
-	client runtimeapi.RuntimeServiceClient
-	ttl    time.Duration
+	client  runtimeapi.RuntimeServiceClient
+	ttl     time.Duration
+	timeout time.Duration // of one lookup
 
 	mu    sync.Mutex
 	cache map[nsenter.Pod]resolved
@@ -47,7 +54,8 @@ var _ nsenter.Resolver = (*Resolver)(nil)
 
 // NewResolver returns a Resolver that asks the runtime behind conn.
 func NewResolver(conn *grpc.ClientConn) *Resolver {
-	return &Resolver{client: runtimeapi.NewRuntimeServiceClient(conn), ttl: ResolverCacheTTL, cache: map[nsenter.Pod]resolved{}}
+	return &Resolver{client: runtimeapi.NewRuntimeServiceClient(conn), ttl: ResolverCacheTTL, timeout: ResolveTimeout,
+		cache: map[nsenter.Pod]resolved{}}
 }
 
 // Resolve implements nsenter.Resolver.
@@ -79,6 +87,8 @@ func (r *Resolver) Resolve(ctx context.Context, pod nsenter.Pod) (nsenter.Target
 }
 
 func (r *Resolver) lookup(ctx context.Context, pod nsenter.Pod) (nsenter.Target, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	sel := map[string]string{LabelPodNamespace: pod.Namespace, LabelPodName: pod.Name}
 	if pod.UID != "" {
 		sel[LabelPodUID] = pod.UID
