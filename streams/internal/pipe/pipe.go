@@ -17,15 +17,19 @@ import (
 var ErrStalled = errors.New("pipe: consumer made no progress")
 
 // Pipe is a ring buffer that grows on demand, from minSize up to its
-// capacity, so that a stream that receives little costs little.
+// capacity, so that a stream that receives little costs little. A ring
+// grown past minSize is given back once its consumer has read it empty
+// and waits for more, so a stream that once held its capacity does not
+// keep it for the rest of its life.
 type Pipe struct {
-	mu     sync.Mutex
-	buf    []byte // len(buf) is the current ring size
-	start  int
-	n      int
-	max    int
-	err    error // what reads return once the buffer is empty
-	closed bool  // puts are dropped
+	mu      sync.Mutex
+	buf     []byte // len(buf) is the current ring size
+	start   int
+	n       int
+	max     int
+	err     error // what reads return once the buffer is empty
+	closed  bool  // puts are dropped
+	putting bool  // PutFrom is copying into the ring outside the lock
 
 	readable chan struct{} // signalled when bytes or an error arrive
 	writable chan struct{} // signalled when room appears or the pipe closes
@@ -123,6 +127,7 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) (int, error) {
 			room = n
 		}
 		dst := p.buf[end : end+room]
+		p.putting = true
 		p.mu.Unlock()
 		// Only this goroutine writes into the free region, and readers never
 		// touch it, so the copy needs no lock.
@@ -131,6 +136,7 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) (int, error) {
 			p.OnPut(got)
 		}
 		p.mu.Lock()
+		p.putting = false
 		kept := !p.closed
 		if kept {
 			p.n += got
@@ -172,6 +178,7 @@ func (p *Pipe) Read(b []byte) (int, error) {
 			p.mu.Unlock()
 			return 0, err
 		}
+		p.shrinkLocked()
 		p.mu.Unlock()
 		<-p.readable
 	}
@@ -215,6 +222,7 @@ func (p *Pipe) WriteChunkTo(w io.Writer) (n int, rerr, werr error) {
 			p.mu.Unlock()
 			return 0, err, nil
 		}
+		p.shrinkLocked()
 		p.mu.Unlock()
 		<-p.readable
 	}
@@ -231,12 +239,47 @@ func (p *Pipe) grow(want int) {
 		size *= 2
 	}
 	size = min(size, p.max)
-	nb := make([]byte, size)
+	nb := getRing(size)
 	if p.n > 0 {
 		first := copy(nb, p.buf[p.start:min(p.start+p.n, len(p.buf))])
 		copy(nb[first:], p.buf[:p.n-first])
 	}
 	p.buf, p.start = nb, 0
+}
+
+// shrinkLocked gives an empty ring grown past minSize back to the pool of
+// its size; the next put takes a ring that fits it. Only the consumer
+// calls it, about to wait for bytes: it holds no part of the ring then,
+// and with no put copying into it, nobody does. p.mu is held.
+func (p *Pipe) shrinkLocked() {
+	if p.n > 0 || p.putting || len(p.buf) <= minSize {
+		return
+	}
+	putRing(p.buf)
+	p.buf, p.start = nil, 0
+}
+
+// rings pools the rings pipes gave back, a sync.Pool per size: a stream
+// whose pod falls behind again soon takes one instead of allocating and
+// zeroing it, and the garbage collector empties the pools of rings nobody
+// takes.
+var rings sync.Map // int → *sync.Pool of *[]byte
+
+func getRing(size int) []byte {
+	if pool, ok := rings.Load(size); ok {
+		if b, ok := pool.(*sync.Pool).Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, size)
+}
+
+func putRing(b []byte) {
+	pool, ok := rings.Load(len(b))
+	if !ok {
+		pool, _ = rings.LoadOrStore(len(b), new(sync.Pool))
+	}
+	pool.(*sync.Pool).Put(&b)
 }
 
 // Finish makes reads return err (io.EOF for an orderly end) once the

@@ -184,3 +184,97 @@ func TestWriteChunkToReportsWriteErrors(t *testing.T) {
 		t.Fatalf("got %d, %v, %v, %d left; want 3 written, the write error, 2 left", n, rerr, werr, b.Buffered())
 	}
 }
+
+// TestPipeGivesBackDrainedRing: a ring that grew while the consumer fell
+// behind is given back once the consumer has read it empty and waits, so
+// an idle stream holds none of it; the next put takes a ring its size.
+// Rings were kept at their largest for as long as the pipe lived.
+func TestPipeGivesBackDrainedRing(t *testing.T) {
+	b := New(8 << 20)
+	big := bytes.Repeat([]byte("z"), 1<<20)
+	b.Put(big, 0)
+	if _, err := io.ReadFull(b, make([]byte, len(big))); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 16)
+		n, _ := b.Read(buf) // waits: the ring is empty
+		got <- string(buf[:n])
+	}()
+	ringSize := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.buf)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ringSize() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ring of %d bytes kept by an empty pipe whose consumer waits", ringSize())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Put([]byte("next"), 0)
+	if s := <-got; s != "next" {
+		t.Fatalf("read %q after the ring was given back, want \"next\"", s)
+	}
+	if n := ringSize(); n != minSize {
+		t.Fatalf("ring of %d bytes for 4 bytes put, want %d", n, minSize)
+	}
+}
+
+// TestPipeOrderWhileRingsComeAndGo: bytes stay intact and in order while
+// the consumer keeps catching up (giving its ring back) and falling
+// behind (the producer taking a ring from the pool, another pipe's old
+// bytes in it), with Read and WriteChunkTo.
+func TestPipeOrderWhileRingsComeAndGo(t *testing.T) {
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i*13 + i>>9)
+	}
+	for _, pipes := range []int{1, 4} {
+		done := make(chan error, pipes)
+		for range pipes {
+			go func() {
+				b := New(1 << 20)
+				go func() {
+					for off, k := 0, 0; off < len(want); k++ {
+						n := min(len(want)-off, 1+(k*7919)%(300<<10))
+						b.Put(want[off:off+n], 0)
+						off += n
+					}
+					b.Finish(io.EOF)
+				}()
+				var got bytes.Buffer
+				buf := make([]byte, 96<<10)
+				for k := 0; ; k++ {
+					var rerr error
+					if k%2 == 0 {
+						var n int
+						n, rerr = b.Read(buf)
+						got.Write(buf[:n])
+					} else {
+						_, rerr, _ = b.WriteChunkTo(&got)
+					}
+					if rerr == io.EOF {
+						break
+					}
+					if rerr != nil {
+						done <- rerr
+						return
+					}
+				}
+				if !bytes.Equal(got.Bytes(), want) {
+					done <- errors.New("bytes differ from those put in")
+					return
+				}
+				done <- nil
+			}()
+		}
+		for range pipes {
+			if err := <-done; err != nil {
+				t.Fatalf("%d pipes: %v", pipes, err)
+			}
+		}
+	}
+}

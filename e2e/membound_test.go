@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestSPDYDrainedStreamBuffersAreFreed: a stream whose pod fell behind
+// holds up to --stream-buffer-bytes of client data, within --buffer-bytes
+// for all of them; once its pod has read it all, the buffer is given back,
+// although the stream stays open. Streams filled one after another (a
+// pool of database connections over one kubectl port-forward, each doing
+// one bulk upload to a slow pod) held every buffer they ever grew to for
+// as long as they stayed open: here ten streams held 40 MiB of heap with
+// nothing buffered, against an 8 MiB --buffer-bytes.
+func TestSPDYDrainedStreamBuffersAreFreed(t *testing.T) {
+	const (
+		streamBuf = 4 << 20
+		budget    = 8 << 20
+		nstreams  = 10
+		// Each stream gets more than its buffer and the kernel's socket
+		// buffers (at most about 4 MiB while the pod reads nothing) take,
+		// so its buffer fills.
+		perStream = 12 << 20
+		// slack: the session, its streams' goroutines and small buffers
+		// (no copy buffer: SPDY streams write to the pod from their
+		// buffer, and splice the other way), and the runtime's noise.
+		slack = 8 << 20
+	)
+	// --pprof: the heap is read after a collection.
+	d := startDaemon(t, "--stream-buffer-bytes", strconv.Itoa(streamBuf), "--session-buffer-bytes", strconv.Itoa(budget),
+		"--buffer-bytes", strconv.Itoa(budget), "--pprof")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	conn := dialSPDY(t, d, p.route())
+	d.collectGarbage(t)
+	d.collectGarbage(t)
+	heap0 := d.metric(t, "go_memstats_heap_inuse_bytes")
+
+	zeros := make([]byte, 64<<10)
+	for i := range nstreams {
+		id := strconv.Itoa(i + 1)
+		errs, err := conn.CreateStream(streamHeaders("error", strconv.Itoa(port(ln)), id))
+		if err != nil {
+			t.Fatalf("error stream %d: %v", i, err)
+		}
+		errs.Close()
+		data, err := conn.CreateStream(streamHeaders("data", strconv.Itoa(port(ln)), id))
+		if err != nil {
+			t.Fatalf("data stream %d: %v", i, err)
+		}
+		accepted := acceptOne(t, ln)
+		var pc net.Conn
+		select {
+		case pc = <-accepted:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stream %d: the pod accepted no connection", i)
+		}
+		sent := make(chan error, 1)
+		go func() {
+			for k := 0; k < perStream; k += len(zeros) {
+				if _, err := data.Write(zeros); err != nil {
+					sent <- err
+					return
+				}
+			}
+			sent <- nil
+		}()
+		// The pod reads nothing until its stream's buffer is nearly full
+		// (well within the 10 s stall timeout).
+		eventually(t, 8*time.Second, func() (bool, string) {
+			held := d.metric(t, "portforwardd_buffered_bytes")
+			return held >= streamBuf*3/4, fmt.Sprintf("stream %d: buffered_bytes %v, want the stream's buffer nearly full", i, held)
+		})
+		pc.SetReadDeadline(time.Now().Add(time.Minute))
+		if n, err := io.CopyN(io.Discard, pc, perStream); err != nil {
+			t.Fatalf("stream %d: the pod read %d of %d bytes: %v", i, n, perStream, err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatalf("stream %d: client write: %v", i, err)
+		}
+		eventually(t, 10*time.Second, func() (bool, string) {
+			held := d.metric(t, "portforwardd_buffered_bytes")
+			return held == 0, fmt.Sprintf("stream %d: buffered_bytes %v after its pod read everything", i, held)
+		})
+		// The stream and its pod connection stay open, idle.
+	}
+
+	d.collectGarbage(t)
+	d.collectGarbage(t)
+	grew := d.metric(t, "go_memstats_heap_inuse_bytes") - heap0
+	t.Logf("%d idle streams that each once held %d MiB: heap in use +%.1f MiB", nstreams, streamBuf>>20, grew/(1<<20))
+	if grew > budget+slack {
+		t.Errorf("heap in use grew by %.1f MiB with nothing buffered, want at most %d MiB (--buffer-bytes %d MiB and %d MiB of slack): drained stream buffers are kept",
+			grew/(1<<20), (budget+slack)>>20, budget>>20, slack>>20)
+	}
+	if got := d.metricSum(t, "portforwardd_streams_active"); got != nstreams {
+		t.Errorf("streams_active %v, want the %d streams still open", got, nstreams)
+	}
+}
