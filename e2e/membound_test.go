@@ -102,3 +102,66 @@ func TestSPDYDrainedStreamBuffersAreFreed(t *testing.T) {
 		t.Errorf("streams_active %v, want the %d streams still open", got, nstreams)
 	}
 }
+
+// TestSPDYPodFloodIntoClientThatNeverReads: pods that send and send to a
+// SPDY client that reads nothing cost the daemon the copy buffers the
+// README gives, 32 KiB per stream and at most a fixed amount more for the
+// busy ones, however many streams there are. On a plain TCP connection
+// each such stream held a whole 128 KiB frame, read back from its splice
+// pipe, while it waited for the writer: 300 streams held 44 MiB of heap.
+func TestSPDYPodFloodIntoClientThatNeverReads(t *testing.T) {
+	const (
+		nstreams = 300
+		perQuiet = 32 << 10
+		// fullFrames is the most streams that hold a whole frame
+		// (128 KiB) at once.
+		fullFrames = 64 * 128 << 10
+		// perStream is what a forward holds beside its copy buffer: its
+		// streams, pair, pipe and session bookkeeping (measured: about
+		// 20 KiB over the WebSocket tunnel).
+		perStream = 24 << 10
+		slack     = 8 << 20
+	)
+	d := startDaemon(t, "--pprof")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	chunk := make([]byte, 64<<10)
+	serveEach(ln, func(c *net.TCPConn) {
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	d.collectGarbage(t)
+	d.collectGarbage(t)
+	heap0, fds0 := d.metric(t, "go_memstats_heap_inuse_bytes"), d.openFDs(t)
+	s := dialRawSPDY(t, d, p.route(), "spdy")
+	for i := range nstreams {
+		req := strconv.Itoa(i)
+		s.send(synStreamFrame(s.id(), 0, s.block(portHeaders("error", strconv.Itoa(port(ln)), req))),
+			synStreamFrame(s.id(), 0, s.block(portHeaders("data", strconv.Itoa(port(ln)), req))))
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		active := d.metricSum(t, "portforwardd_streams_active")
+		return active == nstreams, fmt.Sprintf("streams_active %v, want %d", active, nstreams)
+	})
+	// Every stream has taken a chunk from its pod into a splice pipe (two
+	// fds beside its pod's socket) and waits for the writer: the pods'
+	// bytes have gone as far as they can.
+	var grew float64
+	limit := float64(nstreams*(perQuiet+perStream) + fullFrames + slack)
+	eventually(t, 30*time.Second, func() (bool, string) {
+		fds := d.openFDs(t) - fds0
+		d.collectGarbage(t)
+		grew = d.metric(t, "go_memstats_heap_inuse_bytes") - heap0
+		if grew > limit {
+			t.Fatalf("heap in use grew by %.1f MiB with %d streams waiting for a client that reads nothing, want at most %.1f MiB",
+				grew/(1<<20), nstreams, limit/(1<<20))
+		}
+		// (The one writing holds its pipe too; a few may be between two
+		// chunks.)
+		return fds >= 3*nstreams-10, fmt.Sprintf("%d more fds, want a pod socket and a pipe per stream", fds)
+	})
+	t.Logf("%d streams flooding a client that reads nothing: heap in use +%.1f MiB (limit %.1f MiB)", nstreams, grew/(1<<20), limit/(1<<20))
+}

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,7 +38,7 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 		return 0, err, nil
 	}
 	var p *splicePipe
-	var buf *[]byte // when no pipe can be had: the chunk goes through here
+	var buf *frameBuffer // when no pipe can be had: the chunk goes through here
 	serr := rc.Read(func(fd uintptr) bool {
 		if p == nil && buf == nil {
 			var perr error
@@ -51,7 +52,7 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 			var k int
 			var err error
 			if buf != nil {
-				k, err = unix.Read(int(fd), (*buf)[:c.opts.MaxFrame])
+				k, err = unix.Read(int(fd), buf.b)
 			} else {
 				var k64 int64
 				k64, err = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
@@ -85,7 +86,7 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 		if n == 0 {
 			return 0, rerr, nil
 		}
-		if err := s.send((*buf)[:n], false); err != nil {
+		if err := s.send(buf.b[:n], false); err != nil {
 			return 0, rerr, err
 		}
 		return n, rerr, nil
@@ -128,17 +129,18 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 	}
 	// The writer is busy: read the chunk back out of the pipe, a frame at
 	// a time, and queue each like a Write, so the writer's round robin
-	// holds and the memory it takes stays one frame per stream.
+	// holds and the memory it takes stays one frame per stream (32 KiB
+	// while 64 streams hold a whole one: getFrameBuffer).
 	buf = getFrameBuffer(c.opts.MaxFrame)
 	defer putFrameBuffer(buf)
 	sent := 0
 	for p.n > 0 {
-		k, err := io.ReadFull(pipeReader{p}, (*buf)[:min(p.n, len(*buf))])
+		k, err := io.ReadFull(pipeReader{p}, buf.b[:min(p.n, len(buf.b))])
 		if err != nil {
 			p.destroy()
 			return sent, rerr, fmt.Errorf("write stream %d: read back from the pipe: %v: %w", s.id, err, ErrReset)
 		}
-		if err := s.send((*buf)[:k], false); err != nil {
+		if err := s.send(buf.b[:k], false); err != nil {
 			p.destroy()
 			return sent, rerr, err
 		}
@@ -339,16 +341,56 @@ func (r pipeReader) Read(b []byte) (int, error) {
 	}
 }
 
-// frameBuffers hold a frame read back from a pipe while it is queued.
-var frameBuffers sync.Pool
+// Frame buffers hold a chunk read back from a pipe (or read from the pod,
+// when no pipe can be had) while it is queued: a stream whose client does
+// not read holds one for as long as it waits. At most maxFullFrames of
+// them hold a whole frame at once; the others hold smallFrame bytes, as a
+// quiet stream's copy buffer does on the other transports. So the streams
+// waiting on clients that read nothing cost 32 KiB each, and at most 8 MiB
+// more in all, however many there are.
+const (
+	maxFullFrames = 64
+	smallFrame    = 32 << 10
+)
 
-func getFrameBuffer(size int) *[]byte {
-	if b, ok := frameBuffers.Get().(*[]byte); ok && cap(*b) >= size {
-		*b = (*b)[:size]
-		return b
-	}
-	b := make([]byte, size)
-	return &b
+var (
+	fullFrameBuffers  sync.Pool
+	smallFrameBuffers sync.Pool
+	fullFramesInUse   atomic.Int32
+)
+
+// frameBuffer is a buffer of getFrameBuffer; b is what to read into.
+type frameBuffer struct {
+	b    []byte
+	full bool // counted in fullFramesInUse
 }
 
-func putFrameBuffer(b *[]byte) { frameBuffers.Put(b) }
+// getFrameBuffer returns a buffer of size bytes (a frame), or of
+// smallFrame bytes while maxFullFrames whole ones are out.
+func getFrameBuffer(size int) *frameBuffer {
+	if size > smallFrame {
+		if fullFramesInUse.Add(1) <= maxFullFrames {
+			if fb, ok := fullFrameBuffers.Get().(*frameBuffer); ok && cap(fb.b) >= size {
+				fb.b = fb.b[:size]
+				return fb
+			}
+			return &frameBuffer{b: make([]byte, size), full: true}
+		}
+		fullFramesInUse.Add(-1)
+		size = smallFrame
+	}
+	if fb, ok := smallFrameBuffers.Get().(*frameBuffer); ok && cap(fb.b) >= size {
+		fb.b = fb.b[:size]
+		return fb
+	}
+	return &frameBuffer{b: make([]byte, size)}
+}
+
+func putFrameBuffer(fb *frameBuffer) {
+	if fb.full {
+		fullFramesInUse.Add(-1)
+		fullFrameBuffers.Put(fb)
+		return
+	}
+	smallFrameBuffers.Put(fb)
+}
