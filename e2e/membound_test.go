@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -164,4 +166,64 @@ func TestSPDYPodFloodIntoClientThatNeverReads(t *testing.T) {
 		return fds >= 3*nstreams-10, fmt.Sprintf("%d more fds, want a pod socket and a pipe per stream", fds)
 	})
 	t.Logf("%d streams flooding a client that reads nothing: heap in use +%.1f MiB (limit %.1f MiB)", nstreams, grew/(1<<20), limit/(1<<20))
+}
+
+// TestWebSocketV4IdleSessionCost: an idle v4 session with one port costs
+// the daemon a bounded amount of heap (its WebSocket's 64 KiB read buffer,
+// the port's two 32 KiB copy buffers, and bookkeeping); once the clients
+// are gone the daemon's goroutines and fds are back where they were and
+// the pods' sockets are closed. Each session's reader held its 128 KiB
+// message buffer while it waited for the next message: 276 KiB per idle
+// session.
+func TestWebSocketV4IdleSessionCost(t *testing.T) {
+	const (
+		n          = 100
+		perSession = (64 + 2*32 + 32) << 10
+	)
+	d := startDaemon(t, "--pprof")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	d.collectGarbage(t)
+	d.collectGarbage(t)
+	heap0 := d.metric(t, "go_memstats_heap_inuse_bytes")
+	base := d.usage(t)
+	var clients []*v4Client
+	for range n {
+		c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, "v4.channel.k8s.io")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.expectPrefixes(port(ln))
+		clients = append(clients, c)
+	}
+	eventually(t, 20*time.Second, func() (bool, string) {
+		active := d.metricSum(t, "portforwardd_streams_active")
+		return active == n, fmt.Sprintf("streams_active %v, want %d", active, n)
+	})
+	d.collectGarbage(t)
+	d.collectGarbage(t)
+	each := (d.metric(t, "go_memstats_heap_inuse_bytes") - heap0) / n
+	t.Logf("%d idle v4 sessions: %.0f KiB of heap each", n, each/1024)
+	if each > perSession {
+		t.Errorf("each idle v4 session holds %.0f KiB of heap, want at most %d KiB", each/1024, perSession>>10)
+	}
+
+	for _, c := range clients {
+		c.ws.Close()
+	}
+	after := d.settle(t, base, 30*time.Second)
+	t.Logf("after the clients left: %v (before: %v)", after, base)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		out, err := exec.Command("ip", "netns", "exec", p.netnsName, "ss", "-Htn", "state", "established",
+			fmt.Sprintf("( sport = :%d )", port(ln))).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ss in the pod: %v: %s", err, out)
+		}
+		open := strings.Count(strings.TrimSpace(string(out)), "\n")
+		if len(strings.TrimSpace(string(out))) > 0 {
+			open++
+		}
+		return open == 0, fmt.Sprintf("%d pod sockets still established:\n%s", open, out)
+	})
 }

@@ -236,8 +236,6 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 	var hdr [1]byte
 	var text bytes.Buffer // a base64 message
 	var decodedBuf []byte
-	buf := readBufPool.Get().(*[readBufSize]byte)
-	defer readBufPool.Put(buf)
 	for {
 		_, r, err := s.ws.NextReader()
 		if err != nil {
@@ -279,19 +277,31 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 			}
 			continue
 		}
-		for {
-			n, err := r.Read(buf[:])
-			if n > 0 {
-				if !s.waitBudget(ctx) || !s.put(ctx, p, buf[:n]) {
-					return
-				}
+		if !s.putMessage(ctx, p, ch, r) {
+			return
+		}
+	}
+}
+
+// putMessage streams the rest of a binary message to port p, through a
+// read buffer taken for this message only: an idle session, its reader
+// waiting for the next message, holds none. False when the session
+// ends meanwhile (see put).
+func (s *chanSession) putMessage(ctx context.Context, p *chanPort, ch int, r io.Reader) bool {
+	buf := readBufPool.Get().(*[readBufSize]byte)
+	defer readBufPool.Put(buf)
+	for {
+		n, err := r.Read(buf[:])
+		if n > 0 {
+			if !s.waitBudget(ctx) || !s.put(ctx, p, buf[:n]) {
+				return false
 			}
-			if err != nil {
-				if err != io.EOF {
-					s.log.Debug("message dropped", "channel", ch, "err", err)
-				}
-				break
+		}
+		if err != nil {
+			if err != io.EOF {
+				s.log.Debug("message dropped", "channel", ch, "err", err)
 			}
+			return true
 		}
 	}
 }
