@@ -125,9 +125,18 @@ func (c connStream) ID() uint32           { return 0 }
 
 // dialFirst dials the pod before a transport answers, as the raw and HTTP/2
 // transports do; a failure is answered here, as a 502 carrying the
-// kubelet's text, and counted as a dial error.
+// kubelet's text, and counted as a dial error. A dial that ctx ended (the
+// client reset its HTTP/2 stream, or its connection closed) failed no pod:
+// it is counted as a reset, as on SPDY, and logged at debug, with nothing
+// answered to a client that is gone.
 func (s *Server) dialFirst(ctx context.Context, w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16, obs *observer) (streams.PodConn, bool) {
 	pc, err := s.dialFunc(target)(ctx, port)
+	if err != nil && ctx.Err() != nil {
+		obs.ForwardStarted()
+		obs.ForwardEnded(streams.ResultReset)
+		s.log.Debug("dial given up", "pod", pod.String(), "port", port, "remote", r.RemoteAddr, "err", context.Cause(ctx))
+		return nil, false
+	}
 	if err != nil {
 		obs.ForwardStarted()
 		obs.ForwardEnded(streams.ResultDialError)
