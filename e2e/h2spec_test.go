@@ -3,7 +3,9 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -94,5 +96,58 @@ func TestH2ResetDuringDialIsAReset(t *testing.T) {
 		if strings.Contains(l, `"level":"INFO"`) && strings.Contains(l, `"status":502`) {
 			t.Errorf("the client's own reset logged as a 502 refusal at info: %s", l)
 		}
+	}
+}
+
+// TestH2MethodAnswerNamesH2Methods: over HTTP/2 only POST forwards (and
+// OPTIONS asks), so a refused method's 405 says so, whatever the method:
+// a PUT was told "use GET or POST" with Allow: GET, POST, OPTIONS, and a
+// client that followed it with a GET got a second 405.
+func TestH2MethodAnswerNamesH2Methods(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	client := h2Client()
+	for _, tt := range []struct{ method, path, allow string }{
+		{http.MethodGet, rawPath(p, port(ln)), "POST, OPTIONS"},
+		{http.MethodPut, rawPath(p, port(ln)), "POST, OPTIONS"},
+		{http.MethodDelete, p.route(), "POST, OPTIONS"},
+		{http.MethodPut, "/portforward/AbCd_-12", "POST"},
+	} {
+		req, err := http.NewRequest(tt.method, "http://"+d.addr+tt.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.allow ||
+			strings.TrimSpace(string(body)) != "HTTP/2 port-forward streams are POST requests" {
+			t.Errorf("%s %s: %s %d, Allow %q, %q; want HTTP/2 405, Allow %q, \"HTTP/2 port-forward streams are POST requests\"",
+				tt.method, tt.path, resp.Proto, resp.StatusCode, resp.Header.Get("Allow"), body, tt.allow)
+		}
+	}
+	// What Allow names is allowed: OPTIONS asks, POST forwards.
+	req, _ := http.NewRequest(http.MethodOptions, "http://"+d.addr+p.route(), nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Errorf("OPTIONS over HTTP/2: %d, want 204", resp.StatusCode)
+	}
+	resp, err = client.Post("http://"+d.addr+rawPath(p, port(ln)), "application/octet-stream", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "hi" {
+		t.Errorf("POST over HTTP/2: %d %q, want 200 \"hi\"", resp.StatusCode, body)
 	}
 }

@@ -187,6 +187,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "no_route", msg: "404 page not found"})
 		return
 	}
+	if r.ProtoMajor == 2 && r.Method != http.MethodPost && (r.Method != http.MethodOptions || isToken) {
+		// An HTTP/2 stream forwards with POST only: no GET is an upgrade.
+		allow := "POST, OPTIONS"
+		if isToken {
+			allow = "POST"
+		}
+		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
+			msg: "HTTP/2 port-forward streams are POST requests", header: http.Header{"Allow": {allow}}})
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost && (r.Method != http.MethodOptions || isToken) {
 		allow := "GET, POST, OPTIONS"
 		if isToken {
@@ -238,11 +248,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ports []uint16
 	isWS, isRaw := isWebSocket(r.Header), isConnectTCP(r.Header)
 	isH2 := r.ProtoMajor == 2
-	if isH2 && r.Method != http.MethodPost {
-		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
-			msg: "HTTP/2 port-forward streams are POST requests", header: http.Header{"Allow": {"POST"}}})
-		return
-	}
 	if isRaw || isH2 {
 		var rerr *requestError
 		if ports, rerr = parsePortQuery(r.URL.Query()); rerr == nil && len(ports) != 1 {
