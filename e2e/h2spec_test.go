@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,4 +151,73 @@ func TestH2MethodAnswerNamesH2Methods(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != "hi" {
 		t.Errorf("POST over HTTP/2: %d %q, want 200 \"hi\"", resp.StatusCode, body)
 	}
+}
+
+// TestH2RapidResetLeavesNothing: a client that loops HEADERS and
+// RST_STREAM on one connection (CVE-2023-44487) makes the daemon dial the
+// pod for many of those streams; every such pod connection is closed,
+// nothing stays open in the daemon, none of it is a dial error, and
+// another client is served meanwhile.
+func TestH2RapidResetLeavesNothing(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	var open, accepted atomic.Int64
+	serveEach(ln, func(c *net.TCPConn) {
+		open.Add(1)
+		accepted.Add(1)
+		defer open.Add(-1)
+		io.Copy(c, c)
+	})
+	fds := d.openFDs(t)
+
+	fr := dialH2Frames(t, d)
+	go func() { // the daemon's frames are read and dropped, so its writes never wait
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	const n = 5000
+	path := rawPath(p, port(ln))
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for i := range n {
+		id := uint32(2*i + 1)
+		hb.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "node"}, {":path", path}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatalf("stream %d: %v", id, err)
+		}
+		if err := fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatalf("stream %d: %v", id, err)
+		}
+	}
+	// Another client is served.
+	client := h2Client()
+	resp, err := client.Post(h2URL(d, p, port(ln)), "application/octet-stream", strings.NewReader("still here"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	client.CloseIdleConnections()
+	if resp.StatusCode != http.StatusOK || string(body) != "still here" || err != nil {
+		t.Fatalf("another client during the flood: %d %q %v", resp.StatusCode, body, err)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		sessions := d.metric(t, `portforwardd_sessions_active{protocol="h2"}`)
+		got := d.openFDs(t)
+		return active == 0 && sessions == 0 && open.Load() == 0 && got <= fds+1,
+			fmt.Sprintf("streams_active %v, sessions_active %v, pod connections open %d of %d accepted, daemon fds %d (%d before; the flood's connection is one)",
+				active, sessions, open.Load(), accepted.Load(), got, fds)
+	})
+	if v := d.metric(t, `portforwardd_streams_total{protocol="h2",result="dial_error"}`); v != 0 {
+		t.Errorf("streams_total{h2,dial_error} %v: the client's resets counted as pods that could not be dialed", v)
+	}
+	t.Logf("%d streams reset, %d pod connections accepted", n, accepted.Load())
 }
