@@ -221,3 +221,74 @@ func TestH2RapidResetLeavesNothing(t *testing.T) {
 	}
 	t.Logf("%d streams reset, %d pod connections accepted", n, accepted.Load())
 }
+
+// TestH2StalledStreamsDoNotStopTheConnection: streams whose pods read
+// nothing hold their unread bytes against the connection's window too;
+// once they hold all of it (--session-buffer-bytes / --stream-buffer-bytes
+// such streams), every other stream of the connection waits. As on SPDY,
+// the stream whose pod has read nothing for longest, beyond StallTimeout
+// (10 s), is then reset, and the others go on: the connection stopped for
+// as long as those pods did not read.
+func TestH2StalledStreamsDoNotStopTheConnection(t *testing.T) {
+	d := startDaemon(t, "--stream-buffer-bytes", "1Mi", "--session-buffer-bytes", "2Mi")
+	p := newPod(t)
+	stuck := p.listen(t, "tcp4", "127.0.0.1:0")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	serveEach(stuck, func(c *net.TCPConn) { <-release }) // reads nothing
+	echo := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(echo)
+	client := h2Client()
+	defer client.CloseIdleConnections()
+
+	// Two uploads that never end, to pods that never read, beside a third
+	// of 64 MiB to a pod that echoes: the two take window whenever the
+	// third frees some, until they hold both their 1 MiB windows, and so
+	// the connection's 2 MiB, long before the third is done.
+	upload := func(port int, body io.Reader) *http.Response {
+		t.Helper()
+		resp, err := client.Post(h2URL(d, p, port), "application/octet-stream", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST: %s", resp.Status)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for range 2 {
+		upload(port(stuck), zeros{})
+	}
+	const size = 64 << 20
+	resp := upload(port(echo), io.LimitReader(zeros{}, size))
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := io.Copy(io.Discard, resp.Body)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil || r.n != size {
+			t.Fatalf("third stream: echoed %d bytes, %v; want %d", r.n, r.err, size)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("the third stream did not finish within 40 s: the stalled streams hold the connection's whole window (up %v bytes)",
+			d.metric(t, `portforwardd_bytes_total{direction="client_to_pod",protocol="h2"}`))
+	}
+	// One stalled stream was reset, and counted; the other is still open.
+	if v := d.metric(t, `portforwardd_limit_hits_total{limit="stream_buffer"}`); v != 1 {
+		t.Errorf("limit_hits_total{stream_buffer} %v, want the one stall reset counted", v)
+	}
+	if v := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`); v != 1 {
+		t.Errorf("streams_total{h2,reset} %v, want 1 (the stalled stream reset)", v)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) { // the echo's forward ends just after its END_STREAM
+		v := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		return v == 1, fmt.Sprintf("streams_active{h2} %v, want 1 (the other stalled stream)", v)
+	})
+}

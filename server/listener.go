@@ -57,6 +57,8 @@ type trackedConn struct {
 	head    []byte        // the first bytes, until h2c is decided
 	decided bool          // whether the connection is h2c is known
 	br      *bufio.Reader // reads of an h2c connection, after its preface
+
+	h2Stalls h2Stalls // the HTTP/2 streams whose pods take nothing
 }
 
 // h2cPreface starts every cleartext HTTP/2 connection with prior
