@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -181,12 +182,7 @@ func TestCLISeveralPorts(t *testing.T) {
 	a, b := p.listen(t, "tcp4", "127.0.0.1:0"), p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(a)
 	serveEcho(b)
-	free, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed := port(free)
-	free.Close()
+	fixed := freeFixedPort(t)
 	c := startCLI(t, "--server", "http://"+d.addr, "--address", "127.0.0.1", "-n", p.namespace, p.name,
 		fmt.Sprintf("%d:%d", fixed, port(a)), fmt.Sprintf("0:%d", port(b)))
 	l1, l2 := c.line(t), c.line(t)
@@ -205,6 +201,37 @@ func TestCLISeveralPorts(t *testing.T) {
 		echoOnce(t, conn.(*net.TCPConn), "port "+local)
 		conn.Close()
 	}
+}
+
+// freeFixedPort returns a port nothing listens on at 127.0.0.1, for a CLI
+// to listen on by number. It comes from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range): a port from 127.0.0.1:0, closed again,
+// is in that range, where a listener on port 0 of any process (the unit
+// packages run beside this one) could take it before the CLI binds it, and
+// the CLI then failed to listen and the test waited 30 s for its output.
+func freeFixedPort(t *testing.T) int {
+	t.Helper()
+	low := 32768 // the default low end of the range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low <= 2048 {
+		t.Fatalf("the ephemeral port range starts at %d: no port below it to choose", low)
+	}
+	for p := low/2 + rand.IntN(low/2); p < low; p++ {
+		ln, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p
+	}
+	t.Fatalf("no free port on 127.0.0.1 below %d", low)
+	return 0
 }
 
 // TestCLIBadInput: every mistake is one line on stderr and exit code 1.
