@@ -138,15 +138,19 @@ func exitState(c *cliRun) string {
 // TestListenFailedPortClosed: when one address of a port fails, the
 // port's listeners that did open are closed (client-go leaves them
 // accepting), and the other ports are forwarded.
+//
+// The busy port comes from freePorts, below the ephemeral range: one from
+// [::1]:0 is in it, where another process's listener on 127.0.0.1:0 could
+// take its IPv4 side, which then still accepted after the CLI gave it up.
 func TestListenFailedPortClosed(t *testing.T) {
-	busy6, err := net.Listen("tcp6", "[::1]:0")
+	d := startFakeDaemon(t, "hi")
+	ports := freePorts(t, 2)
+	busy, free := ports[0], ports[1]
+	busy6, err := net.Listen("tcp6", "[::1]:"+busy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer busy6.Close()
-	busy := strings.TrimPrefix(busy6.Addr().String(), "[::1]:")
-	d := startFakeDaemon(t, "hi")
-	free := freePorts(t, 1)[0]
 	c := startCLI(t, "--server", d.URL, "--transport", "raw", "--address", "127.0.0.1,::1", "pod", busy+":80", free+":81")
 	wantErr := "Unable to listen on port " + busy + ": "
 	if s, ok := c.stderr.waitFor(t, wantErr, c.exited, func(s string) bool { return strings.HasPrefix(s, wantErr) }); !ok {
