@@ -34,7 +34,7 @@ type containerd struct {
 	cmd  *exec.Cmd
 	rt   runtimeapi.RuntimeServiceClient
 	conn *grpc.ClientConn
-	log  *bytes.Buffer
+	log  *syncBuffer // written by containerd's output copiers while it runs
 }
 
 const (
@@ -73,7 +73,7 @@ func startContainerd(t *testing.T) *containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), log: new(bytes.Buffer)}
+	c := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), log: new(syncBuffer)}
 	for _, d := range []string{"cni/net.d", "cni/ipam", "podlogs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
