@@ -9,8 +9,12 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/portforwardd/portforwardd/server"
 )
 
 // closedByCLI opens a connection to 127.0.0.1:port and reads until the
@@ -148,4 +152,77 @@ func TestH2BrokenConnection(t *testing.T) {
 	}
 	want := "an error occurred forwarding " + port + " -> 80: "
 	c.stderr.waitFor(t, want+"…", c.exited, func(s string) bool { return strings.HasPrefix(s, want) })
+}
+
+// silentListener hands out the connections it accepts until silent is
+// set; from then on it holds them, accepted and unanswered, so a TLS
+// handshake on them never completes.
+type silentListener struct {
+	net.Listener
+	silent atomic.Bool
+	mu     sync.Mutex
+	held   []net.Conn
+}
+
+func (l *silentListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || !l.silent.Load() {
+			return c, err
+		}
+		l.mu.Lock()
+		l.held = append(l.held, c)
+		l.mu.Unlock()
+	}
+}
+
+func (l *silentListener) closeHeld() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.held {
+		c.Close()
+	}
+}
+
+// TestServerThatNeverHandshakes: with raw and h2, a server that accepts
+// the connection of a local connection and never answers its TLS
+// handshake fails that local connection after the handshake timeout, as
+// client-go's transports (kubectl's) give up after 10 s; the local
+// connection was held for as long as the server stayed silent.
+func TestServerThatNeverHandshakes(t *testing.T) {
+	old := tlsHandshakeTimeout
+	tlsHandshakeTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { tlsHandshakeTimeout = old })
+	for _, transport := range []string{"raw", "h2"} {
+		t.Run(transport, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set(server.HeaderTransports, "connect-tcp, h2")
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			l := &silentListener{Listener: srv.Listener}
+			srv.Listener = l
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			t.Cleanup(l.closeHeld)
+			c := startCLI(t, "--server", srv.URL, "--insecure-skip-tls-verify", "--transport", transport, "--address", "127.0.0.1", "pod", ":80")
+			port := c.localPort(t)
+			l.silent.Store(true)
+			conn, err := net.Dial("tcp4", "127.0.0.1:"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(failAfter))
+			if _, err := io.ReadAll(conn); err != nil {
+				t.Fatalf("the CLI did not close the local connection: %v", err)
+			}
+			want := "an error occurred forwarding " + port + " -> 80: "
+			out, ok := c.stderr.waitFor(t, want+"… handshake timeout", c.exited, func(s string) bool {
+				return strings.HasPrefix(s, want) && strings.Contains(s, "handshake timeout")
+			})
+			if !ok {
+				t.Fatalf("stderr %q", out)
+			}
+		})
+	}
 }

@@ -113,7 +113,8 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		var protocols http.Protocols
 		protocols.SetHTTP2(true)            // over TLS
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig, HTTP2: h2Config}}
+		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig, HTTP2: h2Config,
+			DialContext: serverDialer.DialContext, TLSHandshakeTimeout: tlsHandshakeTimeout}}
 	}
 	// As for client-go's transports, a failure is one line.
 	early := &bytes.Buffer{}
@@ -277,7 +278,8 @@ func resetConn(c net.Conn) {
 // the caller sends those to its client before anything read from the
 // connection. On error the connection is closed; a failed dial (unless
 // for want of a local resource), and a 404 (the pod does not exist), are
-// lostErrors.
+// lostErrors; a TLS handshake that fails or times out fails this
+// connection only.
 func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	host := f.base.Host
 	if f.base.Port() == "" {
@@ -287,18 +289,17 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 		}
 		host = net.JoinHostPort(f.base.Hostname(), port)
 	}
-	var conn net.Conn
-	var err error
-	if f.tlsConfig != nil {
-		conn, err = tls.Dial("tcp", host, f.tlsConfig)
-	} else {
-		conn, err = net.Dial("tcp", host)
-	}
+	conn, err := serverDialer.Dial("tcp", host)
 	if err != nil {
 		if localShortage(err) {
 			return nil, nil, err
 		}
 		return nil, nil, &lostError{err}
+	}
+	if f.tlsConfig != nil {
+		if conn, err = handshake(conn, f.tlsConfig, f.base.Hostname()); err != nil {
+			return nil, nil, err
+		}
 	}
 	path := f.path()
 	auth := ""
@@ -327,6 +328,36 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	// A 101 has no body: whatever br holds beyond it is the pod's.
 	early, _ := br.Peek(br.Buffered())
 	return conn, early, nil
+}
+
+// serverDialer and tlsHandshakeTimeout bound the raw and h2 transports'
+// connections to the server as client-go's transports (kubectl's) bound
+// theirs: 30 s to connect, 10 s for the TLS handshake. Without them a
+// server that accepts and never handshakes held each local connection
+// for good.
+var (
+	serverDialer        = &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	tlsHandshakeTimeout = 10 * time.Second
+)
+
+// handshake runs a TLS client handshake on conn, within
+// tlsHandshakeTimeout; on error conn is closed.
+func handshake(conn net.Conn, cfg *tls.Config, serverName string) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = serverName
+	}
+	tc := tls.Client(conn, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("TLS handshake timeout after %v", tlsHandshakeTimeout)
+		}
+		return nil, fmt.Errorf("tls handshake with %s: %w", conn.RemoteAddr(), err)
+	}
+	return tc, nil
 }
 
 // localShortage reports whether a dial or an accept failed for want of
