@@ -185,15 +185,15 @@ func (p *Pipe) Read(b []byte) (int, error) {
 }
 
 // WriteChunkTo waits for buffered bytes, like Read, and writes one
-// contiguous run of them straight from the ring to w, without copying
-// them out first. It returns the bytes written, the error a Read would
+// contiguous run of them, at most maxChunk, straight from the ring to w,
+// without copying them out first. It returns the bytes written, the error a Read would
 // have returned (the finishing error once the buffer is drained), and w's
 // error. Only the consumer may call it, never alongside Read.
 func (p *Pipe) WriteChunkTo(w io.Writer) (n int, rerr, werr error) {
 	for {
 		p.mu.Lock()
 		if p.n > 0 {
-			seg := p.buf[p.start:min(p.start+p.n, len(p.buf))]
+			seg := p.buf[p.start:min(p.start+p.n, len(p.buf), p.start+maxChunk)]
 			p.mu.Unlock()
 			// The producer writes only into the free region and grow keeps
 			// the unread bytes in order (moved to the front), so seg stays
@@ -230,6 +230,14 @@ func (p *Pipe) WriteChunkTo(w io.Writer) (n int, rerr, werr error) {
 
 // minSize is the ring's first size.
 const minSize = 32 << 10
+
+// maxChunk bounds what WriteChunkTo hands w at once. Its bytes count as
+// read only once w took them all, and a put waiting on a full pipe gives
+// up when nothing was read for its stall time: a pod that reads slowly
+// but steadily must be seen to take bytes well within that time, not
+// only once a whole ring's worth (8 MiB for a SPDY stream) is in its
+// socket.
+const maxChunk = 256 << 10
 
 // grow enlarges a full ring to fit want more bytes (doubling, at most max),
 // moving its contents to the front. p.mu is held.

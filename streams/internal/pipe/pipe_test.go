@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -276,5 +277,83 @@ func TestPipeOrderWhileRingsComeAndGo(t *testing.T) {
 				t.Fatalf("%d pipes: %v", pipes, err)
 			}
 		}
+	}
+}
+
+// TestWriteChunkToShowsSteadyProgressToPut: a consumer writing to a socket
+// whose peer reads steadily, but slower than the pipe's capacity per
+// stall time, frees room often enough that a put waiting on the full
+// pipe never gives up as stalled. WriteChunkTo handed the writer the
+// whole contiguous run (up to the capacity, 8 MiB for a SPDY stream) and
+// counted it read only once all of it was in the socket, so a pod reading
+// under 800 KiB/s had its SPDY stream reset for a stall, as one that
+// read nothing.
+func TestWriteChunkToShowsSteadyProgressToPut(t *testing.T) {
+	const (
+		capacity = 4 << 20
+		stall    = 500 * time.Millisecond
+		perTick  = 32 << 10 // read every 10 ms: 3.2 MiB/s, the capacity in 1.3 s
+	)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	w, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	defer r.Close()
+	// Small socket buffers: what the pod has not read stays in the pipe.
+	w.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	r.(*net.TCPConn).SetReadBuffer(64 << 10)
+
+	b := New(capacity)
+	total := 2 * capacity
+	read := make(chan int, 1)
+	go func() { // the pod: reads steadily, slower than the pipe fills
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		buf := make([]byte, perTick)
+		n := 0
+		for range tick.C {
+			k, err := io.ReadFull(r, buf)
+			n += k
+			if err != nil || n >= total {
+				read <- n
+				return
+			}
+		}
+	}()
+	go func() { // the consumer: the pump's client→pod direction
+		for {
+			if _, rerr, werr := b.WriteChunkTo(w); rerr != nil || werr != nil {
+				return
+			}
+		}
+	}()
+	chunk := bytes.Repeat([]byte("p"), 128<<10)
+	for put := 0; put < total; put += len(chunk) {
+		if err := b.Put(chunk, stall); err != nil {
+			t.Fatalf("put after %d of %d bytes: %v; the pod reads 3.2 MiB/s", put, total, err)
+		}
+	}
+	b.Finish(io.EOF)
+	if n := <-read; n != total {
+		t.Fatalf("pod read %d bytes, want %d", n, total)
 	}
 }
