@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"net/http/pprof"
+	"strings"
+	"time"
 )
 
 // MetricsHandler serves /metrics, /healthz and /readyz for the metrics
@@ -36,13 +38,17 @@ func (s *Server) MetricsHandler() http.Handler {
 // NewMetricsHTTPServer returns the http.Server for the metrics listener.
 // It authenticates nobody, so it holds no connection for as long as a
 // client likes: headers are bounded by ReadHeaderTimeout, a keep-alive
-// connection by IdleConnTimeout, and a body a request declares is never
-// waited for (none of its handlers reads one).
+// connection by IdleConnTimeout, as is an answer its client does not
+// read (but pprof's, whose profiles take as long as asked), and a body a
+// request declares is never waited for (none of its handlers reads one).
 func (s *Server) NewMetricsHTTPServer() *http.Server {
 	h := s.MetricsHandler()
 	return &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			skipBody(w, r)
+			if !strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+				http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.idleConnTimeout()))
+			}
 			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: s.readHeaderTimeout(),

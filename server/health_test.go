@@ -120,3 +120,43 @@ func TestReadHeaderTimeoutLimitInSeconds(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsListenerCutsClientsThatTakeNoAnswer: a client that sends
+// requests to the metrics listener and never reads the answers is cut
+// once an answer has waited the idle timeout for it. Its answers filled
+// the socket and the server's write waited with no deadline, holding a
+// goroutine and a file descriptor of the daemon for good, for anyone
+// reaching the DaemonSet's 0.0.0.0:10351.
+func TestMetricsListenerCutsClientsThatTakeNoAnswer(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	s := New(Config{Resolver: fuzzResolver{}, ReadHeaderTimeout: timeout, IdleConnTimeout: timeout})
+	s.MarkServing()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := s.NewMetricsHTTPServer()
+	closed := make(chan struct{})
+	hs.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			close(closed)
+		}
+	}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	// Far more answers than the sockets hold, sent and never read.
+	reqs := strings.Repeat("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 5000)
+	go io.WriteString(c, reqs)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection whose client reads no answer still open after 10s")
+	}
+}

@@ -43,7 +43,9 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// IdleConnTimeout closes a keep-alive connection of either listener,
 	// and an HTTP/2 connection with no open stream, after this long
-	// without a request; zero means DefaultIdleConnTimeout.
+	// without a request, and a metrics-listener connection whose client
+	// has not taken an answer this long; zero means
+	// DefaultIdleConnTimeout.
 	IdleConnTimeout time.Duration
 	// TLS, if set, makes the forwarding listener TLS (see Listener); HTTP/2
 	// is then negotiated with ALPN.
