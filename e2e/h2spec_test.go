@@ -292,3 +292,66 @@ func TestH2StalledStreamsDoNotStopTheConnection(t *testing.T) {
 		return v == 1, fmt.Sprintf("streams_active{h2} %v, want 1 (the other stalled stream)", v)
 	})
 }
+
+// TestH2SlowlyReadingPodIsNotReset: a pod that reads an upload slowly but
+// steadily (40 KiB/s) keeps its HTTP/2 stream, even when its unread bytes
+// alone could hold the connection's window (--session-buffer-bytes equal
+// to --stream-buffer-bytes): the stall reset is for pods that take
+// nothing. Its write was seen to progress only when a whole 256 KiB
+// chunk went into the pod's socket, which, with the kernel waking a
+// writer only once a third of the socket's send buffer is free, took
+// over 30 s at that rate, and the stream was reset as stalled after 10 s.
+func TestH2SlowlyReadingPodIsNotReset(t *testing.T) {
+	d := startDaemon(t, "--stream-buffer-bytes", "1Mi", "--session-buffer-bytes", "1Mi")
+	p := newPod(t)
+	slow := p.listen(t, "tcp4", "127.0.0.1:0")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var read atomic.Int64
+	serveEach(slow, func(c *net.TCPConn) {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		buf := make([]byte, 4<<10)
+		for {
+			select {
+			case <-release:
+				return
+			case <-tick.C:
+			}
+			n, err := io.ReadFull(c, buf)
+			read.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	client := h2Client()
+	defer client.CloseIdleConnections()
+	resp, err := client.Post(h2URL(d, p, port(slow)), "application/octet-stream", zeros{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST: %s", resp.Status)
+	}
+	ended := make(chan error, 1)
+	go func() { // the pod writes nothing: the body ends only with the stream
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+	const watch = 25 * time.Second // past StallTimeout (10 s), twice
+	start := time.Now()
+	select {
+	case err := <-ended:
+		t.Fatalf("stream ended after the pod read %d bytes in %v: %v (limit_hits_total{stream_buffer} %v)",
+			read.Load(), time.Since(start).Round(time.Second), err, d.metric(t, `portforwardd_limit_hits_total{limit="stream_buffer"}`))
+	case <-time.After(watch):
+	}
+	if v := d.metric(t, `portforwardd_limit_hits_total{limit="stream_buffer"}`); v != 0 {
+		t.Errorf("limit_hits_total{stream_buffer} %v, want 0", v)
+	}
+	if n := read.Load(); n < 10*40<<10 {
+		t.Errorf("pod read %d bytes in %v, want it to have read steadily", n, watch)
+	}
+}

@@ -8,12 +8,20 @@ import (
 	"time"
 
 	"github.com/portforwardd/portforwardd/streams"
+	"golang.org/x/sys/unix"
 )
 
 // h2StallChunk is the most one write of an HTTP/2 stream's client→pod
 // direction hands its pod's socket at once, so that a pod that reads
 // slowly but steadily is seen to take bytes.
 const h2StallChunk = 256 << 10
+
+// A write that has not returned can still be making progress: the kernel
+// wakes a writer waiting on a full socket only once a third of its send
+// buffer (up to about 1.3 MiB) is free, which a pod reading 40 KiB/s
+// takes over 30 s to free. So watch also looks at the bytes the pod's TCP
+// acknowledged (TCP_INFO), which grow as soon as it reads and opens its
+// window, and counts them as progress of the write.
 
 // h2Stalls keeps, for one HTTP/2 connection, the streams whose pod is not
 // taking what the client sent: a write to the pod under way, and since
@@ -37,6 +45,31 @@ type h2StallPod struct {
 	stalls *h2Stalls
 	limit  int    // how many stalled streams may hold the connection's whole window
 	reset  func() // the stall reset: closes the pod connection, which ends the pump
+	acked  uint64 // the pod's TCP bytes_acked when watch last looked; stalls.mu
+}
+
+// ackedBytes returns how many bytes the pod's TCP connection has had
+// acknowledged, false when that cannot be told.
+func (c *h2StallPod) ackedBytes() (uint64, bool) {
+	tc, ok := c.PodConn.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var acked uint64
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		var info *unix.TCPInfo
+		if info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); gerr == nil {
+			acked = info.Bytes_acked
+		}
+	}); err != nil || gerr != nil {
+		return 0, false
+	}
+	return acked, true
 }
 
 // NetConn lets the pump look at the pod's TCP connection.
@@ -104,7 +137,9 @@ func (s *h2Stalls) taken(c *h2StallPod) {
 
 // watch looks at the connection's waiting writes every second, for as
 // long as there are any: when limit or more of them have waited
-// h2StallTimeout, the one that has waited longest is reset.
+// h2StallTimeout, the one that has waited longest is reset. A write
+// whose pod's TCP acknowledged more bytes since the last look has made
+// progress.
 func (s *h2Stalls) watch(limit int) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -119,6 +154,11 @@ func (s *h2Stalls) watch(limit int) {
 		var since time.Time
 		stalled := 0
 		for c, at := range s.waiting {
+			if acked, ok := c.ackedBytes(); ok && acked != c.acked {
+				c.acked = acked
+				s.waiting[c] = now
+				continue
+			}
 			if now.Sub(at) < h2StallTimeout {
 				continue
 			}
