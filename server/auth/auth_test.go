@@ -336,13 +336,7 @@ func TestAuthenticatedGroupAdded(t *testing.T) {
 // base64url.bearer.authorization.k8s.io.<token, base64url>, which the
 // kubelet accepts beside the Authorization header.
 func TestWebSocketProtocolToken(t *testing.T) {
-	api := authtest.New(t, "")
-	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
-	api.Allow("alice")
-	a, err := New(Config{Webhook: newWebhook(api, ""), NodeName: "n"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, a := aliceWebhook(t)
 	ws := func(protocols ...string) *http.Request {
 		r := request(t, nil, "")
 		r.Header.Set("Connection", "Upgrade")
@@ -380,6 +374,20 @@ func TestWebSocketProtocolToken(t *testing.T) {
 	}
 }
 
+// aliceWebhook returns an API server stand-in where token "good" is user
+// alice, allowed to forward, and an Authenticator that asks it.
+func aliceWebhook(t *testing.T) (*authtest.APIServer, *Authenticator) {
+	t.Helper()
+	api := authtest.New(t, "daemon-token")
+	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
+	api.Allow("alice")
+	a, err := New(Config{Webhook: newWebhook(api, "daemon-token"), NodeName: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api, a
+}
+
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -395,13 +403,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // session: a reconnecting fleet of clients does not multiply the API
 // server's load.
 func TestConcurrentMissesShareOneReview(t *testing.T) {
-	api := authtest.New(t, "daemon-token")
-	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
-	api.Allow("alice")
-	a, err := New(Config{Webhook: newWebhook(api, "daemon-token"), NodeName: "node-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, a := aliceWebhook(t)
 	const n = 8
 	reqs := make([]*http.Request, n)
 	for i := range reqs {
@@ -439,13 +441,7 @@ func TestConcurrentMissesShareOneReview(t *testing.T) {
 // A client that leaves while its review is asked does not fail the
 // others waiting on that review: they get the API server's answer.
 func TestLeavingClientDoesNotFailSharedReview(t *testing.T) {
-	api := authtest.New(t, "daemon-token")
-	api.AddToken("good", authenticationv1.UserInfo{Username: "alice"})
-	api.Allow("alice")
-	a, err := New(Config{Webhook: newWebhook(api, "daemon-token"), NodeName: "node-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, a := aliceWebhook(t)
 	release := api.Hold(t)
 	ctx, leave := context.WithCancel(context.Background())
 	first := make(chan *Error, 1)
