@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -189,23 +191,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "no_route", msg: "404 page not found"})
 		return
 	}
-	if r.ProtoMajor == 2 && r.Method != http.MethodPost && (r.Method != http.MethodOptions || isToken) {
-		// An HTTP/2 stream forwards with POST only: no GET is an upgrade.
-		allow := "POST, OPTIONS"
-		if isToken {
-			allow = "POST"
-		}
-		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
-			msg: "HTTP/2 port-forward streams are POST requests", header: http.Header{"Allow": {allow}}})
-		return
+	// An HTTP/2 stream forwards with POST only: no GET is an upgrade.
+	allow, msg := []string{http.MethodGet, http.MethodPost}, "method not allowed: use GET or POST"
+	if r.ProtoMajor == 2 {
+		allow, msg = []string{http.MethodPost}, "HTTP/2 port-forward streams are POST requests"
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodPost && (r.Method != http.MethodOptions || isToken) {
-		allow := "GET, POST, OPTIONS"
-		if isToken {
-			allow = "GET, POST"
-		}
+	if !isToken {
+		allow = append(allow, http.MethodOptions)
+	}
+	if !slices.Contains(allow, r.Method) {
 		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
-			msg: "method not allowed: use GET or POST", header: http.Header{"Allow": {allow}}})
+			msg: msg, header: http.Header{"Allow": {strings.Join(allow, ", ")}}})
 		return
 	}
 	if !isToken && s.cfg.Auth != nil {
