@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.criTokenTTL, "cri-token-ttl", cri.TokenTTL, "how long a PortForward URL stays valid (single use either way)")
 	fs.StringVar(&o.tlsCertFile, "tls-cert-file", "", "serve --listen with TLS using this PEM certificate (chain); reloaded when the file changes")
 	fs.StringVar(&o.tlsKeyFile, "tls-private-key-file", "", "the PEM private key of --tls-cert-file; reloaded when the file changes")
-	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "require a client certificate signed by a CA in this PEM bundle (reloaded when it changes); needs --tls-cert-file")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "authenticate client certificates signed by a CA in this PEM bundle (reloaded when it changes); required without --auth-kubeconfig, with which a bearer token does instead; needs --tls-cert-file")
 	fs.Var(&o.allowedNames, "allowed-client-names", "comma-separated certificate common `names` let through (with --client-ca-file, without --auth-kubeconfig)")
 	fs.Var(&o.allowedGroups, "allowed-client-groups", "comma-separated certificate organizations (`groups`) let through (with --client-ca-file, without --auth-kubeconfig)")
 	fs.StringVar(&o.authKubeconfig, "auth-kubeconfig", "", "check bearer tokens with TokenReview and authorize every user with a SubjectAccessReview for create on nodes/proxy, through the API server of this kubeconfig (`path`, or in-cluster)")
