@@ -19,7 +19,7 @@
 //     connection ends, so no stream or goroutine outlives Run.
 //   - Run closes the Conn before it returns.
 //
-// Error-stream policy (PROTOCOL.md §3.5): a failed dial is written as the
+// Error-stream policy (PROTOCOL.md, "Forwarding"): a failed dial is written as the
 // kubelet's text "error forwarding port %d to pod %s, uid %v: %v" on the
 // error stream, then both streams are reset; clients treat that as fatal
 // for the session. A peer reset or broken pipe after the connection was set

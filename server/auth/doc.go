@@ -15,7 +15,7 @@
 //     authenticated user (certificate or token) is authorized with a
 //     SubjectAccessReview for verb "create" on the "proxy" subresource of
 //     the node — whatever the HTTP method, since a WebSocket upgrade is a
-//     GET (see PROTOCOL.md §8);
+//     GET;
 //   - without the webhook, an optional allow-list of user names and groups
 //     decides for certificate users.
 //
