@@ -6,15 +6,21 @@
 //
 // Routes on the forwarding listener (the kubelet's shapes):
 //
-//	GET|POST /portForward/{namespace}/{pod}
-//	GET|POST /portForward/{namespace}/{pod}/{uid}
+//	GET|POST|OPTIONS /portForward/{namespace}/{pod}
+//	GET|POST|OPTIONS /portForward/{namespace}/{pod}/{uid}
+//	GET|POST /portforward/{token}   (the CRI proxy's single-use URLs)
 //
-// Answers before an upgrade are plain one-line texts: 404 for an unknown
-// route or pod, 400 for a request that is not a valid upgrade, 403 when no
-// offered protocol is supported, 405 for other methods, 503 while shutting
-// down. A failed upgrade is never answered with a redirect, and error
-// bodies never echo request headers.
+// OPTIONS upgrades nothing: it answers which transports the server
+// offers (HeaderTransports). Answers before an upgrade are plain one-line
+// texts: 404 for an unknown route, pod or token, 400 for a request that
+// is not a valid upgrade, 401 and 403 from Config.Auth, 403 when no
+// offered protocol is supported, 405 for other methods, 502 when the pod
+// of a connect-tcp or HTTP/2 request cannot be dialed, 500 when the pod's
+// namespace cannot be found or the API server cannot be asked, 503 while
+// shutting down or at Limits.MaxSessions. A failed upgrade is never
+// answered with a redirect, and error bodies never echo request headers.
 //
 // Routes on the metrics listener: /metrics (Prometheus, private registry),
-// /healthz (the process is up) and /readyz (it accepts new sessions).
+// /healthz (the process is up), /readyz (it accepts new sessions), and
+// /debug/pprof/ with Config.Pprof.
 package server
