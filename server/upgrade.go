@@ -35,14 +35,16 @@ type requestError struct {
 // bad credentials, a 503 it retries: the sessions limit, a drain) anyone
 // who reaches the listener can repeat as fast as it likes, and
 // upgrade_failures_total, auth_denials_total and limit_hits_total count
-// it: debug, as the kubelet logs none of it at its default verbosity. A
-// 403 names a user with a valid credential who is not allowed (the
-// kubelet's "Forbidden"), and a 502 a pod port that refused the dial (as
-// the SPDY streams' "dial failed"): info. A 500 is the daemon's own
-// failure (a namespace it cannot open, an auth webhook that fails): warn.
+// it: debug, as the kubelet logs none of it at its default verbosity,
+// also the 403 of a SPDY upgrade that offers no supported protocol. The
+// 403 of authorization names a user with a valid credential who is not
+// allowed (the kubelet's "Forbidden"), and a 502 a pod port that refused
+// the dial (as the SPDY streams' "dial failed"): info. A 500 is the
+// daemon's own failure (a namespace it cannot open, an auth webhook that
+// fails): warn.
 func (e *requestError) level() slog.Level {
 	switch {
-	case e.status == http.StatusForbidden, e.status == http.StatusBadGateway:
+	case e.status == http.StatusForbidden && strings.HasPrefix(e.reason, "auth_"), e.status == http.StatusBadGateway:
 		return slog.LevelInfo
 	case e.status < 500, e.status == http.StatusServiceUnavailable:
 		return slog.LevelDebug
