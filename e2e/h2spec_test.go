@@ -139,8 +139,8 @@ func TestH2MethodAnswerNamesH2Methods(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Errorf("OPTIONS over HTTP/2: %d, want 204", resp.StatusCode)
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Allow") != "POST, OPTIONS" {
+		t.Errorf("OPTIONS over HTTP/2: %d, Allow %q; want 204, \"POST, OPTIONS\"", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	resp, err = client.Post("http://"+d.addr+rawPath(p, port(ln)), "application/octet-stream", strings.NewReader("hi"))
 	if err != nil {

@@ -40,7 +40,7 @@ func (s *Server) answerOptions(w http.ResponseWriter, r *http.Request, pod nsent
 		return
 	}
 	skipBody(w, r)
-	w.Header().Set("Allow", "GET, POST, OPTIONS")
+	w.Header().Set("Allow", strings.Join(allowedMethods(r, false), ", "))
 	w.Header().Set(HeaderTransports, offeredTransports)
 	w.WriteHeader(http.StatusNoContent)
 }

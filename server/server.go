@@ -182,6 +182,20 @@ func (s *Server) idleConnTimeout() time.Duration {
 	return DefaultIdleConnTimeout
 }
 
+// allowedMethods are the methods a route answers over r's protocol: an
+// HTTP/2 stream forwards with POST only (no GET is an upgrade), and the
+// CRI proxy's token routes answer no OPTIONS.
+func allowedMethods(r *http.Request, isToken bool) []string {
+	allow := []string{http.MethodGet, http.MethodPost}
+	if r.ProtoMajor == 2 {
+		allow = []string{http.MethodPost}
+	}
+	if !isToken {
+		allow = append(allow, http.MethodOptions)
+	}
+	return allow
+}
+
 // ServeHTTP answers one port-forward request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	markServed(r.Context())
@@ -191,15 +205,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "no_route", msg: "404 page not found"})
 		return
 	}
-	// An HTTP/2 stream forwards with POST only: no GET is an upgrade.
-	allow, msg := []string{http.MethodGet, http.MethodPost}, "method not allowed: use GET or POST"
-	if r.ProtoMajor == 2 {
-		allow, msg = []string{http.MethodPost}, "HTTP/2 port-forward streams are POST requests"
-	}
-	if !isToken {
-		allow = append(allow, http.MethodOptions)
-	}
-	if !slices.Contains(allow, r.Method) {
+	if allow := allowedMethods(r, isToken); !slices.Contains(allow, r.Method) {
+		msg := "method not allowed: use GET or POST"
+		if r.ProtoMajor == 2 {
+			msg = "HTTP/2 port-forward streams are POST requests"
+		}
 		s.fail(w, r, &requestError{status: http.StatusMethodNotAllowed, reason: "method",
 			msg: msg, header: http.Header{"Allow": {strings.Join(allow, ", ")}}})
 		return
