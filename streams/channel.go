@@ -449,10 +449,25 @@ var clockStart = time.Now()
 func (p *chanPort) touch() { p.lastUse.Store(int64(time.Since(clockStart))) }
 
 // stale reports whether nothing has been put in the port or read from it
-// for StallTimeout.
+// for StallTimeout, and its pump's write to the pod, if one waits, has
+// not progressed meanwhile either: a pod reading slowly leaves that write
+// waiting on its full socket for longer than StallTimeout, and its port
+// is in use all the same (see SetProgressProbe).
 func (p *chanPort) stale() bool {
-	return time.Since(clockStart)-time.Duration(p.lastUse.Load()) >= p.s.cfg.StallTimeout
+	if time.Since(clockStart)-time.Duration(p.lastUse.Load()) < p.s.cfg.StallTimeout {
+		return false
+	}
+	if p.in.Progressed() {
+		p.touch()
+		return false
+	}
+	return true
 }
+
+// SetProgressProbe registers the pump's probe of its write to the pod
+// (see pipe.SetProbe), which stale asks before it takes the port for
+// one whose pod reads nothing. nil removes it.
+func (p *chanPort) SetProgressProbe(probe func() bool) { p.in.SetProbe(probe) }
 
 // resetStale resets the port, unless it has been used since it was found
 // stale, and reports whether it did: its queued input leaves the budget, and its forward ends at once
@@ -475,7 +490,10 @@ func (p *chanPort) resetStale() bool {
 	return true
 }
 
-var _ Stream = (*chanPort)(nil)
+var (
+	_ Stream         = (*chanPort)(nil)
+	_ ProgressProbed = (*chanPort)(nil)
+)
 
 func (p *chanPort) dataChannel() byte  { return byte(2 * p.index) }
 func (p *chanPort) errorChannel() byte { return byte(2*p.index + 1) }

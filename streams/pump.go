@@ -43,7 +43,9 @@ type PumpResult struct {
 //     ends it as ResultAborted too, as the session's end does.
 //
 // Each chunk read is written in one call, so a pod that reads once gets
-// everything the client sent in one frame.
+// everything the client sent in one frame. A client stream that is
+// ProgressProbed learns, while such a write waits, whether the pod's TCP
+// is acknowledging its bytes (over TCP only).
 func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpResult {
 	p := &pump{client: client, pod: pod, obs: obs}
 	// An abort by ctx that has started is waited for below: once Pump has
@@ -55,10 +57,22 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 		cause := context.Cause(ctx)
 		p.abort(causeResult(cause), cause)
 	})
+	// A stream whose buffer's stall checks can ask whether the write to
+	// the pod progresses gets a probe of the pod's TCP for it.
+	var toPod io.Writer = pod
+	if pp, ok := client.(ProgressProbed); ok {
+		if tc := tcpConn(pod); tc != nil {
+			if a := newAckProbe(pod, tc); a != nil {
+				toPod = a
+				pp.SetProgressProbe(a.progressed)
+				defer pp.SetProgressProbe(nil)
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	var finToClient, finToPod atomic.Bool
 	wg.Add(2)
-	go p.copyHalf(&wg, ClientToPod, pod, client, pod.CloseWrite, &p.up, &finToPod)
+	go p.copyHalf(&wg, ClientToPod, toPod, client, pod.CloseWrite, &p.up, &finToPod)
 	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down, &finToClient)
 	ws := []Watched{{pod, &finToPod, func() { p.abort(ResultReset, fmt.Errorf("pod connection: %w", ErrReset)) }}}
 	if nc, ok := client.(interface{ NetConn() net.Conn }); ok {

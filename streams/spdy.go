@@ -78,6 +78,7 @@ func ServeSPDY(c net.Conn, accept AcceptFunc, opts SPDYOptions) (Conn, error) {
 }
 
 var (
-	_ Stream = (*spdy.Stream)(nil)
-	_ Conn   = (*spdy.Conn)(nil)
+	_ Stream         = (*spdy.Stream)(nil)
+	_ ProgressProbed = (*spdy.Stream)(nil)
+	_ Conn           = (*spdy.Conn)(nil)
 )

@@ -28,7 +28,9 @@ type Budget struct {
 type Holder interface {
 	// FullestStale returns the bytes held by the fullest of its buffers
 	// into which nothing has been put, and from which nothing has been
-	// read, for the holder's StallTimeout, and a function that resets
+	// read, for the holder's StallTimeout (a consumer whose write to its
+	// pod progresses, though it has not returned, reads), and a
+	// function that resets
 	// that buffer unless it has been used since: its bytes leave the
 	// budget and its forward ends, and the holder counts
 	// LimitStreamBuffer; reset reports whether it did. FullestStale

@@ -510,7 +510,8 @@ func (c *Conn) consumed(s *Stream, n int) {
 
 // readData delivers a DATA frame to its stream's pipe, waiting while the
 // stream or the connection is over budget; a consumer that reads nothing
-// for StallTimeout gets its stream reset (FLOW_CONTROL_ERROR).
+// for StallTimeout, nor progresses by its probe, gets its stream reset
+// (FLOW_CONTROL_ERROR).
 func (c *Conn) readData(h frameHeader) error {
 	if h.stream == 0 {
 		return protocolError("DATA on stream 0")
@@ -547,6 +548,9 @@ func (c *Conn) readData(h frameHeader) error {
 		put, err := s.in.PutFrom(c.br, int(chunk), c.opts.StallTimeout)
 		n -= int64(put)
 		if errors.Is(err, pipe.ErrStalled) {
+			if s.progressed() {
+				continue // the pod is taking bytes, slowly: wait again
+			}
 			c.opts.OnLimit(LimitStreamBuffer)
 			c.resetStream(s, statusFlowControlError, true)
 			_, err = io.CopyN(io.Discard, c.br, n)
@@ -563,8 +567,9 @@ func (c *Conn) readData(h frameHeader) error {
 }
 
 // waitConnBudget waits while all streams together hold ConnBuffer bytes,
-// or the shared budget is spent; when nobody reads for StallTimeout the
-// fullest stream of this connection is reset.
+// or the shared budget is spent; when nobody reads for StallTimeout, nor
+// progresses by a stream's probe, the fullest stream of this connection
+// is reset.
 func (c *Conn) waitConnBudget() error {
 	overConn := func() bool { return c.buffered.Load() >= int64(c.opts.ConnBuffer) }
 	if !overConn() && !c.opts.Global.Exhausted() {
@@ -597,6 +602,12 @@ func (c *Conn) waitConnBudget() error {
 			if conn, global = overConn(), c.opts.Global.Exhausted(); !conn && !global {
 				return nil // freed meanwhile: nobody needs resetting
 			}
+			if c.anyProgressed() {
+				// A pod is taking bytes, slowly, though its write has
+				// not returned: as a read would, that restarts the wait.
+				stall.Reset(c.opts.StallTimeout)
+				continue
+			}
 			if !c.resetFullest() {
 				if conn {
 					return &connError{status: goAwayInternalError, msg: "connection buffer accounting"}
@@ -615,29 +626,35 @@ func (c *Conn) waitConnBudget() error {
 
 // FullestStale returns the bytes held by the stream, of those holding any,
 // that holds the most while nothing has been put in or read from it for
-// StallTimeout, and a function resetting it with FLOW_CONTROL_ERROR (as
+// StallTimeout, nor its consumer progressed by its probe, and a function
+// resetting it with FLOW_CONTROL_ERROR (as
 // one overrunning its buffer is), unless it has been used meanwhile; 0
 // and nil when no stream is stale. It makes Conn a Budget Holder.
 func (c *Conn) FullestStale() (held int, reset func() bool) {
-	stale := func(s *Stream) bool {
+	idle := func(s *Stream) bool {
 		return time.Since(processStart)-time.Duration(s.lastUse.Load()) >= c.opts.StallTimeout
 	}
-	var victim *Stream
+	var idles []*Stream
 	c.mu.Lock()
 	for _, s := range c.streams {
-		if !stale(s) {
-			continue
-		}
-		if n := s.in.Buffered(); n > held {
-			victim, held = s, n
+		if idle(s) && s.in.Buffered() > 0 {
+			idles = append(idles, s)
 		}
 	}
 	c.mu.Unlock()
+	var victim *Stream
+	for _, s := range idles {
+		// A stream whose pod reads slowly, its write waiting, is not
+		// stale: its probe counts that as a use.
+		if n := s.in.Buffered(); n > held && !s.progressed() {
+			victim, held = s, n
+		}
+	}
 	if victim == nil {
 		return 0, nil
 	}
 	return held, func() bool {
-		if !stale(victim) {
+		if !idle(victim) {
 			return false // read or fed since: it frees the budget itself
 		}
 		// Another reader may have found it stale too, or its peer reset
@@ -648,6 +665,29 @@ func (c *Conn) FullestStale() (held int, reset func() bool) {
 		c.opts.OnLimit(LimitStreamBuffer)
 		return true
 	}
+}
+
+// anyProgressed asks the consumers of the streams holding bytes whether
+// they have made progress they have not read (see Stream.progressed).
+func (c *Conn) anyProgressed() bool {
+	c.mu.Lock()
+	held := make([]*Stream, 0, len(c.streams))
+	for _, s := range c.streams {
+		if s.in.Buffered() > 0 {
+			held = append(held, s)
+		}
+	}
+	c.mu.Unlock()
+	progressed := false
+	for _, s := range held {
+		// Every one is asked: an answer is for the time since the
+		// probe was last asked, and a progress counts as the stream's
+		// use.
+		if s.progressed() {
+			progressed = true
+		}
+	}
+	return progressed
 }
 
 // resetFullest resets the stream holding the most unread bytes; false if

@@ -14,7 +14,9 @@
 //     that ignores flow control (moby/spdystream, which every Kubernetes
 //     client uses, never honours WINDOW_UPDATE) and overruns the budget
 //     makes the reader wait for that consumer; if the consumer reads
-//     nothing for Options.StallTimeout the stream is reset with
+//     nothing for Options.StallTimeout, and its progress probe
+//     (Stream.SetProgressProbe: the pod's TCP acknowledging bytes of a
+//     write that has not returned) saw none, the stream is reset with
 //     FLOW_CONTROL_ERROR so the other streams go on; a reader waiting
 //     for a shared Budget with nothing of its own to reset resets the
 //     fullest stale buffer of any Holder sharing it (another

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,5 +215,85 @@ func TestStaleStreamIsReclaimedOnce(t *testing.T) {
 		if u := budget.Used(); u != 0 {
 			t.Errorf("peer reset %v: budget holds %d after the reset, want 0", peerReset, u)
 		}
+	}
+}
+
+// TestProbedProgressIsNotAStall: a stream whose consumer reads nothing,
+// its write to the pod waiting, while its probe says that write
+// progresses (a pod reading slowly, its TCP acknowledging bytes), is not
+// reset, whether the reader waits on the stream's full buffer, on the
+// connection's, or for the shared budget (FullestStale); once the probe
+// says nothing moves, it is reset as stalled. Only a read counted: a pod
+// reading slower than its socket wakes the writer (the kernel does so
+// once a third of the send buffer is free) had its stream reset as if it
+// read nothing.
+func TestProbedProgressIsNotAStall(t *testing.T) {
+	const (
+		buf   = 64 << 10
+		stall = 100 * time.Millisecond
+	)
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"stream buffer", Options{StreamBuffer: buf, ConnBuffer: 16 * buf}},
+		{"connection buffer", Options{StreamBuffer: buf, ConnBuffer: buf}},
+		{"shared budget", Options{StreamBuffer: buf, ConnBuffer: 16 * buf, Global: NewBudget(buf)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var limits limitLog
+			opts := tc.opts
+			opts.StallTimeout, opts.OnLimit = stall, limits.add
+			client, srv, accepted := pair(t, opts)
+			cs, ss := open(t, client, accepted, "slow")
+			var progressing atomic.Bool
+			var asked atomic.Int32
+			progressing.Store(true)
+			ss.SetProgressProbe(func() bool { asked.Add(1); return progressing.Load() })
+			go func() { // more than any of the budgets: the reader waits
+				chunk := make([]byte, 16<<10)
+				for range 4 * buf / len(chunk) {
+					if _, err := cs.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			waitFor(t, "the stream to fill its buffer", func() bool { return ss.in.Buffered() >= buf })
+			reclaim := func() {
+				if _, reset := srv.FullestStale(); reset != nil {
+					reset()
+				}
+			}
+			waitFor(t, "the stall checks to ask the probe", func() bool {
+				if opts.Global != nil {
+					reclaim() // another holder waiting for the shared budget
+				}
+				return asked.Load() >= 5
+			})
+			select {
+			case <-ss.Aborted():
+				t.Fatalf("the stream was reset (%v) while its probe said its pod takes bytes; limits %v", ss.AbortErr(), limits.hits)
+			default:
+			}
+			if limits.has(LimitStreamBuffer) {
+				t.Fatalf("limits %v while the pod takes bytes", limits.hits)
+			}
+
+			progressing.Store(false) // the pod stops reading
+			waitFor(t, "the stalled stream to be reset", func() bool {
+				if opts.Global != nil {
+					reclaim()
+				}
+				select {
+				case <-ss.Aborted():
+					return true
+				default:
+					return false
+				}
+			})
+			if !limits.has(LimitStreamBuffer) {
+				t.Errorf("limits %v, want %s", limits.hits, LimitStreamBuffer)
+			}
+		})
 	}
 }

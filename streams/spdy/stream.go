@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/portforwardd/portforwardd/streams/internal/pipe"
 )
@@ -103,6 +104,30 @@ func (s *Stream) Read(p []byte) (int, error) { return s.in.Read(p) }
 // it straight from the stream's buffer to w (no copy out first). It
 // returns the bytes written, the error Read would return, and w's error.
 func (s *Stream) WriteChunkTo(w io.Writer) (n int, rerr, werr error) { return s.in.WriteChunkTo(w) }
+
+// SetProgressProbe registers the consumer's probe of its write of the
+// stream's bytes (see pipe.SetProbe): probe reports whether that write,
+// though it has not returned, has made progress since probe was last
+// called. The stall checks ask it before they take the stream for one
+// whose consumer reads nothing: a pod reading slowly leaves a write to
+// its full socket waiting for longer than StallTimeout. nil removes it.
+func (s *Stream) SetProgressProbe(probe func() bool) { s.in.SetProbe(probe) }
+
+// progressed asks the consumer's probe whether it made progress though
+// it read nothing; if it did, that counts as a read for the stall
+// checks: the stream is in use, and a reader waiting for the
+// connection's buffer waits StallTimeout more.
+func (s *Stream) progressed() bool {
+	if !s.in.Progressed() {
+		return false
+	}
+	s.lastUse.Store(int64(time.Since(processStart)))
+	select {
+	case s.c.drained <- struct{}{}:
+	default:
+	}
+	return true
+}
 
 // Write sends p as DATA frames of at most Options.MaxFrame bytes and
 // returns once they are written to the connection. The writer takes the

@@ -35,6 +35,8 @@ type Pipe struct {
 	readable chan struct{} // signalled when bytes or an error arrive
 	writable chan struct{} // signalled when room appears or the pipe closes
 
+	probe func() bool // the consumer's progress out of sight of the pipe; see SetProbe
+
 	// OnRead, if set, is called (without the lock) with each count read.
 	OnRead func(n int)
 	// OnPut, if set, is called (without the lock) with each count put in,
@@ -54,6 +56,33 @@ func signal(c chan struct{}) {
 	}
 }
 
+// SetProbe registers, for the consumer, a probe of progress the pipe
+// cannot see: a write of bytes read from the pipe (or being read by
+// WriteChunkTo) that has not returned, but whose destination is taking
+// them. probe reports whether the write under way has made progress since
+// probe was last called; it is called only by Progressed, never on the
+// bulk path. nil removes it.
+func (p *Pipe) SetProbe(probe func() bool) {
+	p.mu.Lock()
+	p.probe = probe
+	p.mu.Unlock()
+}
+
+// Progressed asks the consumer's probe (SetProbe) whether the consumer
+// has made progress since the probe was last asked, though it may have
+// read nothing: false without a probe. A put that gave up with ErrStalled,
+// or a check whether the pipe is stale, asks it before counting the
+// consumer as stalled: a pod that reads slowly leaves the write to its
+// socket waiting for longer than the stall time (the kernel wakes a
+// writer on a full socket only once a third of its send buffer is free),
+// while it takes bytes all along.
+func (p *Pipe) Progressed() bool {
+	p.mu.Lock()
+	probe := p.probe
+	p.mu.Unlock()
+	return probe != nil && probe()
+}
+
 // Buffered returns how many bytes wait to be read.
 func (p *Pipe) Buffered() int {
 	p.mu.Lock()
@@ -62,7 +91,8 @@ func (p *Pipe) Buffered() int {
 }
 
 // Put copies b in. It waits while the pipe is full; with stall > 0 it gives
-// up with ErrStalled once the pipe has been full for stall without a read.
+// up with ErrStalled once the pipe has been full for stall without a read
+// (the caller may then ask Progressed whether the consumer is stalled).
 // After Close or Abort it drops b and returns nil.
 func (p *Pipe) Put(b []byte, stall time.Duration) error {
 	_, err := p.PutFrom(sliceReader{&b}, len(b), stall)
@@ -237,7 +267,8 @@ const minSize = 32 << 10
 // up when nothing was read for its stall time: a pod that reads slowly
 // but steadily must be seen to take bytes well within that time, not
 // only once a whole ring's worth (8 MiB for a SPDY stream) is in its
-// socket.
+// socket. A pod slower still, whose socket wakes the writer less often
+// than that, is seen through the consumer's probe (SetProbe).
 const maxChunk = 256 << 10
 
 // grow enlarges a full ring to fit want more bytes (doubling, at most max),
