@@ -171,6 +171,8 @@ func (p *Pipe) PutFrom(r io.Reader, n int, stall time.Duration) (int, error) {
 		kept := !p.closed
 		if kept {
 			p.n += got
+		} else {
+			p.releaseLocked() // the consumer may have seen the end meanwhile
 		}
 		p.mu.Unlock()
 		if !kept && p.OnRead != nil && got > 0 {
@@ -206,6 +208,7 @@ func (p *Pipe) Read(b []byte) (int, error) {
 		}
 		if p.err != nil {
 			err := p.err
+			p.releaseLocked()
 			p.mu.Unlock()
 			return 0, err
 		}
@@ -250,6 +253,7 @@ func (p *Pipe) WriteChunkTo(w io.Writer) (n int, rerr, werr error) {
 		}
 		if p.err != nil {
 			err := p.err
+			p.releaseLocked()
 			p.mu.Unlock()
 			return 0, err, nil
 		}
@@ -325,6 +329,19 @@ func (p *Pipe) waitReadable(grown bool) {
 // with no put copying into it, nobody does. p.mu is held.
 func (p *Pipe) shrinkLocked() {
 	if p.n > 0 || p.putting || len(p.buf) <= minSize {
+		return
+	}
+	putRing(p.buf)
+	p.buf, p.start = nil, 0
+}
+
+// releaseLocked gives the ring of a finished pipe read to its end back to
+// the pool, whatever its size: nothing is put in it any more (puts are
+// dropped once the pipe is closed), and its consumer, told of the end,
+// never waits on it again for shrinkLocked to run. A ring a put is still
+// copying into is kept. p.mu is held.
+func (p *Pipe) releaseLocked() {
+	if !p.closed || p.n > 0 || p.putting || p.buf == nil {
 		return
 	}
 	putRing(p.buf)

@@ -357,3 +357,54 @@ func TestWriteChunkToShowsSteadyProgressToPut(t *testing.T) {
 		t.Fatalf("pod read %d bytes, want %d", n, total)
 	}
 }
+
+// TestPipeGivesBackFinishedRing: once the consumer has read a finished
+// pipe to its end (the client's FIN after its upload), the ring is given
+// back, by Read and by WriteChunkTo: nothing can be put in it any more,
+// and the consumer never waits on it again, so the shrink of a waiting
+// consumer never comes. A SPDY stream whose client half-closed after an
+// upload its pod read late kept its grown ring, up to 8 MiB, for as long
+// as the pod's answer went on, outside --buffer-bytes.
+func TestPipeGivesBackFinishedRing(t *testing.T) {
+	big := bytes.Repeat([]byte("z"), 1<<20)
+	for _, consumer := range []string{"Read", "WriteChunkTo"} {
+		t.Run(consumer, func(t *testing.T) {
+			b := New(8 << 20)
+			if err := b.Put(big, 0); err != nil {
+				t.Fatal(err)
+			}
+			b.Finish(io.EOF)
+			var got bytes.Buffer
+			for {
+				var rerr error
+				if consumer == "Read" {
+					buf := make([]byte, 64<<10)
+					var n int
+					n, rerr = b.Read(buf)
+					got.Write(buf[:n])
+				} else {
+					_, rerr, _ = b.WriteChunkTo(&got)
+				}
+				if rerr == io.EOF {
+					break
+				}
+				if rerr != nil {
+					t.Fatal(rerr)
+				}
+			}
+			if !bytes.Equal(got.Bytes(), big) {
+				t.Fatalf("read %d bytes, not those put in", got.Len())
+			}
+			b.mu.Lock()
+			size := len(b.buf)
+			b.mu.Unlock()
+			if size != 0 {
+				t.Fatalf("ring of %d bytes kept by a finished pipe read to its end", size)
+			}
+			// Reads go on returning the end.
+			if n, err := b.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+				t.Fatalf("read after the end: %d, %v; want 0, EOF", n, err)
+			}
+		})
+	}
+}
