@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/portforwardd/portforwardd/streams"
-	"golang.org/x/sys/unix"
 )
 
 // h2StallChunk is the most one write of an HTTP/2 stream's client→pod
@@ -50,27 +49,7 @@ type h2StallPod struct {
 
 // ackedBytes returns how many bytes the pod's TCP connection has had
 // acknowledged, false when that cannot be told.
-func (c *h2StallPod) ackedBytes() (uint64, bool) {
-	tc, ok := c.PodConn.(*net.TCPConn)
-	if !ok {
-		return 0, false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	var acked uint64
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		var info *unix.TCPInfo
-		if info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); gerr == nil {
-			acked = info.Bytes_acked
-		}
-	}); err != nil || gerr != nil {
-		return 0, false
-	}
-	return acked, true
-}
+func (c *h2StallPod) ackedBytes() (uint64, bool) { return streams.AckedBytes(c.PodConn) }
 
 // NetConn lets the pump look at the pod's TCP connection.
 func (c *h2StallPod) NetConn() net.Conn { return c.PodConn }

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // A write to the pod that has not returned can still be making progress:
@@ -108,16 +106,4 @@ func (a *ackProbe) progressed() bool {
 }
 
 // ackedBytes returns the bytes the pod's TCP has had acknowledged.
-func (a *ackProbe) ackedBytes() (uint64, bool) {
-	var acked uint64
-	var gerr error
-	if err := a.rc.Control(func(fd uintptr) {
-		var info *unix.TCPInfo
-		if info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); gerr == nil {
-			acked = info.Bytes_acked
-		}
-	}); err != nil || gerr != nil {
-		return 0, false
-	}
-	return acked, true
-}
+func (a *ackProbe) ackedBytes() (uint64, bool) { return rawAckedBytes(a.rc) }

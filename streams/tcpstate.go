@@ -3,6 +3,7 @@ package streams
 import (
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,12 +40,46 @@ func connGone(c net.Conn) bool {
 	if err != nil {
 		return true // closed
 	}
-	gone := false
-	rc.Control(func(fd uintptr) {
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		gone = err == nil && info.State == tcpClose
-	})
-	return gone
+	info, ok := tcpInfo(rc)
+	return ok && info.State == tcpClose
+}
+
+// tcpInfo returns the TCP_INFO of a TCP socket's RawConn.
+func tcpInfo(rc syscall.RawConn) (*unix.TCPInfo, bool) {
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil || gerr != nil {
+		return nil, false
+	}
+	return info, true
+}
+
+// AckedBytes returns the bytes the TCP connection under c (unwrapping TLS
+// and other wrappers with a NetConn method) has had acknowledged by its
+// peer (TCP_INFO bytes_acked): they grow as the peer reads and opens its
+// window, also while a write to it has not returned. False when that
+// cannot be told.
+func AckedBytes(c net.Conn) (uint64, bool) {
+	tc := tcpConn(c)
+	if tc == nil {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	return rawAckedBytes(rc)
+}
+
+// rawAckedBytes is AckedBytes of a TCP socket's RawConn.
+func rawAckedBytes(rc syscall.RawConn) (uint64, bool) {
+	info, ok := tcpInfo(rc)
+	if !ok {
+		return 0, false
+	}
+	return info.Bytes_acked, true
 }
 
 // goneWatchEvery is how often WatchGone looks whether a peer has reset.
