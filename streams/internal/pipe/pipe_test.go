@@ -246,26 +246,12 @@ func TestPipeOrderWhileRingsComeAndGo(t *testing.T) {
 					}
 					b.Finish(io.EOF)
 				}()
-				var got bytes.Buffer
-				buf := make([]byte, 96<<10)
-				for k := 0; ; k++ {
-					var rerr error
-					if k%2 == 0 {
-						var n int
-						n, rerr = b.Read(buf)
-						got.Write(buf[:n])
-					} else {
-						_, rerr, _ = b.WriteChunkTo(&got)
-					}
-					if rerr == io.EOF {
-						break
-					}
-					if rerr != nil {
-						done <- rerr
-						return
-					}
+				got, err := drain(b, func(k int) bool { return k%2 == 0 })
+				if err != nil {
+					done <- err
+					return
 				}
-				if !bytes.Equal(got.Bytes(), want) {
+				if !bytes.Equal(got, want) {
 					done <- errors.New("bytes differ from those put in")
 					return
 				}
@@ -374,26 +360,12 @@ func TestPipeGivesBackFinishedRing(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.Finish(io.EOF)
-			var got bytes.Buffer
-			for {
-				var rerr error
-				if consumer == "Read" {
-					buf := make([]byte, 64<<10)
-					var n int
-					n, rerr = b.Read(buf)
-					got.Write(buf[:n])
-				} else {
-					_, rerr, _ = b.WriteChunkTo(&got)
-				}
-				if rerr == io.EOF {
-					break
-				}
-				if rerr != nil {
-					t.Fatal(rerr)
-				}
+			got, err := drain(b, func(int) bool { return consumer == "Read" })
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !bytes.Equal(got.Bytes(), big) {
-				t.Fatalf("read %d bytes, not those put in", got.Len())
+			if !bytes.Equal(got, big) {
+				t.Fatalf("read %d bytes, not those put in", len(got))
 			}
 			b.mu.Lock()
 			size := len(b.buf)
@@ -406,5 +378,29 @@ func TestPipeGivesBackFinishedRing(t *testing.T) {
 				t.Fatalf("read after the end: %d, %v; want 0, EOF", n, err)
 			}
 		})
+	}
+}
+
+// drain reads b to its end as its consumer, the kth read with Read when
+// useRead(k), else with WriteChunkTo, and returns the bytes and the first
+// error other than io.EOF.
+func drain(b *Pipe, useRead func(k int) bool) ([]byte, error) {
+	var got bytes.Buffer
+	buf := make([]byte, 96<<10)
+	for k := 0; ; k++ {
+		var rerr error
+		if useRead(k) {
+			var n int
+			n, rerr = b.Read(buf)
+			got.Write(buf[:n])
+		} else {
+			_, rerr, _ = b.WriteChunkTo(&got)
+		}
+		if rerr == io.EOF {
+			return got.Bytes(), nil
+		}
+		if rerr != nil {
+			return got.Bytes(), rerr
+		}
 	}
 }
