@@ -65,6 +65,16 @@ func serveSlowReader(t *testing.T, ln net.Listener, want int64) <-chan slowPodRe
 	return done
 }
 
+// startSlowPod starts a daemon with flags and a pod whose listener
+// serves one slow reader of slowUpload bytes (serveSlowReader).
+func startSlowPod(t *testing.T, flags []string) (*daemon, *pod, net.Listener, <-chan slowPodResult) {
+	t.Helper()
+	d := startDaemon(t, flags...)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	return d, p, ln, serveSlowReader(t, ln, slowUpload)
+}
+
 // expectSlowPodServed checks that the slow pod got every byte, in order,
 // and that no stream was reset for a stall.
 func expectSlowPodServed(t *testing.T, d *daemon, protocol string, got slowPodResult, want [32]byte) {
@@ -104,10 +114,7 @@ func TestSPDYSlowlyReadingPodIsNotReset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			d := startDaemon(t, tc.flags...)
-			p := newPod(t)
-			ln := p.listen(t, "tcp4", "127.0.0.1:0")
-			podDone := serveSlowReader(t, ln, slowUpload)
+			d, p, ln, podDone := startSlowPod(t, tc.flags)
 
 			conn := dialSPDY(t, d, p.route())
 			errs, err := conn.CreateStream(streamHeaders("error", strconv.Itoa(port(ln)), "1"))
@@ -154,10 +161,7 @@ func TestWebSocketV4SlowlyReadingPodIsNotReset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			d := startDaemon(t, tc.flags...)
-			p := newPod(t)
-			ln := p.listen(t, "tcp4", "127.0.0.1:0")
-			podDone := serveSlowReader(t, ln, slowUpload)
+			d, p, ln, podDone := startSlowPod(t, tc.flags)
 
 			c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, "v4.channel.k8s.io")
 			if err != nil {
