@@ -169,12 +169,19 @@ func TestKubernetesPodRemoved(t *testing.T) {
 
 func echoOnce(t *testing.T, c *net.TCPConn, msg string) {
 	t.Helper()
-	if _, err := c.Write([]byte(msg)); err != nil {
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	echoThrough(t, c, c, msg)
+}
+
+// echoThrough sends msg through a forward to an echo pod, writing w, and
+// reads it back from r.
+func echoThrough(t *testing.T, w io.Writer, r io.Reader, msg string) {
+	t.Helper()
+	if _, err := w.Write([]byte(msg)); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, len(msg))
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+	if _, err := io.ReadFull(r, buf); err != nil || string(buf) != msg {
 		t.Fatalf("echo: got %q, %v; want %q", buf, err, msg)
 	}
 }

@@ -53,7 +53,7 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 		})()
 		defer context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })()
 		obs.ForwardStarted()
-		res := streams.Pump(pctx, st, s.h2StallWatch(r, pc, log), obs)
+		res := streams.Pump(pctx, st, s.h2StallWatch(r, pc, log), obs, s.cfg.StreamIdleTimeout)
 		log.Debug("forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 		obs.ForwardEnded(res.Result)
 		if res.Result != streams.ResultOK && !st.responseDone.Load() {

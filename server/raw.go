@@ -85,9 +85,9 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		defer raw.Close()
 		var res streams.PumpResult
 		if tcp, ok := raw.(*net.TCPConn); ok {
-			res = streams.Splice(ctx, tcp, podConn, obs)
+			res = streams.Splice(ctx, tcp, podConn, obs, s.cfg.StreamIdleTimeout)
 		} else {
-			res = streams.Pump(ctx, connStream{raw}, podConn, obs)
+			res = streams.Pump(ctx, connStream{raw}, podConn, obs, s.cfg.StreamIdleTimeout)
 		}
 		log.Debug("forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 		obs.ForwardEnded(res.Result)

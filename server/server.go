@@ -34,7 +34,9 @@ type Config struct {
 	// Dialer dials inside a namespace; nil means nsenter.Dialer{}.
 	Dialer Dialer
 	// StreamIdleTimeout closes a session with no frame in either direction
-	// for this long; zero disables it. The daemon's default is 4h.
+	// for this long, and resets a raw forward or an HTTP/2 stream that moved
+	// no byte either way for this long (streams.Watch); zero disables it.
+	// The daemon's default is 4h.
 	StreamIdleTimeout time.Duration
 	// StreamCreationTimeout is how long the first stream of a pair waits
 	// for the second; zero means streams.DefaultCreationTimeout.

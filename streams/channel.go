@@ -521,7 +521,7 @@ func (p *chanPort) forward(wg *sync.WaitGroup) {
 		p.abort(ErrReset)
 		return
 	}
-	res := Pump(p.ctx, p, pod, p.s.obs)
+	res := Pump(p.ctx, p, pod, p.s.obs, 0)
 	p.abort(ErrReset) // whatever the pod will never read leaves the budget
 	p.s.log.Debug("forward done", "port", p.port, "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 	p.s.obs.ForwardEnded(res.Result)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // PodConn is the pod side of a forwarded connection. *net.TCPConn and
@@ -42,11 +43,16 @@ type PumpResult struct {
 //     stream error wrapping ErrConnClosed (the connection under it ended)
 //     ends it as ResultAborted too, as the session's end does.
 //
+// A positive idle ends it as ResultAborted, its cause wrapping ErrIdle,
+// once its TCP sockets (the pod's, and the client's if the stream has a
+// NetConn method) have moved no byte for idle (see Watch): for a
+// transport whose session has no idle timeout of its own.
+//
 // Each chunk read is written in one call, so a pod that reads once gets
 // everything the client sent in one frame. A client stream that is
 // ProgressProbed learns, while such a write waits, whether the pod's TCP
 // is acknowledging its bytes (over TCP only).
-func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpResult {
+func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer, idle time.Duration) PumpResult {
 	p := &pump{client: client, pod: pod, obs: obs}
 	// An abort by ctx that has started is waited for below: once Pump has
 	// returned, its caller may finish the stream (an HTTP/2 handler
@@ -78,7 +84,7 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer) PumpRes
 	if nc, ok := client.(interface{ NetConn() net.Conn }); ok {
 		ws = append(ws, Watched{nc.NetConn(), &finToClient, func() { p.abort(ResultReset, fmt.Errorf("client connection: %w", ErrReset)) }})
 	}
-	stopWatch := WatchGone(ws...)
+	stopWatch := Watch(idle, func() { p.abort(ResultAborted, idleError(idle)) }, ws...)
 	wg.Wait()
 	stopWatch()
 	if !stop() {

@@ -71,10 +71,18 @@ type pumpRig struct {
 }
 
 func newPumpRig(t testing.TB, ctx context.Context) *pumpRig {
+	return newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+		return Pump(ctx, tcpStream{serverSide}, podSide, NopObserver{}, 0)
+	})
+}
+
+// newForwardRig is a pumpRig whose forward is run by forward, given the
+// server's ends of the client's and the pod's connections.
+func newForwardRig(t testing.TB, forward func(serverSide, podSide *net.TCPConn) PumpResult) *pumpRig {
 	client, serverSide := tcpPair(t)
 	podSide, pod := tcpPair(t)
 	r := &pumpRig{client: client, pod: pod, done: make(chan PumpResult, 1)}
-	go func() { r.done <- Pump(ctx, tcpStream{serverSide}, podSide, NopObserver{}) }()
+	go func() { r.done <- forward(serverSide, podSide) }()
 	return r
 }
 

@@ -213,7 +213,7 @@ func (s *Session) forward(p *pair) {
 		p.data.Reset()
 		return
 	}
-	res := Pump(ctx, p.data, pod, s.obs)
+	res := Pump(ctx, p.data, pod, s.obs, 0)
 	stop()
 	s.log.Debug("forward done", "session", s.id, "request", p.requestID, "port", p.port,
 		"result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)

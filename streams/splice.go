@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Splice copies bytes both ways between two TCP connections with the
@@ -20,8 +21,9 @@ import (
 // ended, or waits on the other peer) is looked at by WatchGone: one
 // reset or timed out aborts the forward, so a peer gone after its FIN, or
 // while the other does not read, does not hold both sockets for as long
-// as the other stays silent.
-func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpResult {
+// as the other stays silent. A positive idle ends the forward as Pump's
+// does, when neither socket has moved a byte for that long.
+func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer, idle time.Duration) PumpResult {
 	var (
 		mu     sync.Mutex
 		result string
@@ -34,7 +36,7 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 			return
 		}
 		result, first = ResultReset, err
-		if errors.Is(err, context.Canceled) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, ErrIdle) {
 			result = ResultAborted
 		}
 		// SO_LINGER 0: the peers see a reset, as the failure was.
@@ -68,7 +70,7 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer) PumpRes
 	wg.Add(2)
 	go half(pod, client, &up, ClientToPod, &finToPod)
 	go half(client, pod, &down, PodToClient, &finToClient)
-	stopWatch := WatchGone(
+	stopWatch := Watch(idle, func() { abort(idleError(idle)) },
 		Watched{client, &finToClient, func() { abort(fmt.Errorf("client connection: %w", ErrReset)) }},
 		Watched{pod, &finToPod, func() { abort(fmt.Errorf("pod connection: %w", ErrReset)) }})
 	wg.Wait()

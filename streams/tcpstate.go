@@ -1,6 +1,8 @@
 package streams
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -82,8 +84,18 @@ func rawAckedBytes(rc syscall.RawConn) (uint64, bool) {
 	return info.Bytes_acked, true
 }
 
-// goneWatchEvery is how often WatchGone looks whether a peer has reset.
+// goneWatchEvery is how often WatchGone looks whether a peer has reset,
+// and Watch whether a forward has moved bytes.
 const goneWatchEvery = time.Second
+
+// ErrIdle is the cause of a forward that Watch found idle: no byte moved
+// either way for the idle timeout.
+var ErrIdle = errors.New("idle timeout")
+
+// idleError is the cause of a forward found idle for idle.
+func idleError(idle time.Duration) error {
+	return fmt.Errorf("no byte either way for %v: %w", idle, ErrIdle)
+}
 
 // Watched is a connection of a forward that WatchGone looks at: Conn,
 // until FinSent says it was sent our FIN (from then on TCP_CLOSE may be
@@ -102,10 +114,22 @@ type Watched struct {
 // noticed by nothing else. stop waits for the watcher: no gone is called
 // after it returns. Without a connection over TCP nothing is watched.
 func WatchGone(ws ...Watched) (stop func()) {
-	var tcp []Watched
+	return Watch(0, nil, ws...)
+}
+
+// Watch is WatchGone that also calls idled, and stops, when idle is
+// positive and none of ws's TCP connections has received a byte or had
+// one acknowledged (TCP_INFO bytes_received and bytes_acked; keep-alive
+// probes move neither) for idle, as seen every goneWatchEvery: a forward
+// with no framing of its own (raw, one HTTP/2 stream) is idle when its
+// sockets are. A connection stays in the idle count after its FIN.
+func Watch(idle time.Duration, idled func(), ws ...Watched) (stop func()) {
+	var tcp []watchedTCP
 	for _, w := range ws {
-		if tcpConn(w.Conn) != nil {
-			tcp = append(tcp, w)
+		if tc := tcpConn(w.Conn); tc != nil {
+			if rc, err := tc.SyscallConn(); err == nil {
+				tcp = append(tcp, watchedTCP{w, rc})
+			}
 		}
 	}
 	if len(tcp) == 0 {
@@ -116,17 +140,35 @@ func WatchGone(ws ...Watched) (stop func()) {
 		defer close(exited)
 		tick := time.NewTicker(goneWatchEvery)
 		defer tick.Stop()
+		var moved uint64
+		var movedAt time.Time
 		for {
+			var now time.Time
 			select {
 			case <-done:
 				return
-			case <-tick.C:
+			case now = <-tick.C:
 			}
+			var sum uint64
 			for _, w := range tcp {
-				if !w.FinSent.Load() && connGone(w.Conn) {
+				info, ok := tcpInfo(w.rc)
+				if !ok {
+					// Closed under us: the forward is ending.
+					continue
+				}
+				if !w.FinSent.Load() && info.State == tcpClose {
 					w.Gone()
 					return
 				}
+				sum += info.Bytes_acked + info.Bytes_received
+			}
+			switch {
+			case idle <= 0:
+			case movedAt.IsZero() || sum != moved:
+				moved, movedAt = sum, now
+			case now.Sub(movedAt) >= idle:
+				idled()
+				return
 			}
 		}
 	}()
@@ -134,4 +176,10 @@ func WatchGone(ws ...Watched) (stop func()) {
 		close(done)
 		<-exited
 	}
+}
+
+// watchedTCP is a Watched over TCP, with its socket.
+type watchedTCP struct {
+	Watched
+	rc syscall.RawConn
 }

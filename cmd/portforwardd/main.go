@@ -67,7 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:10350", "address of the port-forward listener (`host:port`)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:10351", "address for /metrics, /healthz and /readyz; empty disables it")
 	fs.StringVar(&o.netnsDir, "netns-dir", nsenter.DefaultNetnsDir, "directory of network namespace files; pod NS/NAME is <dir>/NS_NAME")
-	fs.DurationVar(&o.idleTimeout, "stream-idle-timeout", 4*time.Hour, "close a SPDY, tunnel or v4 WebSocket connection with no traffic (pings count) for this long; 0 disables (raw and HTTP/2 connections are watched by TCP keep-alives)")
+	fs.DurationVar(&o.idleTimeout, "stream-idle-timeout", 4*time.Hour, "close a SPDY, tunnel or v4 WebSocket connection with no traffic (pings count), and reset a raw forward or HTTP/2 stream that moved no byte, for this long; 0 disables")
 	fs.DurationVar(&o.creationTimeout, "stream-creation-timeout", 30*time.Second, "how long the first stream of a pair waits for the second")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", nsenter.DefaultDialTimeout, "bound on each connect attempt inside a pod (127.0.0.1, then [::1])")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long forwarded connections may take to finish")
