@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -13,10 +15,11 @@ import (
 // SPDY and WebSocket sessions with no frame, also ends a raw forward and an
 // HTTP/2 stream that move no byte for that long: an echo, then silence,
 // and the client sees a reset (RST on raw, RST_STREAM on HTTP/2), counted
-// as aborted. Without it they were held until a peer spoke or vanished.
+// as aborted, and logged at info (the reason is told by nothing else).
+// Without it they were held until a peer spoke or vanished.
 func TestIdleTimeoutEndsRawAndH2Forwards(t *testing.T) {
 	const idle = 2 * time.Second
-	d := startDaemon(t, "--stream-idle-timeout", idle.String())
+	d := startDaemon(t, "--stream-idle-timeout", idle.String(), "--log-level", "info")
 	p := newPod(t)
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(ln)
@@ -63,5 +66,16 @@ func TestIdleTimeoutEndsRawAndH2Forwards(t *testing.T) {
 			n := d.metric(t, fmt.Sprintf(`portforwardd_streams_total{protocol=%q,result="aborted"}`, proto))
 			return n == 1, fmt.Sprintf("streams_total{protocol=%q,result=aborted}: %v, want 1", proto, n)
 		})
+	}
+	logged := map[string]bool{}
+	for _, l := range d.logLines() {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["level"] == "INFO" && rec["msg"] == "forward done" &&
+			strings.Contains(fmt.Sprint(rec["err"]), "idle timeout") {
+			logged[fmt.Sprint(rec["protocol"])] = true
+		}
+	}
+	if !logged["raw"] || !logged["h2"] {
+		t.Fatalf("info lines \"forward done\" with the idle timeout for raw and h2: %v; the log:\n%s", logged, strings.Join(d.logLines(), "\n"))
 	}
 }

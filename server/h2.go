@@ -54,7 +54,7 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 		defer context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })()
 		obs.ForwardStarted()
 		res := streams.Pump(pctx, st, s.h2StallWatch(r, pc, log), obs, s.cfg.StreamIdleTimeout)
-		log.Debug("forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
+		logForwardDone(log, res)
 		obs.ForwardEnded(res.Result)
 		if res.Result != streams.ResultOK && !st.responseDone.Load() {
 			// RST_STREAM to the client: the pod reset, or the stream was

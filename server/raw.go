@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -89,9 +91,20 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		} else {
 			res = streams.Pump(ctx, connStream{raw}, podConn, obs, s.cfg.StreamIdleTimeout)
 		}
-		log.Debug("forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
+		logForwardDone(log, res)
 		obs.ForwardEnded(res.Result)
 	})
+}
+
+// logForwardDone logs the end of a forward that is a whole session (raw,
+// HTTP/2): at debug, but at info when the idle timeout cut it, which is
+// otherwise told by nothing but the session's end.
+func logForwardDone(log *slog.Logger, res streams.PumpResult) {
+	level := slog.LevelDebug
+	if errors.Is(res.Err, streams.ErrIdle) {
+		level = slog.LevelInfo
+	}
+	log.Log(context.Background(), level, "forward done", "result", res.Result, "up", res.Up, "down", res.Down, "err", res.Err)
 }
 
 // connStream is a Stream over a plain connection (a TLS one, where splice
