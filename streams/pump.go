@@ -77,14 +77,16 @@ func Pump(ctx context.Context, client Stream, pod PodConn, obs Observer, idle ti
 	}
 	var wg sync.WaitGroup
 	var finToClient, finToPod atomic.Bool
-	wg.Add(2)
-	go p.copyHalf(&wg, ClientToPod, toPod, client, pod.CloseWrite, &p.up, &finToPod)
-	go p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down, &finToClient)
 	ws := []Watched{{pod, &finToPod, func() { p.abort(ResultReset, fmt.Errorf("pod connection: %w", ErrReset)) }}}
 	if nc, ok := client.(interface{ NetConn() net.Conn }); ok {
 		ws = append(ws, Watched{nc.NetConn(), &finToClient, func() { p.abort(ResultReset, fmt.Errorf("client connection: %w", ErrReset)) }})
 	}
 	stopWatch := Watch(idle, func() { p.abort(ResultAborted, idleError(idle)) }, ws...)
+	// pod→client runs on the caller's goroutine: one goroutine started,
+	// and one handoff, fewer per forward.
+	wg.Add(2)
+	go p.copyHalf(&wg, ClientToPod, toPod, client, pod.CloseWrite, &p.up, &finToPod)
+	p.copyHalf(&wg, PodToClient, client, pod, client.CloseWrite, &p.down, &finToClient)
 	wg.Wait()
 	stopWatch()
 	if !stop() {

@@ -179,9 +179,12 @@ func (s *Session) forward(p *pair) {
 
 	// Clients half-close the error stream at once and never write to it;
 	// reading it to the end keeps a misbehaving one from stalling the
-	// connection's frame reader.
-	s.wg.Add(1)
-	go s.discard(p.errs)
+	// connection's frame reader. One that has already ended (client-go
+	// half-closes it before it opens the data stream) needs no reader.
+	if d, ok := p.errs.(drainer); !ok || !d.Drained() {
+		s.wg.Add(1)
+		go s.discard(p.errs)
+	}
 
 	// The dial and the pump give up as soon as the data stream is reset
 	// or its connection ends: a pump waiting on a pod that neither reads
@@ -229,9 +232,15 @@ func (s *Session) forward(p *pair) {
 // abortNotifier is a Stream that tells when it has been reset or its
 // connection has ended, and why (spdy.Stream).
 type abortNotifier interface {
-	Aborted() <-chan struct{}
+	// AfterAbort calls f, in its own goroutine, once the stream is
+	// aborted; stop unregisters f.
+	AfterAbort(f func()) (stop func() bool)
 	AbortErr() error
 }
+
+// drainer is a Stream that tells whether everything its peer sent has
+// been read and no more will come (spdy.Stream).
+type drainer interface{ Drained() bool }
 
 // watch returns the context of the forward whose data stream is data: it
 // ends with the session, and as soon as data is aborted, with data's
@@ -239,27 +248,19 @@ type abortNotifier interface {
 // connection ended), so that a client resetting its stream holds no dial
 // and no pump, and with them no goroutine, socket or namespace fd, for a
 // stream it has let go of. stop ends the watch; call it before the
-// forward resets data itself.
+// forward resets data itself. The watch is a callback of the stream, not
+// a goroutine waiting on it.
 func (s *Session) watch(data Stream) (ctx context.Context, stop func()) {
 	n, ok := data.(abortNotifier)
 	if !ok {
 		return s.ctx, func() {}
 	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
-	stopped := make(chan struct{})
-	s.wg.Add(1) // within the forward's count
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-n.Aborted():
-			cancel(fmt.Errorf("data stream: %w", n.AbortErr()))
-		case <-stopped:
-		}
-	}()
+	stopHook := n.AfterAbort(func() { cancel(fmt.Errorf("data stream: %w", n.AbortErr())) })
 	var once sync.Once
 	return ctx, func() {
 		once.Do(func() {
-			close(stopped)
+			stopHook()
 			cancel(nil)
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -111,8 +112,9 @@ type Watched struct {
 // called or one of them is gone, whose gone it then calls. A forward reads
 // or writes a connection only while its peer or the other peer acts: a
 // peer that resets after its FIN, or while the other does not read, is
-// noticed by nothing else. stop waits for the watcher: no gone is called
-// after it returns. Without a connection over TCP nothing is watched.
+// noticed by nothing else. stop waits for a look under way: no gone is
+// called after it returns. Without a connection over TCP nothing is
+// watched.
 func WatchGone(ws ...Watched) (stop func()) {
 	return Watch(0, nil, ws...)
 }
@@ -122,64 +124,82 @@ func WatchGone(ws ...Watched) (stop func()) {
 // one acknowledged (TCP_INFO bytes_received and bytes_acked; keep-alive
 // probes move neither) for idle, as seen every goneWatchEvery: a forward
 // with no framing of its own (raw, one HTTP/2 stream) is idle when its
-// sockets are. A connection stays in the idle count after its FIN.
+// sockets are. A connection stays in the idle count after its FIN. The
+// looks run on a timer, so a forward costs no goroutine of its own for
+// this, nor a handoff to one at its end.
 func Watch(idle time.Duration, idled func(), ws ...Watched) (stop func()) {
-	var tcp []watchedTCP
+	g := &watch{idle: idle, idled: idled}
 	for _, w := range ws {
 		if tc := tcpConn(w.Conn); tc != nil {
 			if rc, err := tc.SyscallConn(); err == nil {
-				tcp = append(tcp, watchedTCP{w, rc})
+				g.ws = append(g.ws, watchedTCP{w, rc})
 			}
 		}
 	}
-	if len(tcp) == 0 {
+	if len(g.ws) == 0 {
 		return func() {}
 	}
-	done, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		tick := time.NewTicker(goneWatchEvery)
-		defer tick.Stop()
-		var moved uint64
-		var movedAt time.Time
-		for {
-			var now time.Time
-			select {
-			case <-done:
-				return
-			case now = <-tick.C:
-			}
-			var sum uint64
-			for _, w := range tcp {
-				info, ok := tcpInfo(w.rc)
-				if !ok {
-					// Closed under us: the forward is ending.
-					continue
-				}
-				if !w.FinSent.Load() && info.State == tcpClose {
-					w.Gone()
-					return
-				}
-				sum += info.Bytes_acked + info.Bytes_received
-			}
-			switch {
-			case idle <= 0:
-			case movedAt.IsZero() || sum != moved:
-				moved, movedAt = sum, now
-			case now.Sub(movedAt) >= idle:
-				idled()
-				return
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-exited
-	}
+	g.mu.Lock()
+	g.timer = time.AfterFunc(goneWatchEvery, g.look)
+	g.mu.Unlock()
+	return g.stop
 }
 
 // watchedTCP is a Watched over TCP, with its socket.
 type watchedTCP struct {
 	Watched
 	rc syscall.RawConn
+}
+
+// watch is the state of one Watch.
+type watch struct {
+	ws    []watchedTCP
+	idle  time.Duration
+	idled func()
+
+	mu      sync.Mutex // held while looking, so stop waits for a look
+	timer   *time.Timer
+	stopped bool      // by stop, or after a gone or idled
+	moved   uint64    // the sockets' bytes at movedAt
+	movedAt time.Time // when moved last changed; zero before the first look
+}
+
+func (g *watch) look() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return
+	}
+	var moved uint64
+	for _, w := range g.ws {
+		info, ok := tcpInfo(w.rc)
+		if !ok {
+			continue // closed under us: the forward is ending
+		}
+		if !w.FinSent.Load() && info.State == tcpClose {
+			g.stopped = true
+			w.Gone()
+			return
+		}
+		moved += info.Bytes_acked + info.Bytes_received
+	}
+	if g.idle > 0 {
+		now := time.Now()
+		switch {
+		case g.movedAt.IsZero() || moved != g.moved:
+			g.moved, g.movedAt = moved, now
+		case now.Sub(g.movedAt) >= g.idle:
+			g.stopped = true
+			g.idled()
+			return
+		}
+	}
+	g.timer.Reset(goneWatchEvery)
+}
+
+func (g *watch) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	g.timer.Stop()
 }

@@ -32,6 +32,9 @@ type Stream struct {
 	aborted   chan struct{} // closed once the stream is reset, either side, or its connection ends
 	abortErr  error         // why; set before aborted is closed
 	abortOnce sync.Once
+	hooksMu   sync.Mutex
+	hooks     []*func() // AfterAbort's, until the stream is aborted
+	hooksRun  bool      // the stream was aborted: hooks ran
 	// lastUse is when bytes were last put in or read (time since
 	// processStart), for FullestStale.
 	lastUse atomic.Int64
@@ -68,9 +71,49 @@ func (s *Stream) abortFirst(err error) (n int, first bool) {
 		s.abortErr = err
 		close(s.aborted)
 		first = true
+		s.hooksMu.Lock()
+		hooks := s.hooks
+		s.hooks, s.hooksRun = nil, true
+		s.hooksMu.Unlock()
+		for _, f := range hooks {
+			go (*f)()
+		}
 	})
 	return n, first
 }
+
+// AfterAbort arranges for f to be called in its own goroutine once the
+// stream is aborted (see Aborted), at once if it already is: what a
+// goroutine waiting on Aborted would do, with no goroutine while the
+// stream lives. stop unregisters f, and reports whether that kept f from
+// being called.
+func (s *Stream) AfterAbort(f func()) (stop func() bool) {
+	s.hooksMu.Lock()
+	if s.hooksRun {
+		s.hooksMu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	h := &f
+	s.hooks = append(s.hooks, h)
+	s.hooksMu.Unlock()
+	return func() bool {
+		s.hooksMu.Lock()
+		defer s.hooksMu.Unlock()
+		for i, g := range s.hooks {
+			if g == h {
+				s.hooks = append(s.hooks[:i], s.hooks[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Drained reports whether everything the peer sent has been read and no
+// more will come (its FIN, or a reset, was received): a Read would return
+// at once with io.EOF or the reset's error.
+func (s *Stream) Drained() bool { return s.in.Drained() }
 
 // Aborted is closed once the stream has been reset, by the peer or
 // locally, or its connection has ended: nothing more will be read from it

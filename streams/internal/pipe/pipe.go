@@ -90,6 +90,15 @@ func (p *Pipe) Buffered() int {
 	return p.n
 }
 
+// Drained reports whether the pipe is finished or aborted and holds
+// nothing: a Read would return the finishing error at once, and nothing
+// more will come in.
+func (p *Pipe) Drained() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n == 0 && p.err != nil
+}
+
 // Put copies b in. It waits while the pipe is full; with stall > 0 it gives
 // up with ErrStalled once the pipe has been full for stall without a read
 // (the caller may then ask Progressed whether the consumer is stalled).
