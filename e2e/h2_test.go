@@ -238,9 +238,15 @@ func TestH2KubernetesScenarios(t *testing.T) {
 // request body the test writes as it goes; both are closed at the end.
 func openH2Stream(t *testing.T, d *daemon, p *pod, port int) (*http.Response, *io.PipeWriter) {
 	t.Helper()
+	return openH2StreamOn(t, h2Client(), d, p, port)
+}
+
+// openH2StreamOn is openH2Stream on client's connection.
+func openH2StreamOn(t *testing.T, client *http.Client, d *daemon, p *pod, port int) (*http.Response, *io.PipeWriter) {
+	t.Helper()
 	pr, pw := io.Pipe()
 	t.Cleanup(func() { pw.Close() })
-	resp, err := h2Client().Post(h2URL(d, p, port), "application/octet-stream", pr)
+	resp, err := client.Post(h2URL(d, p, port), "application/octet-stream", pr)
 	if err != nil {
 		t.Fatal(err)
 	}

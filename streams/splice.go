@@ -67,12 +67,14 @@ func Splice(ctx context.Context, client, pod *net.TCPConn, obs Observer, idle ti
 			abort(err)
 		}
 	}
-	wg.Add(2)
-	go half(pod, client, &up, ClientToPod, &finToPod)
-	go half(client, pod, &down, PodToClient, &finToClient)
 	stopWatch := Watch(idle, func() { abort(idleError(idle)) },
 		Watched{client, &finToClient, func() { abort(fmt.Errorf("client connection: %w", ErrReset)) }},
 		Watched{pod, &finToPod, func() { abort(fmt.Errorf("pod connection: %w", ErrReset)) }})
+	// pod→client runs on the caller's goroutine: one goroutine fewer per
+	// forward.
+	wg.Add(2)
+	go half(pod, client, &up, ClientToPod, &finToPod)
+	half(client, pod, &down, PodToClient, &finToClient)
 	wg.Wait()
 	stopWatch()
 
