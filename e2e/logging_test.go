@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -322,4 +324,88 @@ func TestSIGHUPDoesNotStopTheDaemon(t *testing.T) {
 		t.Errorf("/readyz after SIGHUP: %s, want 200", resp.Status)
 	}
 	d.stop(t, 10*time.Second, "after SIGHUP")
+}
+
+// TestLogReaderGoneDoesNotStopTheDaemon: when whatever reads the daemon's
+// log goes away (journald restarted, the container runtime's log pipe
+// closed, a `| tee` that died), a log line is a write to a broken pipe.
+// Go's default for that on stderr is to die of SIGPIPE, which cut every
+// forwarded connection without a drain; the daemon must go on serving,
+// and still drain and exit 0 on SIGTERM.
+func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
+	requireE2E(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(daemonBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "debug")
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	// Read the log until both listeners are up, then stop reading it.
+	d := &daemon{}
+	sc := bufio.NewScanner(r)
+	for (d.addr == "" || d.metricsAddr == "") && sc.Scan() {
+		var rec struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil {
+			switch rec.Msg {
+			case "serving port-forward":
+				d.addr = rec.Addr
+			case "serving metrics":
+				d.metricsAddr = rec.Addr
+			}
+		}
+	}
+	if d.addr == "" || d.metricsAddr == "" {
+		t.Fatalf("the daemon did not report its listeners: %v", sc.Err())
+	}
+	r.Close()
+
+	// A session logs "session started" before it forwards a byte.
+	c, br := dialConnectTCP(t, d, rawPath(p, port(ln)))
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo through the daemon with its log reader gone: %q, %v", buf, err)
+	}
+	c.Close()
+	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz with the log reader gone: %v", err)
+	}
+	resp.Body.Close()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon did not exit within 30s of SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit after SIGTERM: %v, want exit code 0", cmd.ProcessState)
+	}
 }

@@ -240,6 +240,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	// A log line written after the log's reader went away (journald
+	// restarted, the container runtime's log pipe closed) meets a broken
+	// pipe, and Go's default for that on stderr is to die of SIGPIPE,
+	// cutting every forwarded connection. Ignored, the write fails and
+	// the line is lost, as containerd and dockerd do for the same reason.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := serve(o, log, sigc); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
