@@ -10,7 +10,10 @@ import (
 // Reason classifies a Resolve or Dial error into a small fixed set of
 // words, for metric labels: "refused", "timeout", "unreachable",
 // "netns_gone", "not_netns", "not_found", "invalid_pod", "canceled" or
-// "other".
+// "other". A dial that could not create a socket for want of a local
+// resource (file descriptors, memory) is "other", the daemon's failure,
+// whatever the other loopback address answered: a pod listening on
+// 127.0.0.1 only refuses [::1], and "refused" is the users' business.
 func Reason(err error) string {
 	var ne net.Error
 	switch {
@@ -24,6 +27,9 @@ func Reason(err error) string {
 		return "not_netns"
 	case errors.Is(err, ErrInvalidPod):
 		return "invalid_pod"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE),
+		errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		return "other"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
 	case errors.Is(err, context.Canceled):
