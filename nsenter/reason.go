@@ -27,8 +27,7 @@ func Reason(err error) string {
 		return "not_netns"
 	case errors.Is(err, ErrInvalidPod):
 		return "invalid_pod"
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE),
-		errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+	case Shortage(err) != 0:
 		return "other"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
@@ -41,4 +40,16 @@ func Reason(err error) string {
 	default:
 		return "other"
 	}
+}
+
+// Shortage returns the errno in err of a local resource the daemon ran
+// out of (EMFILE, ENFILE, ENOBUFS or ENOMEM: no file descriptor or memory
+// for a namespace handle or a socket), or 0 when err is no such failure.
+func Shortage(err error) syscall.Errno {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return errno
+		}
+	}
+	return 0
 }

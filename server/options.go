@@ -35,8 +35,7 @@ func (s *Server) answerOptions(w http.ResponseWriter, r *http.Request, pod nsent
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "not_found", msg: "pod does not exist"})
 		return
 	case err != nil:
-		s.fail(w, r, &requestError{status: http.StatusInternalServerError, reason: "resolve",
-			msg: "unable to find the network namespace of pod " + pod.String()})
+		s.fail(w, r, resolveError(pod, err))
 		return
 	}
 	skipBody(w, r)

@@ -292,8 +292,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusNotFound, reason: "not_found", msg: "pod does not exist"})
 		return
 	case err != nil:
-		s.fail(w, r, &requestError{status: http.StatusInternalServerError, reason: "resolve",
-			msg: fmt.Sprintf("unable to find the network namespace of pod %s", pod), err: err})
+		s.fail(w, r, resolveError(pod, err))
 		return
 	}
 	if isWS {
@@ -318,6 +317,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveSPDY(w, r, pod, target, protocol)
+}
+
+// resolveError is the answer to a pod that could not be resolved for a
+// reason other than its absence: the daemon's own failure. A daemon out of
+// file descriptors or memory says so (the pod's namespace may be fine),
+// with the errno's text only: the cause's path is the daemon's business.
+func resolveError(pod nsenter.Pod, err error) *requestError {
+	msg := fmt.Sprintf("unable to find the network namespace of pod %s", pod)
+	if errno := nsenter.Shortage(err); errno != 0 {
+		msg = fmt.Sprintf("unable to open the network namespace of pod %s: %v", pod, errno)
+	}
+	return &requestError{status: http.StatusInternalServerError, reason: "resolve", msg: msg, err: err}
 }
 
 // logPath is r's path for the log: a token route's token is left out,
