@@ -93,3 +93,46 @@ func TestOutOfFDsAtResolveSaysSo(t *testing.T) {
 		t.Fatalf("echo once descriptors are free: %q, %v", buf, err)
 	}
 }
+
+// TestOutOfFDsAtAcceptIsAWarning: a daemon at its RLIMIT_NOFILE cannot
+// accept, and its clients wait in the listen queue with no answer; the
+// operator must learn it at the default log level (once, not per retry),
+// and that it accepts again once descriptors are free. net/http logs its
+// accept retries at debug only.
+func TestOutOfFDsAtAcceptIsAWarning(t *testing.T) {
+	d := startDaemon(t)
+	restore := d.limitFDs(t, 0)
+	resp := make(chan *http.Response, 1)
+	go func() {
+		r, err := scrapeClient.Get(d.url("/nowhere"))
+		if err == nil {
+			r.Body.Close()
+		}
+		resp <- r
+	}()
+	warned := func() (n int) {
+		for _, r := range d.records() {
+			if r.Level == "WARN" && strings.Contains(r.Err, "too many open files") {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		return warned() > 0, "no warning that the listener is out of file descriptors"
+	})
+	restore()
+	if r := <-resp; r == nil || r.StatusCode != http.StatusNotFound {
+		t.Fatalf("the waiting request once descriptors are free: %v, want 404", r)
+	}
+	if n := warned(); n != 1 {
+		t.Errorf("%d warnings for one episode of accept failures, want 1", n)
+	}
+	found := false
+	for _, r := range d.records() {
+		found = found || (r.Level == "INFO" && strings.Contains(r.Msg, "accepting connections again"))
+	}
+	if !found {
+		t.Error("no line saying the listener accepts again")
+	}
+}

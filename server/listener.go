@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+
+	"github.com/portforwardd/portforwardd/nsenter"
 )
 
 // Listener wraps ln for the forwarding listener: connections cut off by
@@ -25,13 +27,24 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 
 type trackingListener struct {
 	net.Listener
-	s *Server
+	s     *Server
+	short atomic.Bool // the last Accept failed for want of a local resource
 }
 
+// Accept also says, once per episode, when the daemon cannot accept for
+// want of file descriptors or memory: net/http retries (5 ms to 1 s
+// apart) and logs each retry at debug only, while clients wait in the
+// listen queue with no answer.
 func (l *trackingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
+		if nsenter.Shortage(err) != 0 && l.short.CompareAndSwap(false, true) {
+			l.s.log.Warn("cannot accept connections: out of file descriptors or memory; clients wait until some are free", "err", err)
+		}
 		return nil, err
+	}
+	if l.short.CompareAndSwap(true, false) {
+		l.s.log.Info("accepting connections again")
 	}
 	return &trackedConn{Conn: c, s: l.s}, nil
 }
