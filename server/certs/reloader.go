@@ -128,7 +128,7 @@ func (r *Reloader) checkLocked() error {
 		return nil
 	}
 	stamps, err := r.load()
-	if err != nil {
+	if err != nil && !shortage(err) {
 		// Keep serving the old pair and wait for the next change: the
 		// stamps are those taken before the failed read, so a write that
 		// finished since (the second half of a rotation) is one.
@@ -138,6 +138,18 @@ func (r *Reloader) checkLocked() error {
 		r.OnReload(err)
 	}
 	return err
+}
+
+// shortage reports whether err is the daemon's want of a file descriptor
+// or memory to read the files with: nothing is wrong with them, and the
+// next check loads them again rather than waiting for another change.
+func shortage(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ENOBUFS} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // maybeCheck is Check at most once per checkEvery.

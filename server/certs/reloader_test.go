@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"path/filepath"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/portforwardd/portforwardd/server/certs"
 	"github.com/portforwardd/portforwardd/server/certs/certstest"
@@ -170,5 +174,57 @@ func TestReloadAfterRotationFinishedDuringFailedLoad(t *testing.T) {
 			name = got.Subject.CommonName
 		}
 		t.Fatalf("files hold b, served certificate is still %q: the finished rotation is never loaded", name)
+	}
+}
+
+// TestReloadRetriesAfterRunningOutOfFDs: a rotation whose files the
+// daemon could not read because it was out of file descriptors is loaded
+// at the next check. The files are fine: only a pair that failed to load
+// for its contents waits for the next change. Before, the new files'
+// stamps were taken as seen, the old certificate was served until the
+// next rotation, and it could expire meanwhile.
+func TestReloadRetriesAfterRunningOutOfFDs(t *testing.T) {
+	dir := t.TempDir()
+	ca := certstest.NewCA(t, "ca")
+	a, b := ca.Server(t, "a"), ca.Server(t, "b")
+	certFile, keyFile := a.WriteFiles(t, dir, "tls")
+	r, err := certs.New(certs.Files{CertFile: certFile, KeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reloads []error
+	r.OnReload = func(err error) { reloads = append(reloads, err) }
+	b.WriteFiles(t, dir, "tls")
+
+	// No descriptor is left: the lowest free number is the limit.
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lowest := 0
+	for ; ; lowest++ {
+		if _, err := unix.FcntlInt(uintptr(lowest), unix.F_GETFD, 0); err != nil {
+			break
+		}
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lowest), Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	err = r.Check()
+	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("Check out of file descriptors: got %v, want too many open files", err)
+	}
+
+	if err := r.Check(); err != nil {
+		t.Fatalf("Check with descriptors free again: %v", err)
+	}
+	if got := servedLeaf(t, r.TLSConfig(), ca.Pool()); got.Subject.CommonName != "b" {
+		t.Fatalf("served %q after the failed read, want the rotated b", got.Subject.CommonName)
+	}
+	if len(reloads) != 2 || reloads[0] == nil || reloads[1] != nil {
+		t.Errorf("reloads reported: %v, want the failure then a success", reloads)
 	}
 }
