@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -276,5 +277,51 @@ func TestConnectionBreakAbortsForwards(t *testing.T) {
 				t.Errorf("%v of %d forwards cut by their connection's break counted as reset, want aborted", reset, rounds)
 			}
 		})
+	}
+}
+
+// TestDrainTimeoutEndsRawDialInFlight: a connect-tcp upgrade whose dial
+// into the pod hangs (its SYNs dropped) when the drain's deadline comes
+// is given up then, as every forward is: the daemon exits within its
+// drain timeout, not once --dial-timeout has run out. The raw dial is
+// made apart from the request's context (the client's FIN may come with
+// its request), and nothing else ended it.
+func TestDrainTimeoutEndsRawDialInFlight(t *testing.T) {
+	const drainTimeout, dialTimeout = time.Second, 2 * time.Minute
+	d := startDaemon(t, "--drain-timeout", drainTimeout.String(), "--dial-timeout", dialTimeout.String())
+	p := newPod(t)
+	const hung = 9
+	p.blackhole(t, hung)
+	c, err := net.Dial("tcp4", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", rawPath(p, hung))
+	// The daemon's SYN to the pod is out (its socket is in the pod's
+	// namespace, in SYN-SENT).
+	eventually(t, 10*time.Second, func() (bool, string) {
+		out, err := exec.Command("ss", "-N", p.netnsName, "-Htn", "state", "syn-sent").CombinedOutput()
+		return err == nil && strings.Contains(string(out), ":"+strconv.Itoa(hung)), fmt.Sprintf("no dial in flight in the pod: %s %v", out, err)
+	})
+	start := time.Now()
+	exit := d.signal(t, syscall.SIGTERM)
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("exit code %d after SIGTERM, want 0", code)
+		}
+		if took := time.Since(start); took > drainTimeout+10*time.Second {
+			t.Fatalf("exit %v after SIGTERM, drain timeout %v", took, drainTimeout)
+		}
+	case <-time.After(drainTimeout + 10*time.Second):
+		t.Fatalf("the daemon did not exit within %v of SIGTERM (drain timeout %v) with a raw dial in flight", drainTimeout+10*time.Second, drainTimeout)
+	}
+	// The client learns nothing was forwarded: a 503, or at least the
+	// connection closed, never an answer that reads as a success.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	if len(got) > 0 && !strings.HasPrefix(string(got), "HTTP/1.1 503 ") {
+		t.Errorf("the client whose dial the drain gave up got %q, want a 503 or nothing", got)
 	}
 }

@@ -47,8 +47,13 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 	// Not the request's context: net/http cancels it when its background
 	// read sees the client's EOF, and a client may send its bytes and its
 	// FIN with the request; they are the pod's, the dial has its own
-	// timeout.
-	pc, ok := s.dialFirst(context.WithoutCancel(r.Context()), w, r, pod, target, port, obs)
+	// timeout. It ends with the server, though: the drain's deadline (or
+	// a second signal) gives up a dial as it ends every forward, where the
+	// daemon waited for the dial's timeout.
+	dialCtx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	pc, ok := s.dialFirst(dialCtx, w, r, pod, target, port, obs)
 	if !ok {
 		return
 	}
@@ -141,9 +146,19 @@ func (c connStream) ID() uint32           { return 0 }
 // kubelet's text, and counted as a dial error. A dial that ctx ended (the
 // client reset its HTTP/2 stream, or its connection closed) failed no pod:
 // it is counted as a reset, as on SPDY, and logged at debug, with nothing
-// answered to a client that is gone.
+// answered to a client that is gone. One that the server's end gave up
+// (the drain's deadline) is aborted, and answered 503.
 func (s *Server) dialFirst(ctx context.Context, w http.ResponseWriter, r *http.Request, pod nsenter.Pod, target nsenter.Target, port uint16, obs *observer) (streams.PodConn, bool) {
 	pc, err := s.dialFunc(target)(ctx, port)
+	if err != nil && s.ctx.Err() != nil {
+		// The server's end (the drain's deadline) gave the dial up: the
+		// client may still be there, and an empty answer would read as
+		// net/http's 200.
+		obs.ForwardStarted()
+		obs.ForwardEnded(streams.ResultAborted)
+		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
+		return nil, false
+	}
 	if err != nil && ctx.Err() != nil {
 		obs.ForwardStarted()
 		obs.ForwardEnded(streams.ResultReset)
