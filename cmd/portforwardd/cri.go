@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -68,8 +69,8 @@ func checkStreamURL(v string) error {
 }
 
 // listenUnix listens on a unix:// endpoint: the directory is created, a
-// stale socket from an earlier run is removed (anything else at the path is
-// an error), and the socket is readable and writable by root only, like
+// stale socket from an earlier run is removed (one that takes connections
+// is another process's, and anything else at the path is an error), and the socket is readable and writable by root only, like
 // the runtime's own.
 func listenUnix(endpoint string) (net.Listener, error) {
 	path, err := cri.SocketPath(endpoint)
@@ -82,6 +83,13 @@ func listenUnix(endpoint string) (net.Listener, error) {
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode().Type() != fs.ModeSocket {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		// A socket someone serves (another daemon, the runtime) is not
+		// stale: removing it would take the kubelet's connections from
+		// a process that still runs.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, err
