@@ -38,8 +38,9 @@ type dialResult struct {
 	err  error
 }
 
-// Dial connects to 127.0.0.1:port and, if that fails, to [::1]:port inside
-// t's network namespace. The returned connection belongs to the caller.
+// Dial connects to 127.0.0.1:port and, if that fails (but for want of a
+// file descriptor or memory, see Shortage), to [::1]:port inside t's
+// network namespace. The returned connection belongs to the caller.
 func (d Dialer) Dial(ctx context.Context, t Target, port uint16) (*net.TCPConn, error) {
 	target, err := openNetns(t.Path)
 	if err != nil {
@@ -98,6 +99,14 @@ func dialInNetns(ctx context.Context, target netns.NsHandle, path string, port u
 		if errors.Is(err, errStuck) {
 			ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err)}
 			return // still locked
+		}
+		if Shortage(err) != 0 {
+			// The daemon, not the pod, lacks a descriptor or memory:
+			// [::1] would fail the same way or, given one freed
+			// meanwhile, be refused by a pod on 127.0.0.1 only and
+			// blame the pod.
+			ch <- dialResult{err: fmt.Errorf("netns %s: %w", path, err)}
+			return
 		}
 		errs[i] = err
 	}

@@ -3,6 +3,7 @@ package nsenter
 import (
 	"context"
 	"errors"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"os"
@@ -198,4 +199,45 @@ func countDir(t *testing.T, dir string) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// TestDialOutOfFDsTriesNoIPv6: a dial whose 127.0.0.1 socket(2) fails for
+// want of a file descriptor says so, and only so: [::1] is not tried,
+// since it would fail alike or, with a descriptor freed meanwhile, be
+// refused by a pod listening on 127.0.0.1 only, and the error would then
+// blame the pod.
+func TestDialOutOfFDsTriesNoIPv6(t *testing.T) {
+	_, path := newNetns(t)
+	ln := listenIn(t, path, "tcp4", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	// One descriptor is left: the namespace file's; the socket gets none.
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lowest := 0
+	for ; ; lowest++ {
+		if _, err := unix.FcntlInt(uintptr(lowest), unix.F_GETFD, 0); err != nil {
+			break
+		}
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lowest + 1), Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
+	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("Dial out of file descriptors: got %v, want too many open files", err)
+	}
+	if strings.Contains(err.Error(), "IPv6") || strings.Contains(err.Error(), "::1") {
+		t.Fatalf("Dial out of file descriptors: %q; want no [::1] attempt", err)
+	}
+	if got := Reason(err); got != "other" {
+		t.Errorf("Reason: got %q, want other", got)
+	}
 }
