@@ -357,3 +357,59 @@ func TestH2SlowlyReadingPodIsNotReset(t *testing.T) {
 		t.Errorf("pod read %d bytes in %v, want it to have read steadily", n, watch)
 	}
 }
+
+// TestH2StalledStreamsShareTheNodeBudget: the unread bytes of HTTP/2
+// streams whose pods read nothing count against --buffer-bytes across
+// connections, as SPDY sessions' do: once stalled streams on any
+// connections may hold all of it (--buffer-bytes / --stream-buffer-bytes
+// of them), the one whose pod has read nothing for longest, beyond the
+// stall timeout, is reset. Each connection stayed within its own window,
+// so the daemon held a window of bytes per connection, as many as a
+// client opened, with nothing node-wide to bound them.
+func TestH2StalledStreamsShareTheNodeBudget(t *testing.T) {
+	d := startDaemon(t, "--stream-buffer-bytes", "1Mi", "--session-buffer-bytes", "2Mi", "--buffer-bytes", "2Mi")
+	p := newPod(t)
+	stuck := p.listen(t, "tcp4", "127.0.0.1:0")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	serveEach(stuck, func(c *net.TCPConn) { <-release }) // reads nothing
+
+	// One upload that never ends on each of two connections: neither
+	// connection has more than one stalled stream, which its window
+	// holds; the two together hold the node's budget.
+	ended := make(chan int, 2)
+	for i := range 2 {
+		client := h2Client()
+		t.Cleanup(client.CloseIdleConnections)
+		resp, err := client.Post(h2URL(d, p, port(stuck)), "application/octet-stream", zeros{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST: %s", resp.Status)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		go func() {
+			io.Copy(io.Discard, resp.Body)
+			ended <- i
+		}()
+	}
+	select {
+	case <-ended:
+	case <-time.After(40 * time.Second):
+		t.Fatalf("no stalled stream reset within 40 s: two connections' stalled streams hold --buffer-bytes (up %v bytes)",
+			d.metric(t, `portforwardd_bytes_total{direction="client_to_pod",protocol="h2"}`))
+	}
+	if v := d.metric(t, `portforwardd_limit_hits_total{limit="global_buffer"}`); v != 1 {
+		t.Errorf("limit_hits_total{global_buffer} %v, want the one stall reset counted", v)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		v := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		return v == 1, fmt.Sprintf("streams_active{h2} %v, want 1 (the other stalled stream)", v)
+	})
+	select {
+	case i := <-ended:
+		t.Fatalf("both stalled streams ended (the second: %d); one reset gives the budget back", i)
+	default:
+	}
+}

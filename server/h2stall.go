@@ -22,29 +22,42 @@ const h2StallChunk = 256 << 10
 // acknowledged (TCP_INFO), which grow as soon as it reads and opens its
 // window, and counts them as progress of the write.
 
-// h2Stalls keeps, for one HTTP/2 connection, the streams whose pod is not
-// taking what the client sent: a write to the pod under way, and since
-// when it last made progress. Go's server returns the connection's window
-// only for bytes a handler reads, so the unread bytes of such streams hold
-// the connection's window (--session-buffer-bytes) as well as their own
-// (--stream-buffer-bytes); once they may hold all of it, every stream of
-// the connection waits. Then, as the SPDY engine does when its reader
-// waits for the connection's buffer, the stream whose pod has taken
-// nothing for longest, beyond StallTimeout, is reset: its bytes are
-// dropped, and its share of the window comes back.
+// h2Stalls keeps, for one HTTP/2 connection or for the whole node, the
+// streams whose pod is not taking what the client sent: a write to the
+// pod under way, and since when it last made progress. Go's server returns
+// the connection's window only for bytes a handler reads, so the unread
+// bytes of such streams hold the connection's window
+// (--session-buffer-bytes) as well as their own (--stream-buffer-bytes);
+// once they may hold all of it, every stream of the connection waits. And
+// each such stream holds up to its window in the daemon's memory, on as
+// many connections as clients open; --buffer-bytes bounds them, as it
+// bounds SPDY's. Once the stalled streams may hold all of the connection's
+// window, or of the node's budget, then, as the SPDY engine does when its
+// reader waits for a buffer, the stream whose pod has taken nothing for
+// longest, beyond StallTimeout, is reset: its bytes are dropped, and its
+// share comes back.
 type h2Stalls struct {
+	limit int    // how many stalled streams may hold the whole window or budget
+	hit   string // the limit_hits_total label of a reset
+	why   string // the log line of a reset
+
 	mu      sync.Mutex
-	waiting map[*h2StallPod]time.Time
+	waiting map[*h2StallPod]*h2Wait
 	ticking bool
 }
 
-// h2StallPod is a stream's pod connection whose writes h2Stalls watches.
+// h2Wait is a write to a pod that h2Stalls watches.
+type h2Wait struct {
+	since time.Time // its last progress
+	acked uint64    // the pod's TCP bytes_acked when watch last looked
+}
+
+// h2StallPod is a stream's pod connection whose writes its connection's
+// and the node's h2Stalls watch.
 type h2StallPod struct {
 	streams.PodConn
-	stalls *h2Stalls
-	limit  int    // how many stalled streams may hold the connection's whole window
-	reset  func() // the stall reset: closes the pod connection, which ends the pump
-	acked  uint64 // the pod's TCP bytes_acked when watch last looked; stalls.mu
+	stalls [2]*h2Stalls
+	reset  func(*h2Stalls) // the stall reset: closes the pod connection, which ends the pump
 }
 
 // ackedBytes returns how many bytes the pod's TCP connection has had
@@ -56,9 +69,12 @@ func (c *h2StallPod) NetConn() net.Conn { return c.PodConn }
 
 func (c *h2StallPod) Write(p []byte) (int, error) {
 	n := 0
-	defer c.stalls.taken(c)
+	defer c.taken()
 	for len(p) > 0 {
-		c.stalls.waitFrom(c, time.Now())
+		now := time.Now()
+		for _, s := range c.stalls {
+			s.waitFrom(c, now)
+		}
 		k, err := c.PodConn.Write(p[:min(len(p), h2StallChunk)])
 		n += k
 		p = p[k:]
@@ -69,41 +85,74 @@ func (c *h2StallPod) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// taken records that c's write is over.
+func (c *h2StallPod) taken() {
+	for _, s := range c.stalls {
+		s.taken(c)
+	}
+}
+
+// newH2Stalls returns the h2Stalls of one connection (perConnection) or of
+// the node, for limits l.
+func newH2Stalls(l Limits, perConnection bool) *h2Stalls {
+	if perConnection {
+		return &h2Stalls{
+			limit: max(1, l.SessionBufferBytes/l.StreamBufferBytes),
+			hit:   streams.LimitStreamBuffer,
+			why:   "stream reset: its pod took nothing for the stall timeout while stalled streams held the connection's window",
+		}
+	}
+	return &h2Stalls{
+		limit: max(1, int(l.BufferBytes/int64(l.StreamBufferBytes))),
+		hit:   streams.LimitGlobalBuffer,
+		why:   "stream reset: its pod took nothing for the stall timeout while stalled streams held the node's --buffer-bytes",
+	}
+}
+
 // h2StallWatch wraps pc, the pod connection of an HTTP/2 stream of r, so
-// that its stall counts in its connection's h2Stalls; pc as it is when r
-// came through no Listener.
+// that its stall counts in its connection's h2Stalls and the node's; pc as
+// it is when r came through no Listener.
 func (s *Server) h2StallWatch(r *http.Request, pc streams.PodConn, log *slog.Logger) streams.PodConn {
 	t, ok := r.Context().Value(connKey{}).(*trackedConn)
 	if !ok {
 		return pc
 	}
-	l := s.cfg.Limits
-	c := &h2StallPod{PodConn: pc, stalls: &t.h2Stalls, limit: max(1, l.SessionBufferBytes/l.StreamBufferBytes)}
-	c.reset = func() {
-		s.limitHit(streams.LimitStreamBuffer)
-		log.Info("stream reset: its pod took nothing for the stall timeout while stalled streams held the connection's window",
-			"stall_timeout", h2StallTimeout.String())
-		pc.Close()
+	c := &h2StallPod{PodConn: pc, stalls: [2]*h2Stalls{t.h2Stalls(), s.h2Stalls}}
+	var once sync.Once // the connection's look and the node's may pick it alike
+	c.reset = func(by *h2Stalls) {
+		once.Do(func() { s.resetStalled(by, log, pc) })
 	}
 	return c
 }
 
+// resetStalled resets the stalled stream of pc, which by picked.
+func (s *Server) resetStalled(by *h2Stalls, log *slog.Logger, pc streams.PodConn) {
+	s.limitHit(by.hit)
+	log.Info(by.why, "stall_timeout", h2StallTimeout.String())
+	pc.Close()
+}
+
 // h2StallTimeout is how long a pod must have taken nothing before its
-// stream can be reset for holding the connection's window: SPDY's.
+// stream can be reset for holding the connection's window or the node's
+// budget: SPDY's.
 const h2StallTimeout = streams.DefaultStallTimeout
 
 // waitFrom records that c's write has waited since at (its last progress),
-// and starts the connection's look at its stalls if none runs.
+// and starts the look at its stalls if none runs.
 func (s *h2Stalls) waitFrom(c *h2StallPod, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.waiting == nil {
-		s.waiting = map[*h2StallPod]time.Time{}
+		s.waiting = map[*h2StallPod]*h2Wait{}
 	}
-	s.waiting[c] = at
+	if w := s.waiting[c]; w != nil {
+		w.since = at
+	} else {
+		s.waiting[c] = &h2Wait{since: at}
+	}
 	if !s.ticking {
 		s.ticking = true
-		go s.watch(c.limit)
+		go s.watch()
 	}
 }
 
@@ -114,12 +163,11 @@ func (s *h2Stalls) taken(c *h2StallPod) {
 	s.mu.Unlock()
 }
 
-// watch looks at the connection's waiting writes every second, for as
-// long as there are any: when limit or more of them have waited
-// h2StallTimeout, the one that has waited longest is reset. A write
-// whose pod's TCP acknowledged more bytes since the last look has made
-// progress.
-func (s *h2Stalls) watch(limit int) {
+// watch looks at the waiting writes every second, for as long as there
+// are any: when s.limit or more of them have waited h2StallTimeout, the
+// one that has waited longest is reset. A write whose pod's TCP
+// acknowledged more bytes since the last look has made progress.
+func (s *h2Stalls) watch() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for now := range tick.C {
@@ -132,28 +180,27 @@ func (s *h2Stalls) watch(limit int) {
 		var oldest *h2StallPod
 		var since time.Time
 		stalled := 0
-		for c, at := range s.waiting {
-			if acked, ok := c.ackedBytes(); ok && acked != c.acked {
-				c.acked = acked
-				s.waiting[c] = now
+		for c, w := range s.waiting {
+			if acked, ok := c.ackedBytes(); ok && acked != w.acked {
+				w.acked, w.since = acked, now
 				continue
 			}
-			if now.Sub(at) < h2StallTimeout {
+			if now.Sub(w.since) < h2StallTimeout {
 				continue
 			}
 			stalled++
-			if oldest == nil || at.Before(since) {
-				oldest, since = c, at
+			if oldest == nil || w.since.Before(since) {
+				oldest, since = c, w.since
 			}
 		}
-		if stalled < limit {
+		if stalled < s.limit {
 			oldest = nil
 		} else {
 			delete(s.waiting, oldest)
 		}
 		s.mu.Unlock()
 		if oldest != nil {
-			oldest.reset()
+			oldest.reset(s)
 		}
 	}
 }

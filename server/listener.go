@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/portforwardd/portforwardd/nsenter"
@@ -71,7 +72,14 @@ type trackedConn struct {
 	decided bool          // whether the connection is h2c is known
 	br      *bufio.Reader // reads of an h2c connection, after its preface
 
-	h2Stalls h2Stalls // the HTTP/2 streams whose pods take nothing
+	stallsOnce sync.Once
+	stalls     *h2Stalls // the HTTP/2 streams whose pods take nothing
+}
+
+// h2Stalls returns the connection's h2Stalls, made on first use.
+func (c *trackedConn) h2Stalls() *h2Stalls {
+	c.stallsOnce.Do(func() { c.stalls = newH2Stalls(c.s.cfg.Limits, true) })
+	return c.stalls
 }
 
 // h2cPreface starts every cleartext HTTP/2 connection with prior

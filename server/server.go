@@ -95,7 +95,9 @@ type Server struct {
 	slots  chan struct{}   // one per session served, MaxSessions deep
 	rel    releaser        // hands freed memory back after sessions end
 	budget *streams.Budget // client data held by all SPDY and v4 WebSocket sessions
-	h2     *http.HTTP2Config
+	// h2Stalls are the node's HTTP/2 streams whose pods take nothing.
+	h2Stalls *h2Stalls
+	h2       *http.HTTP2Config
 
 	ctx    context.Context // ends every session when canceled
 	cancel context.CancelFunc
@@ -123,6 +125,7 @@ func New(cfg Config) *Server {
 	l := s.cfg.Limits
 	s.slots = make(chan struct{}, l.MaxSessions)
 	s.budget = streams.NewBudget(l.BufferBytes)
+	s.h2Stalls = newH2Stalls(l, false)
 	s.m.budget.Store(s.budget)
 	h2 := *h2Config
 	h2.MaxConcurrentStreams = l.MaxStreamsPerSession
