@@ -145,14 +145,8 @@ func TestNewRejectsBadFiles(t *testing.T) {
 // not lost until the files change again. OnReload runs right after the
 // failed load, so it plays the operator's second rename there.
 func TestReloadAfterRotationFinishedDuringFailedLoad(t *testing.T) {
-	dir := t.TempDir()
-	ca := certstest.NewCA(t, "ca")
-	a, b := ca.Server(t, "a"), ca.Server(t, "b")
-	certFile, keyFile := a.WriteFiles(t, dir, "tls")
-	r, err := certs.New(certs.Files{CertFile: certFile, KeyFile: keyFile})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, b, r := servingA(t)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	first := true
 	r.OnReload = func(err error) {
 		if err != nil && first {
@@ -184,14 +178,7 @@ func TestReloadAfterRotationFinishedDuringFailedLoad(t *testing.T) {
 // stamps were taken as seen, the old certificate was served until the
 // next rotation, and it could expire meanwhile.
 func TestReloadRetriesAfterRunningOutOfFDs(t *testing.T) {
-	dir := t.TempDir()
-	ca := certstest.NewCA(t, "ca")
-	a, b := ca.Server(t, "a"), ca.Server(t, "b")
-	certFile, keyFile := a.WriteFiles(t, dir, "tls")
-	r, err := certs.New(certs.Files{CertFile: certFile, KeyFile: keyFile})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, b, r := servingA(t)
 	var reloads []error
 	r.OnReload = func(err error) { reloads = append(reloads, err) }
 	b.WriteFiles(t, dir, "tls")
@@ -210,7 +197,7 @@ func TestReloadRetriesAfterRunningOutOfFDs(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(lowest), Max: old.Max}); err != nil {
 		t.Fatal(err)
 	}
-	err = r.Check()
+	err := r.Check()
 	if rerr := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); rerr != nil {
 		t.Fatal(rerr)
 	}
@@ -227,4 +214,20 @@ func TestReloadRetriesAfterRunningOutOfFDs(t *testing.T) {
 	if len(reloads) != 2 || reloads[0] == nil || reloads[1] != nil {
 		t.Errorf("reloads reported: %v, want the failure then a success", reloads)
 	}
+}
+
+// servingA returns a Reloader serving certificate a of ca from dir's
+// tls.crt and tls.key, and b, another of ca's, to rotate to.
+func servingA(t *testing.T) (dir string, ca *certstest.CA, b *certstest.Leaf, r *certs.Reloader) {
+	t.Helper()
+	dir = t.TempDir()
+	ca = certstest.NewCA(t, "ca")
+	a := ca.Server(t, "a")
+	b = ca.Server(t, "b")
+	certFile, keyFile := a.WriteFiles(t, dir, "tls")
+	r, err := certs.New(certs.Files{CertFile: certFile, KeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, ca, b, r
 }
