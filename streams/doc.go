@@ -18,6 +18,11 @@
 //     both sides or a reset, and Run resets whatever is left when the
 //     connection ends, so no stream or goroutine outlives Run.
 //   - Run closes the Conn before it returns.
+//   - Splice is Pump for a client that is a plain TCP connection (the raw
+//     transport): the kernel moves the bytes with splice(2). Both look at
+//     their TCP sockets every second (Watch): a peer reset while nothing
+//     reads it aborts the forward, and an idle timeout, when given, ends
+//     one that moved no byte either way for that long.
 //
 // Error-stream policy (PROTOCOL.md, "Forwarding"): a failed dial is written as the
 // kubelet's text "error forwarding port %d to pod %s, uid %v: %v" on the
