@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -484,6 +486,72 @@ func TestRawTLSPeerGoneWhileOtherSilent(t *testing.T) {
 			_, err = io.Copy(io.Discard, other)
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Fatal("the other peer's connection is still open after the session ended")
+			}
+		})
+	}
+}
+
+// dialRawTLS performs the connect-tcp upgrade over TLS as alice, which
+// must succeed, and returns the TLS connection, its TCP connection and a
+// reader of the forwarded bytes.
+func dialRawTLS(t *testing.T, d *daemon, pk *pki, path string) (*tls.Conn, *net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	alice := pk.clientCA.Client(t, "alice", "ops")
+	c, err := tls.Dial("tcp4", d.addr, &tls.Config{RootCAs: pk.serverCA.Pool(), Certificates: []tls.Certificate{alice.TLS}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", path)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade over TLS: %v, %v", resp, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	return c, c.NetConn().(*net.TCPConn), br
+}
+
+// TestRawTLSAbortResetsPod: over TLS, where the bytes are pumped, not
+// spliced, a forward that ends by a client's reset or by the idle timeout
+// resets the pod's connection too, as on plain raw (PROTOCOL.md: a reset
+// on either side resets the other, SO_LINGER 0). A FIN would read to the
+// pod as the client's orderly end: an upload cut short taken for whole.
+func TestRawTLSAbortResetsPod(t *testing.T) {
+	const idle = 2 * time.Second
+	pk := newPKI(t)
+	d := startDaemon(t, append(pk.daemonArgs(), "--stream-idle-timeout", idle.String())...)
+	p := newPod(t)
+	for _, tc := range []struct {
+		name string
+		cut  func(c *net.TCPConn) // what the client does once the pod has its bytes
+	}{
+		{"client reset", func(c *net.TCPConn) { c.SetLinger(0); c.Close() }},
+		{"idle timeout", func(*net.TCPConn) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			accepted := acceptOne(t, ln)
+			c, raw, _ := dialRawTLS(t, d, pk, rawPath(p, port(ln)))
+			var pc net.Conn
+			select {
+			case pc = <-accepted:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the pod was not dialed")
+			}
+			if _, err := io.WriteString(c, "partial"); err != nil {
+				t.Fatal(err)
+			}
+			pc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			got := make([]byte, len("partial"))
+			if _, err := io.ReadFull(pc, got); err != nil {
+				t.Fatalf("pod read %q, %v; want \"partial\"", got, err)
+			}
+			tc.cut(raw)
+			rest, err := io.ReadAll(pc)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("pod after the forward was cut: read %q, %v; want a reset, not the client's end", rest, err)
 			}
 		})
 	}

@@ -138,6 +138,9 @@ func (c connStream) Reset() error {
 	return nc.Close()
 }
 
+// PodResetting: a raw forward passes a reset on as a reset, both ways.
+func (connStream) PodResetting() {}
+
 func (c connStream) Headers() http.Header { return nil }
 func (c connStream) ID() uint32           { return 0 }
 

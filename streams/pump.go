@@ -41,7 +41,9 @@ type PumpResult struct {
 //     ends it as ResultAborted, or as ResultReset when its cause wraps
 //     ErrReset (the transport learnt of the client's reset that way). A
 //     stream error wrapping ErrConnClosed (the connection under it ended)
-//     ends it as ResultAborted too, as the session's end does.
+//     ends it as ResultAborted too, as the session's end does. A client
+//     stream that is PodResetting has the pod's TCP connection reset
+//     (SO_LINGER 0) rather than closed.
 //
 // A positive idle ends it as ResultAborted, its cause wrapping ErrIdle,
 // once its TCP sockets (the pod's, and the client's if the stream has a
@@ -123,9 +125,24 @@ func (p *pump) abort(result string, err error) {
 	}
 	p.mu.Unlock()
 	if first {
+		if _, ok := p.client.(PodResetting); ok {
+			if tc := tcpConn(p.pod); tc != nil {
+				tc.SetLinger(0)
+			}
+		}
 		p.pod.Close()
 		p.client.Reset()
 	}
+}
+
+// PodResetting is a client Stream whose forward, when it aborts, resets
+// the pod's TCP connection (SO_LINGER 0) instead of closing it: the pod
+// then sees the client's reset, or the idle timeout, as a failure, not as
+// an orderly end it would take for the client's (a raw forward over TLS,
+// as Splice does for one over TCP).
+type PodResetting interface {
+	Stream
+	PodResetting()
 }
 
 func (p *pump) aborted() bool {

@@ -285,3 +285,32 @@ func BenchmarkPump(b *testing.B) {
 		r.result(b)
 	}
 }
+
+// podResettingStream is a tcpStream whose forward resets the pod when it
+// aborts, as raw over TLS.
+type podResettingStream struct{ tcpStream }
+
+func (podResettingStream) PodResetting() {}
+
+// TestPumpPodResettingAbortResetsPod: a PodResetting client's reset
+// reaches the pod as a reset, not as a FIN it would take for the client's
+// orderly end.
+func TestPumpPodResettingAbortResetsPod(t *testing.T) {
+	r := newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+		return Pump(context.Background(), podResettingStream{tcpStream{serverSide}}, podSide, NopObserver{}, 0)
+	})
+	r.client.Write([]byte("abc"))
+	got := make([]byte, 3)
+	r.pod.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(r.pod, got); err != nil {
+		t.Fatalf("pod read %q, %v", got, err)
+	}
+	r.client.SetLinger(0)
+	r.client.Close()
+	if res := r.result(t); res.Result != ResultReset {
+		t.Fatalf("pump: got %+v, want reset", res)
+	}
+	if rest, err := readAllTimeout(t, r.pod); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("pod after the client's reset: read %q, %v; want a reset", rest, err)
+	}
+}
