@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -87,9 +88,15 @@ func listenUnix(endpoint string) (net.Listener, error) {
 		// A socket someone serves (another daemon, the runtime) is not
 		// stale: removing it would take the kubelet's connections from
 		// a process that still runs.
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		// Only a refused connection says nobody listens: one whose
+		// backlog is full (EAGAIN) or that does not answer is alive.
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
 			c.Close()
 			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s: cannot tell whether another process serves it: %w", path, err)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, err

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -65,5 +67,47 @@ func TestStaleCRISocketIsReplaced(t *testing.T) {
 	if ln, err := listenUnix("unix://" + file); err == nil {
 		ln.Close()
 		t.Fatal("listened over a regular file")
+	}
+}
+
+// TestCRISocketWithAFullBacklogIsKept: a socket whose server is alive but
+// has not accepted its queued connections (a busy or stopped runtime)
+// refuses none: a new connection fails with EAGAIN. That is no sign of a
+// stale socket: the start-up fails, and the socket stays.
+func TestCRISocketWithAFullBacklogIsKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cri.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Queue connections nobody accepts until the backlog is full.
+	full := false
+	for range 16 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			if !errors.Is(err, syscall.EAGAIN) {
+				t.Fatalf("filling the backlog: %v", err)
+			}
+			full = true
+			break
+		}
+		defer c.Close()
+	}
+	if !full {
+		t.Fatal("the backlog never filled")
+	}
+	if ln, err := listenUnix("unix://" + path); err == nil {
+		ln.Close()
+		t.Fatal("listened on a socket whose server is alive")
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("the live server's socket was removed: %v", err)
 	}
 }
