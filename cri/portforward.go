@@ -2,6 +2,7 @@ package cri
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 
@@ -70,24 +71,45 @@ func (p *Proxy) sandboxTarget(ss grpc.ServerStream, id string) (nsenter.Target, 
 	return targetOf(id, st)
 }
 
-// targetOf turns a verbose sandbox status into a Target, or the status
-// error the kubelet should see.
+// sandboxError is why a sandbox cannot be forwarded to. Gone is a sandbox
+// that is not running or whose namespace is closed; otherwise the cause
+// (a namespace file the daemon cannot open, verbose info it cannot read)
+// is kept for errors.Is. Through the proxy it is FailedPrecondition with
+// its message.
+type sandboxError struct {
+	msg  string
+	gone bool
+	err  error
+}
+
+func (e *sandboxError) Error() string { return e.msg }
+
+func (e *sandboxError) Unwrap() error { return e.err }
+
+// GRPCStatus is the status the kubelet sees.
+func (e *sandboxError) GRPCStatus() *status.Status {
+	return status.New(codes.FailedPrecondition, e.msg)
+}
+
+// targetOf turns a verbose sandbox status into a Target, or a
+// *sandboxError.
 func targetOf(id string, st *runtimeapi.PodSandboxStatusResponse) (nsenter.Target, error) {
 	if st.GetStatus().GetState() != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "sandbox container %q is not running", id)
+		return nsenter.Target{}, &sandboxError{msg: fmt.Sprintf("sandbox container %q is not running", id), gone: true}
 	}
+	closed := &sandboxError{msg: fmt.Sprintf("network namespace for sandbox %q is closed", id), gone: true}
 	path, err := netnsPath(st)
 	switch {
 	case errors.Is(err, errNetnsClosed):
-		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "network namespace for sandbox %q is closed", id)
+		return nsenter.Target{}, closed
 	case err != nil:
-		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "sandbox %q: %v", id, err)
+		return nsenter.Target{}, &sandboxError{msg: fmt.Sprintf("sandbox %q: %v", id, err), err: err}
 	}
 	if err := nsenter.CheckNetns(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "network namespace for sandbox %q is closed", id)
+			return nsenter.Target{}, closed
 		}
-		return nsenter.Target{}, status.Errorf(codes.FailedPrecondition, "sandbox %q: %v", id, err)
+		return nsenter.Target{}, &sandboxError{msg: fmt.Sprintf("sandbox %q: %v", id, err), err: err}
 	}
 	return nsenter.Target{Path: path}, nil
 }

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -120,8 +121,13 @@ func (r *Resolver) lookup(ctx context.Context, pod nsenter.Pod) (nsenter.Target,
 		return nsenter.Target{}, fmt.Errorf("cri PodSandboxStatus %s: %w", newest.GetId(), err)
 	}
 	t, err := targetOf(newest.GetId(), st)
+	if se := (*sandboxError)(nil); errors.As(err, &se) && se.gone {
+		return nsenter.Target{}, fmt.Errorf("%w: %s", nsenter.ErrPodNotFound, se.msg)
+	}
 	if err != nil {
-		return nsenter.Target{}, fmt.Errorf("%w: %s", nsenter.ErrPodNotFound, status.Convert(err).Message())
+		// The daemon's failure (out of file descriptors, info it cannot
+		// read), not a missing pod: the server answers 500 with its cause.
+		return nsenter.Target{}, fmt.Errorf("%s: %w", pod, err)
 	}
 	return t, nil
 }

@@ -3,7 +3,10 @@ package cri
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,5 +66,88 @@ func TestResolverGivesUpOnAHungRuntime(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Resolve still waiting for the hung runtime after 10 s")
+	}
+}
+
+// listRuntime lists one ready sandbox for every pod and gives its status
+// from st.
+type listRuntime struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	st *runtimeapi.PodSandboxStatusResponse
+}
+
+func (l *listRuntime) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	return &runtimeapi.ListPodSandboxResponse{Items: []*runtimeapi.PodSandbox{{Id: "sb1", State: runtimeapi.PodSandboxState_SANDBOX_READY}}}, nil
+}
+
+func (l *listRuntime) PodSandboxStatus(context.Context, *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	return l.st, nil
+}
+
+// TestResolverOutOfFilesIsNoMissingPod: a ready sandbox whose namespace
+// the daemon cannot open for want of a file descriptor is the daemon's
+// failure (nsenter.Shortage, answered 500 "unable to open the network
+// namespace of pod ...: too many open files"), not a pod that does not
+// exist: ErrPodNotFound made the server answer 404 "pod does not exist"
+// for a pod that was fine, as DirResolver no longer does since 354fe79.
+func TestResolverOutOfFilesIsNoMissingPod(t *testing.T) {
+	st := statusWith(t, "testdata/containerd-1.7-info.json", runtimeapi.NamespaceMode_POD)
+	path, err := netnsPath(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The namespace of the test itself stands for the pod's.
+	st.Info["info"] = strings.Replace(st.Info["info"], path, "/proc/self/ns/net", -1)
+	srv := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(srv, &listRuntime{st: st})
+	sock := filepath.Join(t.TempDir(), "runtime.sock")
+	serveUnix(t, srv, sock)
+	conn, err := Dial("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r := NewResolver(conn)
+	pod := nsenter.Pod{Namespace: "ns", Name: "pod"}
+	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != "/proc/self/ns/net" {
+		t.Fatalf("Resolve with file descriptors to spare: %v, %v", tg, err)
+	}
+	r.mu.Lock()
+	clear(r.cache) // looked up again, over the connection already open
+	r.mu.Unlock()
+
+	// The process's descriptor table is full: every free slot under a
+	// lowered limit is taken.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	var held []*os.File
+	defer func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}()
+	low := lim
+	low.Cur = 256
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	_, err = func() (nsenter.Target, error) {
+		defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		for {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				if !errors.Is(err, syscall.EMFILE) {
+					t.Fatalf("fill the descriptor table: %v", err)
+				}
+				break
+			}
+			held = append(held, f)
+		}
+		return r.Resolve(context.Background(), pod)
+	}()
+	if errors.Is(err, nsenter.ErrPodNotFound) || nsenter.Shortage(err) != syscall.EMFILE {
+		t.Errorf("Resolve with no file descriptor free: %v; want an EMFILE error (nsenter.Shortage), not ErrPodNotFound", err)
 	}
 }
