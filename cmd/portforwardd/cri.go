@@ -147,6 +147,10 @@ func startCRIProxy(o options, tokens *cri.Tokens, srv *server.Server, base strin
 	return cp, nil
 }
 
+// criStopGrace is how long the CRI proxy's calls in flight get to finish
+// once the forwarding server has drained; the rest are cut.
+const criStopGrace = 2 * time.Second
+
 // stop lets calls in flight finish until ctx ends, then cuts the rest
 // (long-lived streaming calls such as GetContainerEvents never finish on
 // their own).

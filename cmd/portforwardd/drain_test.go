@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"os/exec"
+
 	"encoding/json"
+	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +43,7 @@ func (r *eventsRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, s grp
 type logSink struct {
 	mu           sync.Mutex
 	metricsAddr  string
+	listen       string
 	drainTimeout any
 	ready        chan string
 }
@@ -53,6 +59,8 @@ func (l *logSink) Write(p []byte) (int, error) {
 		switch rec.Msg {
 		case "serving metrics":
 			l.metricsAddr = rec.Addr
+		case "serving port-forward":
+			l.listen = rec.Addr
 		case "serving CRI proxy":
 			l.ready <- l.metricsAddr
 		case "shutting down":
@@ -61,6 +69,13 @@ func (l *logSink) Write(p []byte) (int, error) {
 		l.mu.Unlock()
 	}
 	return len(p), nil
+}
+
+// listenAddr is the forwarding listener's address, once it serves.
+func (l *logSink) listenAddr() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.listen
 }
 
 // TestSIGTERMDrainsWhileACRICallIsOpen: a CRI call through the proxy that
@@ -141,5 +156,155 @@ func TestSIGTERMDrainsWhileACRICallIsOpen(t *testing.T) {
 	defer sink.mu.Unlock()
 	if sink.drainTimeout != "1m0s" { // a duration in nanoseconds reads as 6e+10
 		t.Errorf("the shutdown line's drain_timeout is %v, want \"1m0s\"", sink.drainTimeout)
+	}
+}
+
+func (r *eventsRuntime) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	return &runtimeapi.VersionResponse{RuntimeName: "events-runtime"}, nil
+}
+
+// TestCRIProxyServesThroughTheDrain: while the forwarding server drains
+// on SIGTERM, the kubelet's CRI calls still reach the runtime through the
+// proxy; once the drain is over, calls still in flight (a GetContainerEvents
+// never ends) get criStopGrace and are then cut. The proxy stopped taking
+// calls at SIGTERM and waited for those in flight up to --drain-timeout:
+// a kubelet with EventedPLEG, or a PullImage under way, lost its runtime
+// for the whole drain of every restart.
+func TestCRIProxyServesThroughTheDrain(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root for a network namespace")
+	}
+	dir := t.TempDir()
+	rt := &eventsRuntime{started: make(chan struct{}, 1)}
+	upstream := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(upstream, rt)
+	uln, err := net.Listen("unix", filepath.Join(dir, "runtime.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go upstream.Serve(uln)
+	t.Cleanup(upstream.Stop)
+
+	// A pod with an echo server, whose forward keeps the drain going.
+	ns := fmt.Sprintf("pfdtest-%d", os.Getpid())
+	netnsName := ns + "_pod"
+	for _, args := range [][]string{{"netns", "add", netnsName}, {"-n", netnsName, "link", "set", "lo", "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", netnsName).Run() })
+	pln, err := nsentertest.Listen(filepath.Join("/run/netns", netnsName), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pln.Close()
+	go func() {
+		for {
+			c, err := pln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+
+	criSock := filepath.Join(dir, "cri.sock")
+	o, err := parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", "--netns-dir=/run/netns",
+		"--cri-listen=unix://" + criSock, "--cri-upstream=unix://" + filepath.Join(dir, "runtime.sock"),
+		"--drain-timeout=1m"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &logSink{ready: make(chan string, 1)}
+	sigc := make(chan os.Signal, 2)
+	served := make(chan error, 1)
+	go func() { served <- serve(o, slog.New(slog.NewJSONHandler(sink, nil)), sigc) }()
+	var metricsAddr string
+	select {
+	case metricsAddr = <-sink.ready:
+	case err := <-served:
+		t.Fatalf("serve ended during start-up: %v", err)
+	}
+	listenAddr := sink.listenAddr()
+
+	// A raw forward, open through the drain.
+	fc, err := net.Dial("tcp4", listenAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	fmt.Fprintf(fc, "GET /portForward/%s/pod?port=%d HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", ns, pln.Addr().(*net.TCPAddr).Port)
+	br := bufio.NewReader(fc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("connect-tcp: %v, %v", resp, err)
+	}
+
+	conn, err := grpc.NewClient("unix://"+criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, err := client.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-rt.started // the call is in flight through the proxy
+
+	sigc <- syscall.SIGTERM
+	waitStatus(t, metricsAddr, "/readyz", "503 Service Unavailable")
+	// Draining: a new connection to the CRI socket, and a call on it.
+	during, err := grpc.NewClient("unix://"+criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer during.Close()
+	vctx, vcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer vcancel()
+	if v, err := runtimeapi.NewRuntimeServiceClient(during).Version(vctx, &runtimeapi.VersionRequest{}, grpc.WaitForReady(false)); err != nil || v.RuntimeName != "events-runtime" {
+		t.Errorf("Version through the proxy while the server drains: %v, %v; want the runtime's answer", v, err)
+	}
+
+	// The forward ends, and with it the drain; the open GetContainerEvents
+	// does not keep the daemon.
+	fc.Close()
+	start := time.Now()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return 30 s after the drain was over (drain timeout 1m): it waits for the CRI call in flight")
+	}
+	if took := time.Since(start); took > criStopGrace+5*time.Second {
+		t.Errorf("serve returned %v after the drain was over, want about criStopGrace (%v)", took, criStopGrace)
+	}
+	if _, err := events.Recv(); err == nil {
+		t.Error("GetContainerEvents still open after the daemon stopped")
+	}
+}
+
+// waitStatus polls path on addr until it answers status, for 10 s.
+func waitStatus(t *testing.T, addr, path, status string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := ""; got != status; <-tick.C {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still %s after 10 s, want %s", path, got, status)
+		}
+		resp, err := client.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		got = resp.Status
 	}
 }

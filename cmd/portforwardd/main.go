@@ -346,27 +346,23 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
+	// now ends with a second signal: what is left stops at once.
+	now, stopNow := context.WithCancel(context.Background())
+	defer stopNow()
 	go func() {
 		select {
 		case sig := <-sigc:
 			log.Warn("second signal: closing every session now", "signal", sig.String())
 			cancel()
+			stopNow()
 		case <-drainCtx.Done():
 		}
 	}()
-	// The CRI proxy stops taking calls, and its calls in flight go on until
-	// they end or the deadline, while the forwarding server drains: a call
-	// that never ends (GetContainerEvents) or takes minutes (PullImage)
-	// must not keep the server taking sessions and then leave them no time.
-	// A PortForward that comes meanwhile goes to the runtime, since the
-	// server is no longer ready.
-	proxyDone := make(chan struct{})
-	go func() {
-		defer close(proxyDone)
-		if proxy != nil {
-			proxy.stop(drainCtx)
-		}
-	}()
+	// The CRI proxy goes on passing the kubelet's calls to the runtime
+	// while the forwarding server drains (a PortForward goes to the
+	// runtime, since the server is no longer ready), and stops once the
+	// drain is over, below: the kubelet keeps its runtime for all but the
+	// last criStopGrace and the restart.
 	// Stop accepting, and drain at the same time: upgraded connections are
 	// not the http.Server's any more, the Server drains them, while
 	// Shutdown waits for HTTP/2 streams (sessions too, which Drain ends at
@@ -386,7 +382,14 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 		log.Info("drained", "duration", time.Since(drainStart).Round(time.Millisecond))
 	}
 	<-shutDone
-	<-proxyDone
+	if proxy != nil {
+		// Calls in flight get criStopGrace, then are cut: a
+		// GetContainerEvents never ends, a PullImage may take minutes, and
+		// the kubelet calls again, as after a runtime restart.
+		graceCtx, cancelGrace := context.WithTimeout(now, criStopGrace)
+		proxy.stop(graceCtx)
+		cancelGrace()
+	}
 	if metricsSrv != nil {
 		shutCtx, cancelShut := context.WithTimeout(context.Background(), time.Second)
 		metricsSrv.Shutdown(shutCtx)
