@@ -38,16 +38,7 @@ func (h *hungRuntime) ListPodSandbox(ctx context.Context, _ *runtimeapi.ListPodS
 // for as long as the runtime hung.
 func TestResolverGivesUpOnAHungRuntime(t *testing.T) {
 	rt := &hungRuntime{called: make(chan struct{}, 1)}
-	srv := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(srv, rt)
-	sock := filepath.Join(t.TempDir(), "runtime.sock")
-	serveUnix(t, srv, sock)
-	conn, err := Dial("unix://" + sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	r := NewResolver(conn)
+	r := resolverOf(t, rt)
 	if r.timeout != ResolveTimeout {
 		t.Fatalf("resolver timeout %v, want ResolveTimeout %v", r.timeout, ResolveTimeout)
 	}
@@ -98,16 +89,7 @@ func TestResolverOutOfFilesIsNoMissingPod(t *testing.T) {
 	}
 	// The namespace of the test itself stands for the pod's.
 	st.Info["info"] = strings.Replace(st.Info["info"], path, "/proc/self/ns/net", -1)
-	srv := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(srv, &listRuntime{st: st})
-	sock := filepath.Join(t.TempDir(), "runtime.sock")
-	serveUnix(t, srv, sock)
-	conn, err := Dial("unix://" + sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	r := NewResolver(conn)
+	r := resolverOf(t, &listRuntime{st: st})
 	pod := nsenter.Pod{Namespace: "ns", Name: "pod"}
 	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != "/proc/self/ns/net" {
 		t.Fatalf("Resolve with file descriptors to spare: %v, %v", tg, err)
@@ -150,4 +132,20 @@ func TestResolverOutOfFilesIsNoMissingPod(t *testing.T) {
 	if errors.Is(err, nsenter.ErrPodNotFound) || nsenter.Shortage(err) != syscall.EMFILE {
 		t.Errorf("Resolve with no file descriptor free: %v; want an EMFILE error (nsenter.Shortage), not ErrPodNotFound", err)
 	}
+}
+
+// resolverOf returns a Resolver over a connection to rt, served on a unix
+// socket as a runtime is.
+func resolverOf(t *testing.T, rt runtimeapi.RuntimeServiceServer) *Resolver {
+	t.Helper()
+	srv := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(srv, rt)
+	sock := filepath.Join(t.TempDir(), "runtime.sock")
+	serveUnix(t, srv, sock)
+	conn, err := Dial("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return NewResolver(conn)
 }

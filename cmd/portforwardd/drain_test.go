@@ -84,46 +84,9 @@ func (l *logSink) listenAddr() string {
 // sessions at once, and forwarded connections get --drain-timeout to
 // finish rather than what is left of it once the proxy has stopped.
 func TestSIGTERMDrainsWhileACRICallIsOpen(t *testing.T) {
-	dir := t.TempDir()
-	rt := &eventsRuntime{started: make(chan struct{}, 1)}
-	upstream := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(upstream, rt)
-	uln, err := net.Listen("unix", filepath.Join(dir, "runtime.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go upstream.Serve(uln)
-	t.Cleanup(upstream.Stop)
-
-	criSock := filepath.Join(dir, "cri.sock")
-	o, err := parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", "--netns-dir=" + dir,
-		"--cri-listen=unix://" + criSock, "--cri-upstream=unix://" + filepath.Join(dir, "runtime.sock"),
-		"--drain-timeout=1m"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &logSink{ready: make(chan string, 1)}
-	sigc := make(chan os.Signal, 2)
-	served := make(chan error, 1)
-	go func() { served <- serve(o, slog.New(slog.NewJSONHandler(sink, nil)), sigc) }()
-	var metricsAddr string
-	select {
-	case metricsAddr = <-sink.ready:
-	case err := <-served:
-		t.Fatalf("serve ended during start-up: %v", err)
-	}
-
-	conn, err := grpc.NewClient("unix://"+criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if _, err := runtimeapi.NewRuntimeServiceClient(conn).GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	<-rt.started // the call is in flight through the proxy
+	d := startCRIDaemon(t, t.TempDir())
+	sink, sigc, served, metricsAddr := d.sink, d.sigc, d.served, d.metricsAddr
+	_, cancel := d.openEvents(t)
 
 	sigc <- syscall.SIGTERM
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
@@ -143,7 +106,7 @@ func TestSIGTERMDrainsWhileACRICallIsOpen(t *testing.T) {
 		status = resp.Status
 	}
 
-	cancel() // the CRI call ends, and with it the proxy's graceful stop
+	cancel() // the CRI call ends; the proxy would cut it criStopGrace after the drain
 	select {
 	case err := <-served:
 		if err != nil {
@@ -174,17 +137,6 @@ func TestCRIProxyServesThroughTheDrain(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root for a network namespace")
 	}
-	dir := t.TempDir()
-	rt := &eventsRuntime{started: make(chan struct{}, 1)}
-	upstream := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(upstream, rt)
-	uln, err := net.Listen("unix", filepath.Join(dir, "runtime.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go upstream.Serve(uln)
-	t.Cleanup(upstream.Stop)
-
 	// A pod with an echo server, whose forward keeps the drain going.
 	ns := fmt.Sprintf("pfdtest-%d", os.Getpid())
 	netnsName := ns + "_pod"
@@ -209,24 +161,9 @@ func TestCRIProxyServesThroughTheDrain(t *testing.T) {
 		}
 	}()
 
-	criSock := filepath.Join(dir, "cri.sock")
-	o, err := parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", "--netns-dir=/run/netns",
-		"--cri-listen=unix://" + criSock, "--cri-upstream=unix://" + filepath.Join(dir, "runtime.sock"),
-		"--drain-timeout=1m"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &logSink{ready: make(chan string, 1)}
-	sigc := make(chan os.Signal, 2)
-	served := make(chan error, 1)
-	go func() { served <- serve(o, slog.New(slog.NewJSONHandler(sink, nil)), sigc) }()
-	var metricsAddr string
-	select {
-	case metricsAddr = <-sink.ready:
-	case err := <-served:
-		t.Fatalf("serve ended during start-up: %v", err)
-	}
-	listenAddr := sink.listenAddr()
+	d := startCRIDaemon(t, "/run/netns")
+	sigc, served, metricsAddr := d.sigc, d.served, d.metricsAddr
+	listenAddr := d.sink.listenAddr()
 
 	// A raw forward, open through the drain.
 	fc, err := net.Dial("tcp4", listenAddr)
@@ -241,24 +178,12 @@ func TestCRIProxyServesThroughTheDrain(t *testing.T) {
 		t.Fatalf("connect-tcp: %v, %v", resp, err)
 	}
 
-	conn, err := grpc.NewClient("unix://"+criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events, err := client.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-rt.started // the call is in flight through the proxy
+	events, _ := d.openEvents(t)
 
 	sigc <- syscall.SIGTERM
 	waitStatus(t, metricsAddr, "/readyz", "503 Service Unavailable")
 	// Draining: a new connection to the CRI socket, and a call on it.
-	during, err := grpc.NewClient("unix://"+criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	during, err := grpc.NewClient("unix://"+d.criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,4 +232,71 @@ func waitStatus(t *testing.T, addr, path, status string) {
 		resp.Body.Close()
 		got = resp.Status
 	}
+}
+
+// criDaemon is serve run with a CRI proxy in front of an eventsRuntime,
+// and a drain timeout of 1m.
+type criDaemon struct {
+	rt          *eventsRuntime
+	criSock     string
+	sink        *logSink
+	sigc        chan os.Signal
+	served      chan error
+	metricsAddr string
+}
+
+// startCRIDaemon starts serve with --netns-dir netnsDir and waits until
+// its CRI proxy serves.
+func startCRIDaemon(t *testing.T, netnsDir string) *criDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &criDaemon{
+		rt:      &eventsRuntime{started: make(chan struct{}, 1)},
+		criSock: filepath.Join(dir, "cri.sock"),
+		sink:    &logSink{ready: make(chan string, 1)},
+		sigc:    make(chan os.Signal, 2),
+		served:  make(chan error, 1),
+	}
+	upstream := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(upstream, d.rt)
+	uln, err := net.Listen("unix", filepath.Join(dir, "runtime.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go upstream.Serve(uln)
+	t.Cleanup(upstream.Stop)
+
+	o, err := parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", "--netns-dir=" + netnsDir,
+		"--cri-listen=unix://" + d.criSock, "--cri-upstream=unix://" + filepath.Join(dir, "runtime.sock"),
+		"--drain-timeout=1m"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.served <- serve(o, slog.New(slog.NewJSONHandler(d.sink, nil)), d.sigc) }()
+	select {
+	case d.metricsAddr = <-d.sink.ready:
+	case err := <-d.served:
+		t.Fatalf("serve ended during start-up: %v", err)
+	}
+	return d
+}
+
+// openEvents opens a GetContainerEvents through the proxy, as a kubelet
+// with EventedPLEG does, and waits until it reaches the runtime; cancel
+// ends it.
+func (d *criDaemon) openEvents(t *testing.T) (events grpc.ServerStreamingClient[runtimeapi.ContainerEventResponse], cancel func()) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+d.criSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	events, err = runtimeapi.NewRuntimeServiceClient(conn).GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-d.rt.started // the call is in flight through the proxy
+	return events, cancel
 }
