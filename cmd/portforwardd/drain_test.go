@@ -45,7 +45,9 @@ type logSink struct {
 	metricsAddr  string
 	listen       string
 	drainTimeout any
+	secondSignal bool // the second signal's line was logged
 	ready        chan string
+	cut          chan struct{} // a value once the drain was cut short, if not nil
 }
 
 func (l *logSink) Write(p []byte) (int, error) {
@@ -65,6 +67,12 @@ func (l *logSink) Write(p []byte) (int, error) {
 			l.ready <- l.metricsAddr
 		case "shutting down":
 			l.drainTimeout = rec.DrainTimeout
+		case "drain cut short; remaining sessions were closed":
+			if l.cut != nil {
+				l.cut <- struct{}{}
+			}
+		case "second signal: closing every session now":
+			l.secondSignal = true
 		}
 		l.mu.Unlock()
 	}
@@ -137,47 +145,13 @@ func TestCRIProxyServesThroughTheDrain(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root for a network namespace")
 	}
-	// A pod with an echo server, whose forward keeps the drain going.
-	ns := fmt.Sprintf("pfdtest-%d", os.Getpid())
-	netnsName := ns + "_pod"
-	for _, args := range [][]string{{"netns", "add", netnsName}, {"-n", netnsName, "link", "set", "lo", "up"}} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", netnsName).Run() })
-	pln, err := nsentertest.Listen(filepath.Join("/run/netns", netnsName), "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pln.Close()
-	go func() {
-		for {
-			c, err := pln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-
+	ns, podPort := startEchoPod(t)
 	d := startCRIDaemon(t, "/run/netns")
 	sigc, served, metricsAddr := d.sigc, d.served, d.metricsAddr
 	listenAddr := d.sink.listenAddr()
 
 	// A raw forward, open through the drain.
-	fc, err := net.Dial("tcp4", listenAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fc.Close()
-	fmt.Fprintf(fc, "GET /portForward/%s/pod?port=%d HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", ns, pln.Addr().(*net.TCPAddr).Port)
-	br := bufio.NewReader(fc)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("connect-tcp: %v, %v", resp, err)
-	}
-
+	fc := openRawForward(t, listenAddr, ns, podPort)
 	events, _ := d.openEvents(t)
 
 	sigc <- syscall.SIGTERM
@@ -245,9 +219,9 @@ type criDaemon struct {
 	metricsAddr string
 }
 
-// startCRIDaemon starts serve with --netns-dir netnsDir and waits until
-// its CRI proxy serves.
-func startCRIDaemon(t *testing.T, netnsDir string) *criDaemon {
+// startCRIDaemon starts serve with --netns-dir netnsDir and flags (which
+// may override the drain timeout) and waits until its CRI proxy serves.
+func startCRIDaemon(t *testing.T, netnsDir string, flags ...string) *criDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &criDaemon{
@@ -266,9 +240,9 @@ func startCRIDaemon(t *testing.T, netnsDir string) *criDaemon {
 	go upstream.Serve(uln)
 	t.Cleanup(upstream.Stop)
 
-	o, err := parseFlags([]string{"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", "--netns-dir=" + netnsDir,
+	o, err := parseFlags(append([]string{"--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0", "--netns-dir=" + netnsDir,
 		"--cri-listen=unix://" + d.criSock, "--cri-upstream=unix://" + filepath.Join(dir, "runtime.sock"),
-		"--drain-timeout=1m"}, io.Discard)
+		"--drain-timeout=1m"}, flags...), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,4 +273,95 @@ func (d *criDaemon) openEvents(t *testing.T) (events grpc.ServerStreamingClient[
 	}
 	<-d.rt.started // the call is in flight through the proxy
 	return events, cancel
+}
+
+// startEchoPod makes a network namespace pod NS/pod under /run/netns with
+// an echo server on 127.0.0.1, and returns NS and the server's port.
+func startEchoPod(t *testing.T) (ns string, port int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root for a network namespace")
+	}
+	ns = fmt.Sprintf("pfdtest-%d", os.Getpid())
+	netnsName := ns + "_pod"
+	for _, args := range [][]string{{"netns", "add", netnsName}, {"-n", netnsName, "link", "set", "lo", "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", netnsName).Run() })
+	pln, err := nsentertest.Listen(filepath.Join("/run/netns", netnsName), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pln.Close() })
+	go func() {
+		for {
+			c, err := pln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ns, pln.Addr().(*net.TCPAddr).Port
+}
+
+// openRawForward opens a connect-tcp forward to port of pod NS/pod through
+// the forwarding listener at addr; it stays open until closed.
+func openRawForward(t *testing.T, addr, ns string, port int) net.Conn {
+	t.Helper()
+	fc, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fc.Close() })
+	fmt.Fprintf(fc, "GET /portForward/%s/pod?port=%d HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", ns, port)
+	resp, err := http.ReadResponse(bufio.NewReader(fc), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("connect-tcp: %v, %v", resp, err)
+	}
+	return fc
+}
+
+// TestSecondSignalAfterACutDrainStopsTheCRIProxyAtOnce: a second signal
+// stops what is left at once, also once the drain was cut by its
+// deadline, while the CRI proxy gives its calls in flight criStopGrace:
+// the second signal was only listened for until the drain's deadline, so
+// after a cut drain it went unread and the daemon took the whole grace.
+func TestSecondSignalAfterACutDrainStopsTheCRIProxyAtOnce(t *testing.T) {
+	ns, podPort := startEchoPod(t)
+	d := startCRIDaemon(t, "/run/netns", "--drain-timeout=100ms")
+	d.sink.mu.Lock()
+	d.sink.cut = make(chan struct{}, 1)
+	d.sink.mu.Unlock()
+	openRawForward(t, d.sink.listenAddr(), ns, podPort) // open past the drain's deadline
+	d.openEvents(t)                                     // open past criStopGrace
+
+	d.sigc <- syscall.SIGTERM
+	select {
+	case <-d.sink.cut:
+	case err := <-d.served:
+		t.Fatalf("serve returned before the drain was cut: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drain (timeout 100ms) was not cut within 30 s")
+	}
+	d.sigc <- syscall.SIGTERM
+	start := time.Now()
+	select {
+	case err := <-d.served:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return 30 s after the second signal")
+	}
+	if took := time.Since(start); took >= criStopGrace/2 {
+		t.Errorf("serve returned %v after the second signal, want at once (criStopGrace is %v)", took, criStopGrace)
+	}
+	d.sink.mu.Lock()
+	defer d.sink.mu.Unlock()
+	if !d.sink.secondSignal {
+		t.Error("the second signal was not logged: serve did not read it")
+	}
 }

@@ -346,7 +346,9 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
-	// now ends with a second signal: what is left stops at once.
+	// now ends with a second signal: what is left stops at once. It is
+	// listened for until serve returns, not only until the drain's
+	// deadline: the CRI proxy's grace comes after a drain cut short too.
 	now, stopNow := context.WithCancel(context.Background())
 	defer stopNow()
 	go func() {
@@ -355,7 +357,7 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 			log.Warn("second signal: closing every session now", "signal", sig.String())
 			cancel()
 			stopNow()
-		case <-drainCtx.Done():
+		case <-now.Done():
 		}
 	}()
 	// The CRI proxy goes on passing the kubelet's calls to the runtime
@@ -391,7 +393,7 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 		cancelGrace()
 	}
 	if metricsSrv != nil {
-		shutCtx, cancelShut := context.WithTimeout(context.Background(), time.Second)
+		shutCtx, cancelShut := context.WithTimeout(now, time.Second)
 		metricsSrv.Shutdown(shutCtx)
 		cancelShut()
 	}
