@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,9 +34,10 @@ const h2StallChunk = 256 << 10
 // many connections as clients open; --buffer-bytes bounds them, as it
 // bounds SPDY's. Once the stalled streams may hold all of the connection's
 // window, or of the node's budget, then, as the SPDY engine does when its
-// reader waits for a buffer, the stream whose pod has taken nothing for
-// longest, beyond StallTimeout, is reset: its bytes are dropped, and its
-// share comes back.
+// reader waits for a buffer, the streams whose pods have taken nothing for
+// longest, beyond StallTimeout, are reset, as many as it takes for those
+// left to hold less than all of it: their bytes are dropped, and their
+// shares come back.
 type h2Stalls struct {
 	limit int    // how many stalled streams may hold the whole window or budget
 	hit   string // the limit_hits_total label of a reset
@@ -165,11 +167,14 @@ func (s *h2Stalls) taken(c *h2StallPod) {
 
 // watch looks at the waiting writes every second, for as long as there
 // are any: when s.limit or more of them have waited h2StallTimeout, the
-// one that has waited longest is reset. A write whose pod's TCP
-// acknowledged more bytes since the last look has made progress.
+// ones that have waited longest are reset, all but s.limit-1 of them, so
+// that the stalled streams left hold less than the whole window or
+// budget. A write whose pod's TCP acknowledged more bytes since the last
+// look has made progress.
 func (s *h2Stalls) watch() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var stalled []*h2StallPod
 	for now := range tick.C {
 		s.mu.Lock()
 		if len(s.waiting) == 0 {
@@ -177,30 +182,29 @@ func (s *h2Stalls) watch() {
 			s.mu.Unlock()
 			return
 		}
-		var oldest *h2StallPod
-		var since time.Time
-		stalled := 0
+		stalled = stalled[:0]
 		for c, w := range s.waiting {
 			if acked, ok := c.ackedBytes(); ok && acked != w.acked {
 				w.acked, w.since = acked, now
 				continue
 			}
-			if now.Sub(w.since) < h2StallTimeout {
-				continue
-			}
-			stalled++
-			if oldest == nil || w.since.Before(since) {
-				oldest, since = c, w.since
+			if now.Sub(w.since) >= h2StallTimeout {
+				stalled = append(stalled, c)
 			}
 		}
-		if stalled < s.limit {
-			oldest = nil
-		} else {
-			delete(s.waiting, oldest)
+		var reset []*h2StallPod
+		if len(stalled) >= s.limit {
+			slices.SortFunc(stalled, func(a, b *h2StallPod) int {
+				return s.waiting[a].since.Compare(s.waiting[b].since)
+			})
+			reset = stalled[:len(stalled)-s.limit+1]
+			for _, c := range reset {
+				delete(s.waiting, c)
+			}
 		}
 		s.mu.Unlock()
-		if oldest != nil {
-			oldest.reset(s)
+		for _, c := range reset {
+			c.reset(s)
 		}
 	}
 }
