@@ -31,7 +31,8 @@ const h2StallChunk = 256 << 10
 // (--session-buffer-bytes) as well as their own (--stream-buffer-bytes);
 // once they may hold all of it, every stream of the connection waits. And
 // each such stream holds up to its window in the daemon's memory, on as
-// many connections as clients open; --buffer-bytes bounds them, as it
+// many connections as clients open; --buffer-bytes bounds those stalled
+// StallTimeout (a burst of new ones may hold more until then), as it
 // bounds SPDY's. Once the stalled streams may hold all of the connection's
 // window, or of the node's budget, then, as the SPDY engine does when its
 // reader waits for a buffer, the streams whose pods have taken nothing for

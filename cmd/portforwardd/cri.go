@@ -95,11 +95,15 @@ func listenUnix(endpoint string) (net.Listener, error) {
 			c.Close()
 			return nil, fmt.Errorf("%s is in use by another process", path)
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			// Removed meanwhile (the process that had it stopped).
+		case !errors.Is(err, syscall.ECONNREFUSED):
 			return nil, fmt.Errorf("%s: cannot tell whether another process serves it: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, err
+		default:
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
 		}
 	}
 	ln, err := net.Listen("unix", path)
