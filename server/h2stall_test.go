@@ -46,6 +46,8 @@ func TestH2NodeStallsResetAllBeyondTheBudget(t *testing.T) {
 			wg.Go(func() { c.Write(make([]byte, 1024)) })
 		}
 		synctest.Wait() // every write waits on its pod
+		// In the bubble, time.Sleep moves the fake clock on: nothing
+		// waits for real time.
 		time.Sleep(h2StallTimeout)
 		synctest.Wait() // the look at h2StallTimeout is done
 		if got, want := resets.Load(), int32(stalled-node.limit+1); got != want {
