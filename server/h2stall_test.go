@@ -46,7 +46,7 @@ func TestH2NodeStallsResetAllBeyondTheBudget(t *testing.T) {
 			wg.Go(func() { c.Write(make([]byte, 1024)) })
 		}
 		synctest.Wait() // every write waits on its pod
-		// In the bubble, time.Sleep moves the fake clock on: nothing
+		// In the bubble, sleeping moves the fake clock on: nothing
 		// waits for real time.
 		time.Sleep(h2StallTimeout)
 		synctest.Wait() // the look at h2StallTimeout is done
