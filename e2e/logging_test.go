@@ -409,3 +409,124 @@ func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
 		t.Fatalf("exit after SIGTERM: %v, want exit code 0", cmd.ProcessState)
 	}
 }
+
+// A log reader that stops reading (journald stuck, a runtime's log pipe
+// full) must not stop the daemon: each session logs "session started"
+// before it forwards a byte, and a write to a full pipe blocks.
+func TestStalledLogReaderDoesNotStopTheDaemon(t *testing.T) {
+	requireE2E(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(daemonBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "debug")
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	// Read the log until both listeners are up, then stop reading it,
+	// leaving the pipe open.
+	d := &daemon{}
+	sc := bufio.NewScanner(r)
+	for (d.addr == "" || d.metricsAddr == "") && sc.Scan() {
+		var rec struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil {
+			switch rec.Msg {
+			case "serving port-forward":
+				d.addr = rec.Addr
+			case "serving metrics":
+				d.metricsAddr = rec.Addr
+			}
+		}
+	}
+	if d.addr == "" || d.metricsAddr == "" {
+		t.Fatalf("the daemon did not report its listeners: %v", sc.Err())
+	}
+
+	// Forward until the daemon has dropped log lines: far past what the
+	// pipe (64 KiB) holds, where every forward used to block.
+	const dropped = "portforwardd_log_lines_dropped_total"
+	forwards := 0
+	for ; d.metric(t, dropped) == 0; forwards++ {
+		if forwards == 20000 {
+			t.Fatalf("%d forwards logged at debug into a stalled reader, and no log line was dropped", forwards)
+		}
+		for range 50 {
+			c, br := dialConnectTCP(t, d, rawPath(p, port(ln)))
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			buf := make([]byte, 4)
+			if _, err := io.WriteString(c, "ping"); err != nil {
+				t.Fatalf("forward %d with the log reader stalled: %v", forwards, err)
+			}
+			if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+				t.Fatalf("forward %d with the log reader stalled: echo %q, %v", forwards, buf, err)
+			}
+			c.Close()
+		}
+	}
+	lost := d.metric(t, dropped)
+	t.Logf("%d forwards dropped %v log lines", forwards*50, lost)
+
+	// The reader comes back: the log tells of the lines it lost, and
+	// once it has, a SIGTERM's lines up to the last one get through.
+	var told float64
+	signaled, stopped := false, false
+	for sc.Scan() {
+		var rec struct {
+			Msg   string  `json:"msg"`
+			Level string  `json:"level"`
+			Lines float64 `json:"lines"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			continue
+		}
+		switch rec.Msg {
+		case "log lines dropped: the log's reader fell behind":
+			if rec.Level != "WARN" {
+				t.Errorf("notice of dropped lines at %s, want WARN", rec.Level)
+			}
+			told += rec.Lines
+		case "stopped":
+			stopped = true
+		}
+		if told >= lost && !signaled {
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			signaled = true
+		}
+	}
+	if told < lost {
+		t.Errorf("the log tells of %v dropped lines; the daemon counted %v", told, lost)
+	}
+	if !stopped {
+		t.Error("the log lost its last line, \"stopped\": the queue was not written out at exit")
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the daemon did not exit within 30s of SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit after SIGTERM: %v, want exit code 0", cmd.ProcessState)
+	}
+}

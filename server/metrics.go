@@ -36,6 +36,8 @@ type Metrics struct {
 	// budget is the server's shared buffer budget, read by
 	// portforwardd_buffered_bytes.
 	budget atomic.Pointer[streams.Budget]
+	// logDrops reads portforwardd_log_lines_dropped_total (SetLogDrops).
+	logDrops atomic.Pointer[func() uint64]
 }
 
 // NewMetrics registers portforwardd's metrics and the Go and process
@@ -103,7 +105,16 @@ func NewMetrics(version string) *Metrics {
 		Namespace: namespace, Name: "buffered_bytes",
 		Help: "Client data held for pods that have not read it yet, against --buffer-bytes (SPDY and v4 WebSocket sessions).",
 	}, func() float64 { return float64(m.budget.Load().Used()) })
-	m.reg.MustRegister(buffered, m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
+	logDrops := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: namespace, Name: "log_lines_dropped_total",
+		Help: "Log lines dropped because the log's reader fell more than the log queue behind.",
+	}, func() float64 {
+		if f := m.logDrops.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	m.reg.MustRegister(buffered, logDrops, m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
 		m.bytes, m.dialDuration, m.dialErrors, m.upgradeFailures, buildInfo,
 		m.limitHits, m.limits, m.authDenials, m.tlsReloads,
 		collectors.NewGoCollector(),
@@ -124,6 +135,10 @@ func (m *Metrics) TLSReloaded(err error) {
 	}
 	m.tlsReloads.WithLabelValues(result).Inc()
 }
+
+// SetLogDrops makes portforwardd_log_lines_dropped_total read f, the
+// count of log lines the daemon's log writer has dropped.
+func (m *Metrics) SetLogDrops(f func() uint64) { m.logDrops.Store(&f) }
 
 // Registerer is where other packages' metrics join these (served by the
 // same /metrics).

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -56,6 +57,9 @@ type options struct {
 	authCacheTTL                          time.Duration
 	allowInsecureListen                   bool
 	limits                                server.Limits
+	// logDropped counts the log lines dropped for a reader that fell
+	// behind; nil when the log is written directly.
+	logDropped func() uint64
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -177,14 +181,34 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: l}
+	h, err := newHandler(format, w, l)
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(h), nil
+}
+
+func newHandler(format string, w io.Writer, level slog.Level) (slog.Handler, error) {
+	opts := &slog.HandlerOptions{Level: level}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.NewTextHandler(w, opts), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.NewJSONHandler(w, opts), nil
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}
+
+// dropNotice formats, in the log's format and whatever --log-level says,
+// the warning a logSink writes where it dropped lines.
+func dropNotice(format string) func(uint64) []byte {
+	return func(n uint64) []byte {
+		var b bytes.Buffer
+		if h, err := newHandler(format, &b, slog.LevelWarn); err == nil {
+			slog.New(h).Warn("log lines dropped: the log's reader fell behind", "lines", n)
+		}
+		return b.Bytes()
 	}
 }
 
@@ -211,7 +235,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "portforwardd", buildVersion())
 		return 0
 	}
-	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	logq := newLogQueue(stderr, logQueueBytes, dropNotice(o.logFormat))
+	defer logq.Close(logStopGrace)
+	o.logDropped = logq.Dropped
+	log, err := newLogger(o.logLevel, o.logFormat, logq)
 	if err != nil {
 		fmt.Fprintf(stderr, "portforwardd: %v\n", err)
 		return 2
@@ -268,6 +295,9 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 		log.Warn("--netns-dir is not a directory; no pod resolves until it is one", "netns_dir", o.netnsDir)
 	}
 	metrics := server.NewMetrics(buildVersion())
+	if o.logDropped != nil {
+		metrics.SetLogDrops(o.logDropped)
+	}
 	sec, err := newSecurity(o, metrics, log)
 	if err != nil {
 		return err
