@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -198,10 +199,22 @@ func parseLogLine(line string) map[string]string {
 // startDaemon runs the daemon with args until the test ends, and returns
 // the address of its metrics listener once it serves, and a function that
 // stops it with SIGTERM and checks that it exits 0.
-func startDaemon(t *testing.T, bin string, args []string) (metricsAddr string, stop func()) {
+func startDaemon(t *testing.T, bin string, args []string, socks ...passedSocket) (metricsAddr string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if len(socks) > 0 {
+		// As systemd starts a socket-activated service: the sockets
+		// from descriptor 3 on, and LISTEN_PID the daemon's own PID (a
+		// shell's, which then execs the daemon).
+		cmd = exec.CommandContext(ctx, "sh", append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, bin}, args...)...)
+		var names []string
+		for _, s := range socks {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, s.file)
+			names = append(names, s.name)
+		}
+		cmd.Env = append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(socks)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +269,34 @@ func startDaemon(t *testing.T, bin string, args []string) (metricsAddr string, s
 	}
 }
 
+// passedSocket is a socket passed to the daemon as systemd passes it.
+type passedSocket struct {
+	name string // FileDescriptorName=
+	file *os.File
+}
+
+// listenLike listens where a socket unit's socket would be (a free
+// loopback port; a unix socket in dir) and returns it as systemd passes
+// it, under name.
+func listenLike(t *testing.T, dir string, u socketUnit, name string) passedSocket {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if u.network() == "unix" {
+		addr = filepath.Join(dir, name+".sock")
+	}
+	ln, err := net.Listen(u.network(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return passedSocket{name: name, file: f}
+}
+
 // probeGet does what the kubelet's HTTP probe does: a GET, success for
 // 200 to 399.
 func probeGet(t *testing.T, addr string, g *corev1.HTTPGetAction) (int, string) {
@@ -303,7 +344,20 @@ func TestDeployedDaemonsServe(t *testing.T) {
 					"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"))
 				with["auth-kubeconfig"] = kc
 			}
-			addr, stop := startDaemon(t, bin, rewrite(args, with))
+			// The sockets systemd would pass, of the same kinds, at
+			// free addresses.
+			var socks []passedSocket
+			if strings.HasSuffix(source, ".service") {
+				for name, u := range passedSockets(t, source) {
+					socks = append(socks, listenLike(t, dir, u, name))
+				}
+			}
+			for _, flag := range []string{"listen", "metrics-listen", "cri-listen"} {
+				if v, _ := flagValue(args, flag); strings.HasPrefix(v, "fd://") {
+					delete(with, flag)
+				}
+			}
+			addr, stop := startDaemon(t, bin, rewrite(args, with), socks...)
 			for name, p := range probes {
 				if p == nil || p.HTTPGet == nil {
 					continue // TestDaemonSetProbes reports it

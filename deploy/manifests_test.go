@@ -370,7 +370,7 @@ func TestKubeletConfig(t *testing.T) {
 	d := loadDeployment(t)
 	kc := only(t, "KubeletConfigurations", d.kubeletConfigs)
 	args := execStart(t, "portforwardd-crio.service")
-	if v, _ := flagValue(args, "cri-listen"); kc.ContainerRuntimeEndpoint != v {
+	if v := listenAddress(t, "portforwardd-crio.service", "cri-listen"); kc.ContainerRuntimeEndpoint != v {
 		t.Errorf("containerRuntimeEndpoint %q: want the unit's --cri-listen %q", kc.ContainerRuntimeEndpoint, v)
 	}
 	if v, _ := flagValue(args, "cri-upstream"); kc.ImageServiceEndpoint != v {

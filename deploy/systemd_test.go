@@ -116,3 +116,137 @@ func TestRestartedWith(t *testing.T) {
 		}
 	}
 }
+
+// socketUnit is what a .socket unit says of the socket it holds.
+type socketUnit struct {
+	file    string
+	listen  string // ListenStream=: host:port, or a unix socket's path
+	name    string // FileDescriptorName=
+	service string // Service=
+}
+
+// readSocketUnit reads a socket unit's [Socket] section.
+func readSocketUnit(t *testing.T, file string) socketUnit {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := socketUnit{file: file}
+	section := ""
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			section = line
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") || section != "[Socket]" {
+			continue
+		}
+		switch key {
+		case "ListenStream":
+			if u.listen != "" {
+				t.Fatalf("%s: more than one ListenStream=; FileDescriptorName= would name them all alike", file)
+			}
+			u.listen = value
+		case "FileDescriptorName":
+			u.name = value
+		case "Service":
+			u.service = value
+		}
+	}
+	return u
+}
+
+// network is the daemon's name for the socket's kind.
+func (u socketUnit) network() string {
+	if strings.HasPrefix(u.listen, "/") {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// address is the socket as a listener flag would give it.
+func (u socketUnit) address() string {
+	if u.network() == "unix" {
+		return "unix://" + u.listen
+	}
+	return u.listen
+}
+
+// passedSockets returns the socket units systemd passes to a service
+// (its Sockets=), by the name the daemon takes each by.
+func passedSockets(t *testing.T, service string) map[string]socketUnit {
+	t.Helper()
+	out := map[string]socketUnit{}
+	for _, file := range strings.Fields(unitSetting(t, service, "Sockets")) {
+		u := readSocketUnit(t, file)
+		if _, dup := out[u.name]; dup {
+			t.Fatalf("%s: two of its sockets are named %q", service, u.name)
+		}
+		out[u.name] = u
+	}
+	return out
+}
+
+// listenAddress returns the address a listener flag of a service's
+// ExecStart serves: its value, or for fd://NAME the socket unit's.
+func listenAddress(t *testing.T, service, flag string) string {
+	t.Helper()
+	v, _ := flagValue(execStart(t, service), flag)
+	if name, ok := strings.CutPrefix(v, "fd://"); ok {
+		u, ok := passedSockets(t, service)[name]
+		if !ok {
+			t.Fatalf("%s: --%s=%s names no socket of its Sockets=", service, flag, v)
+		}
+		return u.address()
+	}
+	return v
+}
+
+// TestSocketUnits: each fd://NAME a service's ExecStart takes is a socket
+// unit in its Sockets= with FileDescriptorName=NAME, of the kind the flag
+// needs, whose Service= is that service and which the service requires;
+// each socket passed is taken. A name that does not match stops the
+// daemon at start; a socket not passed never reaches it.
+func TestSocketUnits(t *testing.T) {
+	flagNetwork := map[string]string{"listen": "tcp", "metrics-listen": "tcp", "cri-listen": "unix"}
+	for _, service := range []string{"portforwardd.service", "portforwardd-crio.service"} {
+		t.Run(service, func(t *testing.T) {
+			socks := passedSockets(t, service)
+			if len(socks) == 0 {
+				t.Fatal("no Sockets=: a restart refuses the clients that come meanwhile")
+			}
+			args := execStart(t, service)
+			deps := readUnitDeps(t, service)
+			taken := map[string]bool{}
+			for flag, network := range flagNetwork {
+				v, _ := flagValue(args, flag)
+				name, ok := strings.CutPrefix(v, "fd://")
+				if !ok {
+					continue
+				}
+				u, ok := socks[name]
+				switch {
+				case !ok:
+					t.Errorf("--%s=%s: no socket of Sockets= is named %q", flag, v, name)
+					continue
+				case u.network() != network:
+					t.Errorf("--%s=%s: %s listens on %s, a %s socket; the flag takes %s", flag, v, u.file, u.listen, u.network(), network)
+				case u.service != service:
+					t.Errorf("%s: Service=%s, want %s", u.file, u.service, service)
+				}
+				if !slices.Contains(deps["Requires"], u.file) || !slices.Contains(deps["After"], u.file) {
+					t.Errorf("%s does not require and follow %s", service, u.file)
+				}
+				taken[name] = true
+			}
+			for name, u := range socks {
+				if !taken[name] {
+					t.Errorf("%s (FileDescriptorName=%s) is passed and no flag takes it", u.file, name)
+				}
+			}
+		})
+	}
+}

@@ -36,7 +36,15 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	requireE2E(t)
 	args = append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "debug"}, args...)
-	d := &daemon{cmd: exec.Command(daemonBin, args...), exited: make(chan struct{})}
+	return startDaemonCmd(t, exec.Command(daemonBin, args...))
+}
+
+// startDaemonCmd is startDaemon for a command of the caller's, which
+// runs the binary with JSON logs at debug.
+func startDaemonCmd(t *testing.T, cmd *exec.Cmd) *daemon {
+	t.Helper()
+	requireE2E(t)
+	d := &daemon{cmd: cmd, exited: make(chan struct{})}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -124,12 +124,19 @@ type criProxy struct {
 	errc     chan error
 }
 
-func startCRIProxy(o options, tokens *cri.Tokens, srv *server.Server, base string, metrics *server.Metrics, log *slog.Logger) (*criProxy, error) {
+func startCRIProxy(o options, act *activation, tokens *cri.Tokens, srv *server.Server, base string, metrics *server.Metrics, log *slog.Logger) (*criProxy, error) {
 	upstream, err := cri.Dial(o.criUpstream)
 	if err != nil {
 		return nil, fmt.Errorf("--cri-upstream: %w", err)
 	}
-	ln, err := listenUnix(o.criListen)
+	var ln net.Listener
+	if _, ok := activatedName(o.criListen); ok {
+		// The service manager owns the socket file: its mode is the
+		// socket unit's SocketMode=, and it is not removed at exit.
+		ln, err = act.listener("--cri-listen", o.criListen, "unix")
+	} else {
+		ln, err = listenUnix(o.criListen)
+	}
 	if err != nil {
 		upstream.Close()
 		return nil, fmt.Errorf("--cri-listen: %w", err)

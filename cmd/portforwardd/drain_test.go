@@ -223,6 +223,13 @@ type criDaemon struct {
 // may override the drain timeout) and waits until its CRI proxy serves.
 func startCRIDaemon(t *testing.T, netnsDir string, flags ...string) *criDaemon {
 	t.Helper()
+	return startCRIDaemonWith(t, netnsDir, nil, flags...)
+}
+
+// startCRIDaemonWith is startCRIDaemon with the sockets act passes as
+// fd://NAME.
+func startCRIDaemonWith(t *testing.T, netnsDir string, act *activation, flags ...string) *criDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &criDaemon{
 		rt:      &eventsRuntime{started: make(chan struct{}, 1)},
@@ -246,6 +253,7 @@ func startCRIDaemon(t *testing.T, netnsDir string, flags ...string) *criDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.activation = act
 	go func() { d.served <- serve(o, slog.New(slog.NewJSONHandler(d.sink, nil)), d.sigc) }()
 	select {
 	case d.metricsAddr = <-d.sink.ready:

@@ -60,6 +60,9 @@ type options struct {
 	// logDropped counts the log lines dropped for a reader that fell
 	// behind; nil when the log is written directly.
 	logDropped func() uint64
+	// activation is the sockets the service manager passed, for the
+	// fd://NAME listener flags; nil for none.
+	activation *activation
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -68,8 +71,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	// The flag package prints a parse error and the whole usage before
 	// returning it; run prints the error once, and the usage is for -h.
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:10350", "address of the port-forward listener (`host:port`)")
-	fs.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:10351", "address for /metrics, /healthz and /readyz; empty disables it")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:10350", "address of the port-forward listener (`host:port`), or fd://NAME for the socket systemd passes as NAME (socket activation)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:10351", "address for /metrics, /healthz and /readyz (host:port, or fd://NAME); empty disables it")
 	fs.StringVar(&o.netnsDir, "netns-dir", nsenter.DefaultNetnsDir, "directory of network namespace files; pod NS/NAME is <dir>/NS_NAME")
 	fs.DurationVar(&o.idleTimeout, "stream-idle-timeout", 4*time.Hour, "close a SPDY, tunnel or v4 WebSocket connection with no traffic (pings count), and reset a raw forward or HTTP/2 stream that moved no byte, for this long; 0 disables")
 	fs.DurationVar(&o.creationTimeout, "stream-creation-timeout", 30*time.Second, "how long the first stream of a pair waits for the second")
@@ -79,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the metrics listener (a non-loopback --metrics-listen needs --allow-insecure-listen)")
-	fs.StringVar(&o.criListen, "cri-listen", "", "serve the CRI proxy on this `unix:///path` (point the kubelet's containerRuntimeEndpoint here); empty disables it")
+	fs.StringVar(&o.criListen, "cri-listen", "", "serve the CRI proxy on this `unix:///path`, or on the socket systemd passes as fd://NAME (point the kubelet's containerRuntimeEndpoint here); empty disables it")
 	fs.StringVar(&o.criUpstream, "cri-upstream", "unix:///var/run/crio/crio.sock", "the runtime's CRI socket the proxy forwards to")
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", "", "resolve /portForward/{namespace}/{pod} through this CRI socket (`unix:///path`) instead of --netns-dir")
 	fs.StringVar(&o.streamURL, "stream-url", "", "base of the URLs the CRI proxy hands out (default: http://, or https:// with --tls-cert-file, and the --listen address, 127.0.0.1 for a wildcard host); an http:// or https:// URL with a host, and a path at most")
@@ -118,8 +121,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if addr == "" {
 			continue // --listen's own case is below; --metrics-listen off
 		}
+		if sock, ok := activatedName(addr); ok {
+			if sock == "" {
+				return o, fmt.Errorf("%s %q: want fd://NAME, NAME being the socket's FileDescriptorName=", name, addr)
+			}
+			continue
+		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return o, fmt.Errorf("%s %q: want host:port: %w", name, addr, err)
+			return o, fmt.Errorf("%s %q: want host:port or fd://NAME: %w", name, addr, err)
 		}
 	}
 	switch {
@@ -162,6 +171,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	for name, v := range map[string]string{"--cri-listen": o.criListen, "--cri-endpoint": o.criEndpoint} {
 		if v == "" {
+			continue
+		}
+		if sock, ok := activatedName(v); ok && name == "--cri-listen" {
+			if sock == "" {
+				return o, fmt.Errorf("--cri-listen %q: want fd://NAME, NAME being the socket's FileDescriptorName=", v)
+			}
 			continue
 		}
 		if _, err := cri.SocketPath(v); err != nil {
@@ -238,6 +253,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logq := newLogQueue(stderr, logQueueBytes, dropNotice(o.logFormat))
 	defer logq.Close(logStopGrace)
 	o.logDropped = logq.Dropped
+	o.activation = takeActivation()
 	log, err := newLogger(o.logLevel, o.logFormat, logq)
 	if err != nil {
 		fmt.Fprintf(stderr, "portforwardd: %v\n", err)
@@ -333,21 +349,40 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 		Log:                   log,
 	})
 
-	ln, err := listen("--listen", o.listen)
+	act := o.activation
+	if act == nil {
+		act = &activation{files: map[string]*os.File{}, why: "no sockets were passed"}
+	}
+	defer act.closeUnclaimed(log)
+	ln, err := openListener(act, "--listen", o.listen)
 	if err != nil {
 		return err
+	}
+	var mln net.Listener
+	if o.metricsListen != "" {
+		if mln, err = openListener(act, "--metrics-listen", o.metricsListen); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	// A socket passed by the service manager is checked for what it
+	// exposes once it is known, as a flag's address is at start.
+	if err := checkListeners(o, ln, mln); err != nil {
+		ln.Close()
+		if mln != nil {
+			mln.Close()
+		}
+		return err
+	}
+	if sec.auth == nil && !loopbackAddress(ln.Addr().String()) {
+		log.Warn("the port-forward listener is not on a loopback address and authenticates nobody", "listen", ln.Addr().String())
 	}
 	httpSrv := srv.NewHTTPServer()
 	errc := make(chan error, 3)
 	go func() { errc <- serveListener(httpSrv, srv.Listener(ln), "listen") }()
 
 	var metricsSrv *http.Server
-	if o.metricsListen != "" {
-		mln, err := listen("--metrics-listen", o.metricsListen)
-		if err != nil {
-			ln.Close()
-			return err
-		}
+	if mln != nil {
 		metricsSrv = srv.NewMetricsHTTPServer()
 		go func() { errc <- serveListener(metricsSrv, mln, "metrics-listen") }()
 		log.Info("serving metrics", "addr", mln.Addr().String())
@@ -356,13 +391,14 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	log.Info("serving port-forward", "addr", ln.Addr().String(), "tls", sec.tls != nil, "auth", sec.mode)
 	var proxy *criProxy
 	if o.criListen != "" {
-		proxy, err = startCRIProxy(o, tokens, srv, streamBaseURL(o.streamURL, ln.Addr(), sec.tls != nil), metrics, log)
+		proxy, err = startCRIProxy(o, act, tokens, srv, streamBaseURL(o.streamURL, ln.Addr(), sec.tls != nil), metrics, log)
 		if err != nil {
 			httpSrv.Close()
 			return err
 		}
 		go func() { errc <- <-proxy.errc }()
 	}
+	act.closeUnclaimed(log)
 
 	var serveErr error
 	select {

@@ -34,10 +34,12 @@ func checkSecurityFlags(o options) error {
 	}
 	// The metrics listener authenticates nobody: the kubelet serves its
 	// profiles only to authorized users, so off loopback they need consent.
-	if o.pprof && o.metricsListen != "" && !loopbackAddress(o.metricsListen) {
+	// A socket passed as fd://NAME is checked once taken (checkListeners).
+	_, metricsPassed := activatedName(o.metricsListen)
+	if o.pprof && o.metricsListen != "" && !metricsPassed && !loopbackAddress(o.metricsListen) {
 		return fmt.Errorf("--metrics-listen %s is not a loopback address and --pprof serves profiles to anyone who reaches it: move it to loopback, or pass --allow-insecure-listen to accept that", o.metricsListen)
 	}
-	if loopbackAddress(o.listen) {
+	if _, passed := activatedName(o.listen); passed || loopbackAddress(o.listen) {
 		return nil
 	}
 	// Off loopback, TLS alone keeps nobody out: a listener that
@@ -49,6 +51,31 @@ func checkSecurityFlags(o options) error {
 		return fmt.Errorf("--listen %s is not a loopback address and authenticates nobody: add --client-ca-file or --auth-kubeconfig, or pass --allow-insecure-listen to accept that anyone who reaches it can forward", o.listen)
 	}
 	return nil
+}
+
+// openListener opens a listener flag's listener: the socket the service
+// manager passed for fd://NAME, or one listening on host:port.
+func openListener(act *activation, flag, value string) (net.Listener, error) {
+	if _, ok := activatedName(value); ok {
+		return act.listener(flag, value, "tcp")
+	}
+	return listen(flag, value)
+}
+
+// checkListeners runs checkSecurityFlags's checks of what the listeners
+// expose on the addresses of the sockets passed as fd://NAME, which the
+// flags do not give.
+func checkListeners(o options, ln, mln net.Listener) error {
+	_, lnPassed := activatedName(o.listen)
+	_, mlnPassed := activatedName(o.metricsListen)
+	if !lnPassed && !mlnPassed {
+		return nil
+	}
+	o.listen = ln.Addr().String()
+	if mln != nil {
+		o.metricsListen = mln.Addr().String()
+	}
+	return checkSecurityFlags(o)
 }
 
 // listen listens on a listener flag's address. An address the flags took
@@ -144,9 +171,6 @@ func newSecurity(o options, m *server.Metrics, log *slog.Logger) (security, erro
 		sec.mode = strings.Join(modes, "+")
 	} else {
 		sec.mode = "none"
-		if !loopbackAddress(o.listen) {
-			log.Warn("the port-forward listener is not on a loopback address and authenticates nobody", "listen", o.listen)
-		}
 	}
 	return sec, nil
 }
