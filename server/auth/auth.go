@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -35,7 +36,25 @@ const (
 	ReasonNotAllowed     = "not_allowed"
 	ReasonForbidden      = "forbidden"
 	ReasonWebhookError   = "webhook_error"
+	// ReasonCanceled is no denial: the client went away (closed its
+	// connection, reset its HTTP/2 stream) before its review was
+	// answered. It is not told to Config.OnDeny.
+	ReasonCanceled = "canceled"
 )
+
+// StatusClientClosedRequest is the status of a check whose client went
+// away (nginx's 499): nobody reads the answer, and it is no failure of
+// the daemon's or the API server's.
+const StatusClientClosedRequest = 499
+
+// errClientLeft is the cache's error for a caller whose context ended
+// before the review it waits on was answered.
+var errClientLeft = errors.New("the client went away before its review was answered")
+
+// canceled is the answer to a check whose client went away.
+func canceled() *Error {
+	return &Error{Status: StatusClientClosedRequest, Reason: ReasonCanceled, Msg: "client closed request"}
+}
 
 // User is an authenticated client.
 type User struct {
@@ -211,6 +230,9 @@ func (a *Authenticator) tokenUser(ctx context.Context, token string) (*User, *Er
 		}
 		return u, err
 	})
+	if errors.Is(err, errClientLeft) {
+		return nil, canceled()
+	}
 	if err != nil {
 		return nil, a.deny(http.StatusInternalServerError, ReasonWebhookError, "Authentication error: "+oneLine(err.Error()))
 	}
@@ -243,6 +265,9 @@ func (a *Authenticator) authorize(ctx context.Context, u *User) *Error {
 	}, func(ctx context.Context) (bool, error) {
 		return a.cfg.Webhook.SubjectAccessReview(ctx, u, a.cfg.NodeName)
 	})
+	if errors.Is(err, errClientLeft) {
+		return canceled()
+	}
 	if err != nil {
 		return a.deny(http.StatusInternalServerError, ReasonWebhookError, fmt.Sprintf(
 			"Authorization error (user=%s, verb=create, resource=nodes, subresource(s)=[proxy]): %s", u.Name, oneLine(err.Error())))
@@ -379,7 +404,8 @@ func (c *cache[V]) store(k string, v V, ttl time.Duration) {
 // errors are not cached. The review runs apart from the callers'
 // contexts (bounded by the webhook's own timeout), so a client that
 // leaves does not fail the others waiting on its review; each caller
-// waits until the answer or its own context's end.
+// waits until the answer or its own context's end (an error wrapping
+// errClientLeft).
 func (c *cache[V]) do(ctx context.Context, k string, ttl func(V) time.Duration, review func(context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
 	if v, ok := c.lookup(k); ok {
@@ -414,6 +440,6 @@ func (c *cache[V]) do(ctx context.Context, k string, ttl func(V) time.Duration, 
 		return f.v, f.err
 	case <-ctx.Done():
 		var zero V
-		return zero, context.Cause(ctx)
+		return zero, fmt.Errorf("%w: %w", errClientLeft, context.Cause(ctx))
 	}
 }

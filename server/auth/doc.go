@@ -21,7 +21,9 @@
 //
 // Answers are 401 (no or bad credentials) and 403 (not allowed) with a
 // one-line text that never repeats request headers, and 500 when the API
-// server cannot be asked. Results are cached per token and per user for
+// server cannot be asked; a client that goes away while its review is
+// asked gets 499 (ReasonCanceled), which is neither a denial nor a
+// webhook error. Results are cached per token and per user for
 // CacheTTL (denials for at most DeniedTTL).
 //
 // The API server is reached with plain HTTPS and the k8s.io/api types: the
