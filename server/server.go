@@ -160,9 +160,17 @@ func (s *Server) NewHTTPServer() *http.Server {
 		HTTP2:             s.h2,
 		ConnContext:       connContext,
 		ReadHeaderTimeout: s.readHeaderTimeout(),
-		IdleTimeout:       s.idleConnTimeout(),
-		MaxHeaderBytes:    s.cfg.Limits.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// For the answers Go's HTTP/2 server gives itself, without the
+		// handler (a header block over MaxHeaderBytes, a header HTTP/2
+		// forbids): a client that gives no flow-control window never
+		// takes their body, and the stream and its goroutine were held
+		// for good. The handler lifts it (see ServeHTTP). Not below
+		// ReadHeaderTimeout, which bounds the TLS handshake (net/http
+		// takes the least of the two).
+		WriteTimeout:   max(s.idleConnTimeout(), s.readHeaderTimeout()),
+		IdleTimeout:    s.idleConnTimeout(),
+		MaxHeaderBytes: s.cfg.Limits.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -204,6 +212,10 @@ func allowedMethods(r *http.Request, isToken bool) []string {
 // ServeHTTP answers one port-forward request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	markServed(r.Context())
+	// The http.Server's WriteTimeout is for the answers it gives itself:
+	// a forward lasts as long as it moves bytes, and a refusal sets its
+	// own (see fail).
+	http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	pod, ok := parseRoute(r.URL.EscapedPath())
 	token, isToken := parseTokenRoute(r.URL.EscapedPath())
 	if !ok && !isToken {
@@ -366,6 +378,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, e *requestError) {
 	if r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 		skipBody(w, r)
+	} else {
+		// An HTTP/2 client that gives no flow-control window never takes
+		// the answer's body, and Go's server holds the stream and its
+		// handler's goroutine until it does: the connection's idle timeout
+		// counts connections with no open stream only. A refusal not
+		// taken within it resets the stream.
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.idleConnTimeout()))
 	}
 	http.Error(w, e.msg, e.status)
 }
