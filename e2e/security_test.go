@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -124,6 +125,23 @@ func TestTLSClientCertificates(t *testing.T) {
 		})
 		c.cmd.Process.Kill()
 	}
+	// Each session's lines name who was authorized for it, at info: an
+	// audit trail of who reached which pod.
+	eventually(t, 10*time.Second, func() (bool, string) {
+		users := map[string]any{}
+		for _, l := range d.logLines() {
+			var rec map[string]any
+			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "session started" && rec["level"] == "INFO" {
+				users[fmt.Sprint(rec["protocol"])] = rec["user"]
+			}
+		}
+		for _, protocol := range []string{"spdy", "spdy_websocket", "h2", "raw"} {
+			if users[protocol] != "alice" {
+				return false, fmt.Sprintf("users on the session started lines, by protocol: %v; want alice on each of spdy, spdy_websocket, h2, raw", users)
+			}
+		}
+		return true, ""
+	})
 
 	rogue := certstest.NewCA(t, "rogue").Client(t, "mallory", "ops")
 	bob := pk.clientCA.Client(t, "bob", "dev")

@@ -40,7 +40,7 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 		return
 	}
 	st := &h2Stream{body: r.Body, w: w, rc: rc}
-	log := s.sessionLog(pod, r.RemoteAddr, protocolH2, port)
+	log := s.sessionLog(r, pod, protocolH2, port)
 	s.runSession(func() {}, protocolH2, log, func(ctx context.Context) {
 		// The stream ends with the request (a client reset, counted as
 		// one: Go's server cancels the request's context before the body

@@ -87,7 +87,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 			return
 		}
 	}
-	log := s.sessionLog(pod, r.RemoteAddr, protocolRaw, port)
+	log := s.sessionLog(r, pod, protocolRaw, port)
 	s.runSession(func() {}, protocolRaw, log, func(ctx context.Context) {
 		defer raw.Close()
 		var res streams.PumpResult

@@ -238,6 +238,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Debug("request authorized", "user", user.Name, "path", r.URL.EscapedPath(), "remote", r.RemoteAddr)
+		// The session's lines say who forwarded: an audit trail of who
+		// reached which pod, at the default level.
+		r = r.WithContext(context.WithValue(r.Context(), userKey{}, user.Name))
 	}
 	var grant TokenGrant
 	if isToken {
@@ -428,13 +431,12 @@ func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.P
 	if bufrw.Reader.Buffered() > 0 {
 		buffered = bufrw.Reader // bytes the client sent right after its request
 	}
-	s.runSPDY(raw, buffered, protocolSPDY, pod, target, r.RemoteAddr)
+	s.runSPDY(raw, buffered, protocolSPDY, pod, target, s.requestLog(r, pod, protocolSPDY))
 }
 
 // runSPDY serves a port-forward SPDY session on conn, an upgraded HTTP
-// connection or a WebSocket tunnel.
-func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod nsenter.Pod, target nsenter.Target, remote string) {
-	log := s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol)
+// connection or a WebSocket tunnel; log is requestLog's.
+func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod nsenter.Pod, target nsenter.Target, log *slog.Logger) {
 	sess := streams.NewSession(streams.Config{
 		Pod:             pod.String(),
 		UID:             pod.UID,
@@ -457,7 +459,7 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 	})
 	if err != nil {
 		s.m.upgradeFailures.WithLabelValues("engine").Inc()
-		s.log.Warn("start spdy session", "remote", remote, "err", err)
+		log.Warn("start spdy session", "err", err)
 		return
 	}
 	s.runSession(sess.Drain, protocol, log.With("session", sess.ID()), func(ctx context.Context) { sess.Run(ctx, sc) })
@@ -466,10 +468,24 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 // sessionEntry is a session in the drain registry.
 type sessionEntry struct{ drain func() }
 
-// sessionLog is the logger of a session's lines: pod, remote, protocol
-// and session id, and the port for the transports that forward one.
-func (s *Server) sessionLog(pod nsenter.Pod, remote, protocol string, port uint16) *slog.Logger {
-	log := s.log.With("pod", pod.String(), "remote", remote, "protocol", protocol, "session", streams.NextSessionID())
+// userKey is the request context's key of the name of the user who was
+// authenticated and authorized for it.
+type userKey struct{}
+
+// requestLog is the logger of an upgraded request's lines: pod, remote,
+// protocol, and the user the request was authorized for, when one was.
+func (s *Server) requestLog(r *http.Request, pod nsenter.Pod, protocol string) *slog.Logger {
+	log := s.log.With("pod", pod.String(), "remote", r.RemoteAddr, "protocol", protocol)
+	if user, ok := r.Context().Value(userKey{}).(string); ok {
+		log = log.With("user", user)
+	}
+	return log
+}
+
+// sessionLog is requestLog's logger with the session id, and the port for
+// the transports that forward one.
+func (s *Server) sessionLog(r *http.Request, pod nsenter.Pod, protocol string, port uint16) *slog.Logger {
+	log := s.requestLog(r, pod, protocol).With("session", streams.NextSessionID())
 	if port != 0 {
 		log = log.With("port", port)
 	}

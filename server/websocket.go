@@ -139,14 +139,14 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 		return // answered by up.Error
 	}
 	if choice.tunnel {
-		s.runSPDY(streams.WebSocketNetConn(ws), nil, protocolTunnel, pod, target, r.RemoteAddr)
+		s.runSPDY(streams.WebSocketNetConn(ws), nil, protocolTunnel, pod, target, s.requestLog(r, pod, protocolTunnel))
 		return
 	}
 	protocol := protocolV4Binary
 	if choice.base64 {
 		protocol = protocolV4Base64
 	}
-	log := s.sessionLog(pod, r.RemoteAddr, protocol, 0)
+	log := s.sessionLog(r, pod, protocol, 0)
 	cfg := streams.ChannelConfig{
 		Ports:       ports,
 		Base64:      choice.base64,
