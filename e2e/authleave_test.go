@@ -2,14 +2,11 @@ package e2e
 
 import (
 	"crypto/tls"
-	"fmt"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/portforwardd/portforwardd/server/auth/authtest"
-	"github.com/portforwardd/portforwardd/server/certs/certstest"
 )
 
 // TestClientLeavingDuringReviewIsNoWebhookError: a client that closes its
@@ -21,22 +18,7 @@ import (
 func TestClientLeavingDuringReviewIsNoWebhookError(t *testing.T) {
 	pk := newPKI(t)
 	api := authtest.New(t, "daemon-sa-token")
-	apiCA := filepath.Join(pk.dir, "api-ca.crt")
-	certstest.WriteFile(t, apiCA, pemEncode(api.Certificate()))
-	kubeconfig := filepath.Join(pk.dir, "kubeconfig")
-	certstest.WriteFile(t, kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: node
-clusters:
-- name: c
-  cluster: {server: %q, certificate-authority: api-ca.crt}
-users:
-- name: portforwardd
-  user: {token: daemon-sa-token}
-contexts:
-- name: node
-  context: {cluster: c, user: portforwardd}
-`, api.URL)))
+	kubeconfig := pk.webhookKubeconfig(t, api)
 	d := startDaemon(t, "--tls-cert-file", pk.certFile, "--tls-private-key-file", pk.keyFile,
 		"--auth-kubeconfig", kubeconfig, "--node-name", "node-7")
 	release := api.Hold(t)

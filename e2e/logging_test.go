@@ -326,30 +326,24 @@ func TestSIGHUPDoesNotStopTheDaemon(t *testing.T) {
 	d.stop(t, 10*time.Second, "after SIGHUP")
 }
 
-// TestLogReaderGoneDoesNotStopTheDaemon: when whatever reads the daemon's
-// log goes away (journald restarted, the container runtime's log pipe
-// closed, a `| tee` that died), a log line is a write to a broken pipe.
-// Go's default for that on stderr is to die of SIGPIPE, which cut every
-// forwarded connection without a drain; the daemon must go on serving,
-// and still drain and exit 0 on SIGTERM.
-func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
+// startDaemonLoggingToPipe starts the daemon with its log (JSON, at debug)
+// on a pipe, and reads it until both listeners are up; r is the pipe's
+// reader, sc its scanner to read on, exited closed once the daemon exits.
+func startDaemonLoggingToPipe(t *testing.T) (d *daemon, cmd *exec.Cmd, exited chan struct{}, r *os.File, sc *bufio.Scanner) {
+	t.Helper()
 	requireE2E(t)
-	p := newPod(t)
-	ln := p.listen(t, "tcp4", "127.0.0.1:0")
-	serveEcho(ln)
-
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(daemonBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+	cmd = exec.Command(daemonBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "debug")
 	cmd.Stderr = w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
-	exited := make(chan struct{})
+	exited = make(chan struct{})
 	go func() {
 		cmd.Wait()
 		close(exited)
@@ -358,9 +352,8 @@ func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
 		cmd.Process.Kill()
 		<-exited
 	})
-	// Read the log until both listeners are up, then stop reading it.
-	d := &daemon{}
-	sc := bufio.NewScanner(r)
+	d = &daemon{}
+	sc = bufio.NewScanner(r)
 	for (d.addr == "" || d.metricsAddr == "") && sc.Scan() {
 		var rec struct {
 			Msg  string `json:"msg"`
@@ -378,6 +371,22 @@ func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
 	if d.addr == "" || d.metricsAddr == "" {
 		t.Fatalf("the daemon did not report its listeners: %v", sc.Err())
 	}
+	return d, cmd, exited, r, sc
+}
+
+// TestLogReaderGoneDoesNotStopTheDaemon: when whatever reads the daemon's
+// log goes away (journald restarted, the container runtime's log pipe
+// closed, a `| tee` that died), a log line is a write to a broken pipe.
+// Go's default for that on stderr is to die of SIGPIPE, which cut every
+// forwarded connection without a drain; the daemon must go on serving,
+// and still drain and exit 0 on SIGTERM.
+func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
+	requireE2E(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+
+	d, cmd, exited, r, _ := startDaemonLoggingToPipe(t)
 	r.Close()
 
 	// A session logs "session started" before it forwards a byte.
@@ -410,8 +419,9 @@ func TestLogReaderGoneDoesNotStopTheDaemon(t *testing.T) {
 	}
 }
 
-// A log reader that stops reading (journald stuck, a runtime's log pipe
-// full) must not stop the daemon: each session logs "session started"
+// TestStalledLogReaderDoesNotStopTheDaemon: a log reader that stops
+// reading (journald stuck, a runtime's log pipe full) must not stop the
+// daemon: each session logs "session started"
 // before it forwards a byte, and a write to a full pipe blocks.
 func TestStalledLogReaderDoesNotStopTheDaemon(t *testing.T) {
 	requireE2E(t)
@@ -419,48 +429,9 @@ func TestStalledLogReaderDoesNotStopTheDaemon(t *testing.T) {
 	ln := p.listen(t, "tcp4", "127.0.0.1:0")
 	serveEcho(ln)
 
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The log is not read from here on; its pipe stays open.
+	d, cmd, exited, r, sc := startDaemonLoggingToPipe(t)
 	defer r.Close()
-	cmd := exec.Command(daemonBin, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "debug")
-	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	// Read the log until both listeners are up, then stop reading it,
-	// leaving the pipe open.
-	d := &daemon{}
-	sc := bufio.NewScanner(r)
-	for (d.addr == "" || d.metricsAddr == "") && sc.Scan() {
-		var rec struct {
-			Msg  string `json:"msg"`
-			Addr string `json:"addr"`
-		}
-		if json.Unmarshal(sc.Bytes(), &rec) == nil {
-			switch rec.Msg {
-			case "serving port-forward":
-				d.addr = rec.Addr
-			case "serving metrics":
-				d.metricsAddr = rec.Addr
-			}
-		}
-	}
-	if d.addr == "" || d.metricsAddr == "" {
-		t.Fatalf("the daemon did not report its listeners: %v", sc.Err())
-	}
 
 	// Forward until the daemon has dropped log lines: far past what the
 	// pipe (64 KiB) holds, where every forward used to block.

@@ -47,6 +47,29 @@ func newPKI(t *testing.T) *pki {
 	return p
 }
 
+// webhookKubeconfig writes the kubeconfig with which the daemon asks api
+// for TokenReviews and SubjectAccessReviews, with its own token
+// daemon-sa-token, and returns its path.
+func (p *pki) webhookKubeconfig(t *testing.T, api *authtest.APIServer) string {
+	t.Helper()
+	certstest.WriteFile(t, filepath.Join(p.dir, "api-ca.crt"), pemEncode(api.Certificate()))
+	kubeconfig := filepath.Join(p.dir, "kubeconfig")
+	certstest.WriteFile(t, kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+current-context: node
+clusters:
+- name: c
+  cluster: {server: %q, certificate-authority: api-ca.crt}
+users:
+- name: portforwardd
+  user: {token: daemon-sa-token}
+contexts:
+- name: node
+  context: {cluster: c, user: portforwardd}
+`, api.URL)))
+	return kubeconfig
+}
+
 func (p *pki) daemonArgs() []string {
 	return []string{"--tls-cert-file", p.certFile, "--tls-private-key-file", p.keyFile, "--client-ca-file", p.clientCAFile}
 }
@@ -226,22 +249,7 @@ func TestWebhookAuthentication(t *testing.T) {
 	api.AddToken("alice-token", authenticationv1.UserInfo{Username: "alice", Groups: []string{"system:authenticated"}})
 	api.AddToken("bob-token", authenticationv1.UserInfo{Username: "bob"})
 	api.Allow("alice")
-	apiCA := filepath.Join(pk.dir, "api-ca.crt")
-	certstest.WriteFile(t, apiCA, pemEncode(api.Certificate()))
-	kubeconfig := filepath.Join(pk.dir, "kubeconfig")
-	certstest.WriteFile(t, kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: node
-clusters:
-- name: c
-  cluster: {server: %q, certificate-authority: api-ca.crt}
-users:
-- name: portforwardd
-  user: {token: daemon-sa-token}
-contexts:
-- name: node
-  context: {cluster: c, user: portforwardd}
-`, api.URL)))
+	kubeconfig := pk.webhookKubeconfig(t, api)
 	d := startDaemon(t, "--tls-cert-file", pk.certFile, "--tls-private-key-file", pk.keyFile,
 		"--auth-kubeconfig", kubeconfig, "--node-name", "node-7")
 	p := newPod(t)

@@ -242,14 +242,7 @@ func TestActivatedSocketsCarryConnectionsAcrossARestart(t *testing.T) {
 	fmt.Fprintf(late, "GET /portForward/%s/pod?port=%d HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", ns, podPort)
 
 	fc.Close()
-	select {
-	case err := <-first.served:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the first daemon did not stop")
-	}
+	waitServed(t, first.served, "the first daemon did not stop")
 	if _, err := os.Stat(criSock); err != nil {
 		t.Fatalf("the CRI socket's file is gone after the daemon stopped (the service manager owns it): %v", err)
 	}

@@ -115,14 +115,7 @@ func TestSIGTERMDrainsWhileACRICallIsOpen(t *testing.T) {
 	}
 
 	cancel() // the CRI call ends; the proxy would cut it criStopGrace after the drain
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not return after the CRI call ended")
-	}
+	waitServed(t, served, "serve did not return after the CRI call ended")
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	if sink.drainTimeout != "1m0s" { // a duration in nanoseconds reads as 6e+10
@@ -172,19 +165,26 @@ func TestCRIProxyServesThroughTheDrain(t *testing.T) {
 	// does not keep the daemon.
 	fc.Close()
 	start := time.Now()
+	waitServed(t, served, "serve did not return 30 s after the drain was over (drain timeout 1m): it waits for the CRI call in flight")
+	if took := time.Since(start); took > criStopGrace+5*time.Second {
+		t.Errorf("serve returned %v after the drain was over, want about criStopGrace (%v)", took, criStopGrace)
+	}
+	if _, err := events.Recv(); err == nil {
+		t.Error("GetContainerEvents still open after the daemon stopped")
+	}
+}
+
+// waitServed waits 30 s for serve to return nil; stuck says what it
+// means if it does not.
+func waitServed(t *testing.T, served <-chan error, stuck string) {
+	t.Helper()
 	select {
 	case err := <-served:
 		if err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not return 30 s after the drain was over (drain timeout 1m): it waits for the CRI call in flight")
-	}
-	if took := time.Since(start); took > criStopGrace+5*time.Second {
-		t.Errorf("serve returned %v after the drain was over, want about criStopGrace (%v)", took, criStopGrace)
-	}
-	if _, err := events.Recv(); err == nil {
-		t.Error("GetContainerEvents still open after the daemon stopped")
+		t.Fatal(stuck)
 	}
 }
 
@@ -356,14 +356,7 @@ func TestSecondSignalAfterACutDrainStopsTheCRIProxyAtOnce(t *testing.T) {
 	}
 	d.sigc <- syscall.SIGTERM
 	start := time.Now()
-	select {
-	case err := <-d.served:
-		if err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not return 30 s after the second signal")
-	}
+	waitServed(t, d.served, "serve did not return 30 s after the second signal")
 	if took := time.Since(start); took >= criStopGrace/2 {
 		t.Errorf("serve returned %v after the second signal, want at once (criStopGrace is %v)", took, criStopGrace)
 	}
