@@ -26,6 +26,12 @@ const (
 	DeniedTTL = 30 * time.Second
 	// maxCacheEntries bounds each cache; when full it is emptied.
 	maxCacheEntries = 10000
+	// maxReviews bounds the reviews of each kind (TokenReview,
+	// SubjectAccessReview) in flight at the API server. A review goes on
+	// when its client leaves, so without a bound anyone who reaches the
+	// listener could keep any number going by sending distinct tokens
+	// and closing the connection; checks beyond it wait for a slot.
+	maxReviews = 64
 )
 
 // Reasons of denials, for metrics.
@@ -103,7 +109,10 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
 	}
-	return &Authenticator{cfg: cfg}, nil
+	a := &Authenticator{cfg: cfg}
+	a.tokens.slots = make(chan struct{}, maxReviews)
+	a.allow.slots = make(chan struct{}, maxReviews)
+	return a, nil
 }
 
 // Error is a refusal: the HTTP status, a one-line message and a reason
@@ -365,8 +374,11 @@ type cache[V any] struct {
 	mu       sync.Mutex
 	m        map[string]cacheEntry[V]
 	inflight map[string]*flight[V]
-	// waiting counts callers waiting on another's review (for tests).
-	waiting atomic.Int64
+	// slots holds a value for each review in flight (maxReviews).
+	slots chan struct{}
+	// waiting counts callers waiting on another's review, and
+	// waitingSlot those waiting for a slot to start one (for tests).
+	waiting, waitingSlot atomic.Int64
 }
 
 type cacheEntry[V any] struct {
@@ -405,14 +417,37 @@ func (c *cache[V]) store(k string, v V, ttl time.Duration) {
 // contexts (bounded by the webhook's own timeout), so a client that
 // leaves does not fail the others waiting on its review; each caller
 // waits until the answer or its own context's end (an error wrapping
-// errClientLeft).
+// errClientLeft). At most cap(c.slots) reviews run at once: a caller
+// that would start one waits for a slot first.
 func (c *cache[V]) do(ctx context.Context, k string, ttl func(V) time.Duration, review func(context.Context) (V, error)) (V, error) {
+	var zero V
 	c.mu.Lock()
 	if v, ok := c.lookup(k); ok {
 		c.mu.Unlock()
 		return v, nil
 	}
 	f, ok := c.inflight[k]
+	if !ok {
+		c.mu.Unlock()
+		c.waitingSlot.Add(1)
+		select {
+		case c.slots <- struct{}{}:
+			c.waitingSlot.Add(-1)
+		case <-ctx.Done():
+			c.waitingSlot.Add(-1)
+			return zero, fmt.Errorf("%w: %w", errClientLeft, context.Cause(ctx))
+		}
+		c.mu.Lock()
+		// Another caller may have asked, or had its answer, meanwhile.
+		if v, cached := c.lookup(k); cached {
+			c.mu.Unlock()
+			<-c.slots
+			return v, nil
+		}
+		if f, ok = c.inflight[k]; ok {
+			<-c.slots
+		}
+	}
 	if ok {
 		c.waiting.Add(1)
 		defer c.waiting.Add(-1)
@@ -423,6 +458,7 @@ func (c *cache[V]) do(ctx context.Context, k string, ttl func(V) time.Duration, 
 		}
 		c.inflight[k] = f
 		go func() {
+			defer func() { <-c.slots }()
 			v, err := review(context.WithoutCancel(ctx))
 			c.mu.Lock()
 			if err == nil {
@@ -439,7 +475,6 @@ func (c *cache[V]) do(ctx context.Context, k string, ttl func(V) time.Duration, 
 	case <-f.done:
 		return f.v, f.err
 	case <-ctx.Done():
-		var zero V
 		return zero, fmt.Errorf("%w: %w", errClientLeft, context.Cause(ctx))
 	}
 }

@@ -469,3 +469,39 @@ func TestLeavingClientDoesNotFailSharedReview(t *testing.T) {
 		t.Errorf("%d TokenReviews, want 1", got)
 	}
 }
+
+// Clients that send distinct tokens and leave keep at most maxReviews
+// TokenReviews going at the API server: a review goes on when its client
+// leaves, so without a bound anyone who reached the listener could keep
+// any number going, one per connection it opened and closed.
+func TestLeavingClientsHoldAtMostMaxReviews(t *testing.T) {
+	api, a := aliceWebhook(t)
+	release := api.Hold(t)
+	const extra = 8
+	ctx, leave := context.WithCancel(context.Background())
+	done := make(chan *Error, maxReviews+extra)
+	for i := range maxReviews + extra {
+		r := request(t, nil, fmt.Sprintf("token-%d", i)).WithContext(ctx)
+		go func() {
+			_, aerr := a.Check(r)
+			done <- aerr
+		}()
+	}
+	waitFor(t, "maxReviews TokenReviews and the other checks waiting for a slot", func() bool {
+		return api.Calls(authtest.TokenReviewPath) == maxReviews && a.tokens.waitingSlot.Load() == extra
+	})
+	leave()
+	for range maxReviews + extra {
+		if aerr := <-done; aerr == nil || aerr.Reason != ReasonCanceled {
+			t.Errorf("a check whose client left: %+v, want %s", aerr, ReasonCanceled)
+		}
+	}
+	if got := api.Calls(authtest.TokenReviewPath); got != maxReviews {
+		t.Errorf("%d TokenReviews for %d clients that left, want at most %d", got, maxReviews+extra, maxReviews)
+	}
+	// Once the API server answers, the slots are free again.
+	release()
+	if u, aerr := a.Check(request(t, nil, "good")); aerr != nil || u.Name != "alice" {
+		t.Fatalf("a check after the reviews ended: %+v, %v", u, aerr)
+	}
+}
