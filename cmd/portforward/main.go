@@ -32,6 +32,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -136,6 +137,9 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return fmt.Errorf("--server %q: want http://HOST:PORT or https://HOST:PORT", o.server)
 	}
+	if err := checkClientCertificate(o.certFile, o.keyFile); err != nil {
+		return err
+	}
 	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
 	}, BearerToken: o.token}
@@ -198,6 +202,28 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		return withEarly(err, early)
 	}
 	return <-done
+}
+
+// checkClientCertificate fails unless --client-certificate and
+// --client-key are both empty, or name a pair that loads. client-go
+// ignores one without the other, so the server was asked with no
+// certificate and its refusal blamed one the user gave (kubectl refuses
+// it: "client-key-data or client-key must be specified"); and it loads a
+// pair at each connection, where a bad one was logged by client-go on a
+// line of its own before the error.
+func checkClientCertificate(certFile, keyFile string) error {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil
+	case keyFile == "":
+		return fmt.Errorf("--client-certificate %s: --client-key is needed too", certFile)
+	case certFile == "":
+		return fmt.Errorf("--client-key %s: --client-certificate is needed too", keyFile)
+	}
+	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+		return fmt.Errorf("--client-certificate %s, --client-key %s: %w", certFile, keyFile, err)
+	}
+	return nil
 }
 
 func newDialer(transport string, cfg *rest.Config, u *url.URL) (streamhttp.Dialer, error) {
