@@ -33,10 +33,21 @@ type daemon struct {
 // from the log).
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonIn(t, "", args...)
+}
+
+// startDaemonIn is startDaemon in the network namespace netnsName (ip
+// netns exec); "" is the test's own.
+func startDaemonIn(t *testing.T, netnsName string, args ...string) *daemon {
+	t.Helper()
 	requireE2E(t)
 	args = append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "debug"}, args...)
-	return startDaemonCmd(t, exec.Command(daemonBin, args...))
+	cmd := exec.Command(daemonBin, args...)
+	if netnsName != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", netnsName, daemonBin}, args...)...)
+	}
+	return startDaemonCmd(t, cmd)
 }
 
 // startDaemonCmd is startDaemon for a command of the caller's, which

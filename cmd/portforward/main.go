@@ -27,7 +27,9 @@
 // raw, a local client's reset resets its connection to the server.
 //
 // An https --server is verified with --certificate-authority, or else with
-// the system's roots, whatever the transport.
+// the system's roots, whatever the transport. raw and h2 go through no
+// proxy: when the environment names one for the server, auto takes the
+// tunnel (or SPDY), which go through it, as kubectl's do.
 package main
 
 import (
@@ -151,6 +153,17 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		if _, err := parsePortSpecs(o.ports); err != nil {
 			return err
 		}
+		// raw and h2 dial the server themselves, and through no proxy:
+		// behind one, auto takes kubectl's path, whose transports go
+		// through it, and raw or h2 asked for by name is refused.
+		proxy, err := http.ProxyFromEnvironment(&http.Request{URL: base})
+		if err != nil {
+			return fmt.Errorf("the proxy for %s from the environment: %w", o.server, err)
+		}
+		if proxy != nil && o.transport != "auto" {
+			return fmt.Errorf("--transport %s: the server is reached through the proxy %s (HTTPS_PROXY or HTTP_PROXY), which %s does not use; take auto, websocket or spdy, or name the server in NO_PROXY",
+				o.transport, proxy.Redacted(), o.transport)
+		}
 		// raw and h2 would otherwise notice a server that is down, or a
 		// pod that does not exist, only at the first local connection:
 		// the probe fails before any listener opens, as for auto.
@@ -165,7 +178,7 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		if err != nil {
 			return err
 		}
-		if o.transport == "auto" && best != "" {
+		if o.transport == "auto" && best != "" && proxy == nil {
 			o.transport = best
 		}
 	}
