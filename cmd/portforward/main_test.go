@@ -18,6 +18,11 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"-n", "prod", "pod/web", ":80", "9000:90"}, "web", "prod", []string{":80", "9000:90"}, []string{"localhost"}, true},
 		{[]string{"pods/web", "80", "--namespace=kube-system", "--address", "0.0.0.0,::1"}, "web", "kube-system", []string{"80"}, []string{"0.0.0.0", "::1"}, true},
 		{[]string{"po/web", "80"}, "web", "default", []string{"80"}, []string{"localhost"}, true},
+		// kubectl matches resource types whatever their case (its REST
+		// mapper lower-cases them).
+		{[]string{"Pod/web", "80"}, "web", "default", []string{"80"}, []string{"localhost"}, true},
+		{[]string{"PODS/web", "80"}, "web", "default", []string{"80"}, []string{"localhost"}, true},
+		{[]string{"Po/Web", "80"}, "Web", "default", []string{"80"}, []string{"localhost"}, true},
 		{[]string{"deployment/web", "80"}, "", "", nil, nil, false},
 		{[]string{"pod/", "80"}, "", "", nil, nil, false},
 		{[]string{"web"}, "", "", nil, nil, false},
