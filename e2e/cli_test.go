@@ -537,3 +537,69 @@ func TestCLISIGTERMWithConnectionOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestCLIServerDraining: a connection under way when the daemon starts its
+// graceful drain (SIGTERM) finishes, whatever the transport, also when a
+// new local connection fails meanwhile (the daemon takes nothing new); the
+// CLI then exits 1 with "lost connection to pod" once the connections
+// under way are done, as kubectl's session ends when the drain has let its
+// connections finish. raw and h2 exited at the new connection's failed
+// dial, and cut the connections the daemon was still serving.
+func TestCLIServerDraining(t *testing.T) {
+	for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
+		t.Run(transport, func(t *testing.T) {
+			d := startDaemon(t, "--drain-timeout", "30s")
+			p := newPod(t)
+			ln := p.listen(t, "tcp4", "127.0.0.1:0")
+			serveEcho(ln)
+			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+			m := forwardingLine.FindStringSubmatch(c.line(t))
+			if m == nil {
+				t.Fatalf("no \"Forwarding from\" line; stderr %q", c.stderr)
+			}
+			under := dialLocal(t, m[2])
+			echoOnce(t, under, "before the drain")
+			exit := d.signal(t, syscall.SIGTERM)
+			eventually(t, 10*time.Second, func() (bool, string) {
+				for _, l := range d.logLines() {
+					if strings.Contains(l, `"shutting down"`) {
+						return true, ""
+					}
+				}
+				return false, "no \"shutting down\" in the daemon's log"
+			})
+			// A new local connection: the daemon, draining, takes it no
+			// more, and the CLI closes it.
+			late := dialLocal(t, m[2])
+			late.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadAll(late); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the connection made during the drain was left hanging")
+			}
+			if transport != "spdy" && transport != "websocket" {
+				eventually(t, 10*time.Second, func() (bool, string) {
+					return strings.Contains(c.stderr.String(), "an error occurred forwarding "+m[2]+" -> "), "stderr " + strconv.Quote(c.stderr.String())
+				})
+			}
+			echoOnce(t, under, "during the drain")
+			under.CloseWrite()
+			under.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if rest, err := io.ReadAll(under); err != nil || len(rest) != 0 {
+				t.Fatalf("the connection under way ended with %q, %v after its FIN, want a clean end; stderr %q", rest, err, c.stderr)
+			}
+			select {
+			case code := <-exit:
+				if code != 0 {
+					t.Fatalf("daemon exit code %d after SIGTERM", code)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the daemon did not exit once its last connection ended")
+			}
+			if code := c.exitCode(t); code != 1 {
+				t.Fatalf("exit code %d, want 1; stderr %q", code, c.stderr)
+			}
+			if stderr := c.stderr.String(); !strings.HasSuffix(stderr, "error: lost connection to pod\n") {
+				t.Fatalf("stderr %q does not end with \"error: lost connection to pod\"", stderr)
+			}
+		})
+	}
+}

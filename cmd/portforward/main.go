@@ -19,8 +19,8 @@
 // connection: they
 // notice a server that can no longer be reached (a dial that fails) or a
 // pod that no longer exists (404) at the next local connection, which
-// fails with "an error occurred forwarding L -> R: …" before the CLI
-// exits. Other HTTP errors (503: the server is at its limits), and a dial
+// fails with "an error occurred forwarding L -> R: …"; the CLI then stops
+// listening and exits once the connections under way are done. Other HTTP errors (503: the server is at its limits), and a dial
 // that fails for want of a local resource (EMFILE, ENFILE, EADDRNOTAVAIL,
 // ENOBUFS, ENOMEM), fail only that connection; their listener, out of
 // descriptors or memory, says so once and accepts again when it can. With

@@ -71,6 +71,9 @@ type rawForwarder struct {
 	lost     chan struct{} // closed by lose
 	lostOnce sync.Once
 
+	accepting sync.WaitGroup // the accept loops
+	active    sync.WaitGroup // the forwards under way, added to by the accept loops
+
 	mu    sync.Mutex
 	ended bool // guarded by mu: the forward has returned, stderr is the caller's
 }
@@ -85,7 +88,8 @@ type lostError struct{ err error }
 func (e *lostError) Error() string { return e.err.Error() }
 func (e *lostError) Unwrap() error { return e.err }
 
-// lose ends the forward with "lost connection to pod".
+// lose ends the forward with "lost connection to pod", once the forwards
+// under way are done.
 func (f *rawForwarder) lose() { f.lostOnce.Do(func() { close(f.lost) }) }
 
 func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}, h2 bool) error {
@@ -130,14 +134,36 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 		f.end()
 	}()
 	for _, ln := range listeners {
-		go f.accept(ln, ln.port.local, ln.port.remote, stdout)
+		f.accepting.Add(1)
+		go func() {
+			defer f.accepting.Done()
+			f.accept(ln, ln.port.local, ln.port.remote, stdout)
+		}()
 	}
 	select {
 	case <-stop:
 		return nil
 	case <-f.lost:
-		return portforward.ErrLostConnectionToPod
 	}
+	// Each forward has a connection (h2: a stream) of its own, which a
+	// server that is draining still serves, though it takes no new one:
+	// the CLI takes no new connection either, and lets those under way
+	// finish (the server's drain bounds them), as kubectl's session ends
+	// when the drain has let its connections finish. Exiting here cut them.
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		f.accepting.Wait() // no accept loop adds to active after this
+		f.active.Wait()
+		close(done)
+	}()
+	select {
+	case <-stop: // the connection was lost all the same
+	case <-done:
+	}
+	return portforward.ErrLostConnectionToPod
 }
 
 // accept serves ln until it is closed. When the process is out of file
@@ -167,7 +193,11 @@ func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.W
 		}
 		delay = 0
 		fmt.Fprintf(stdout, "Handling connection for %d\n", local)
-		go f.handle(c.(*net.TCPConn), local, remote)
+		f.active.Add(1)
+		go func() {
+			defer f.active.Done()
+			f.handle(c.(*net.TCPConn), local, remote)
+		}()
 	}
 }
 
