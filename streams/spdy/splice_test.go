@@ -240,12 +240,20 @@ func TestSplicePipesAtRestBounded(t *testing.T) {
 	}
 	before := openFDs(t)
 	// Every pod sends 1 MiB at once, so each stream's chunk has its own
-	// pipe while the client reads them all.
+	// pipe while the client reads them all. Each pod writes on a
+	// goroutine of its own: 1 MiB need not fit in the socket buffers (it
+	// did not on a loaded machine, under TCP memory pressure), and a
+	// write that waits for the splice below must not hold up its start.
 	var wg sync.WaitGroup
 	for _, s := range all {
-		s.pod.Write(make([]byte, 1<<20))
-		s.pod.CloseWrite()
-		wg.Add(2)
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			if _, err := s.pod.Write(make([]byte, 1<<20)); err != nil {
+				t.Errorf("pod write: %v", err)
+			}
+			s.pod.CloseWrite()
+		}()
 		go func() {
 			defer wg.Done()
 			if _, err := spliceAll(s.ss, s.daemon); err != nil {
