@@ -83,21 +83,8 @@ const usage = "usage: portforward [flags] [-n NAMESPACE] POD [LOCAL_PORT:]REMOTE
 
 func parseArgs(args []string, stderr io.Writer) (options, error) {
 	var o options
-	fs := pflag.NewFlagSet("portforward", pflag.ContinueOnError)
+	fs := newFlagSet(&o)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, usage)
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.server, "server", "http://127.0.0.1:10350", "portforwardd's URL")
-	fs.StringVarP(&o.namespace, "namespace", "n", "default", "the pod's namespace")
-	fs.StringSliceVar(&o.addresses, "address", []string{"localhost"}, "addresses to listen on (comma-separated); localhost means 127.0.0.1 and ::1")
-	fs.StringVar(&o.transport, "transport", "auto", "auto (the best the server offers: raw from portforwardd; from a kubelet or API server the WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), h2 (one HTTP/2 stream per connection), or raw (one connect-tcp upgrade per connection, spliced)")
-	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate (default: the system's roots)")
-	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
-	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
-	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
-	fs.StringVar(&o.token, "token", "", "bearer token for the server (checked by its --auth-kubeconfig TokenReview)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -119,9 +106,36 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
+// printUsage writes the usage line and the flags, as -h and --help do (to
+// standard output, as kubectl does, so that it pages).
+func printUsage(w io.Writer) {
+	fs := newFlagSet(&options{})
+	fs.SetOutput(w)
+	fmt.Fprintln(w, usage)
+	fs.PrintDefaults()
+}
+
+// newFlagSet defines the flags into o. -h and --help make Parse return
+// pflag.ErrHelp and print nothing.
+func newFlagSet(o *options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("portforward", pflag.ContinueOnError)
+	fs.Usage = func() {}
+	fs.StringVar(&o.server, "server", "http://127.0.0.1:10350", "portforwardd's URL")
+	fs.StringVarP(&o.namespace, "namespace", "n", "default", "the pod's namespace")
+	fs.StringSliceVar(&o.addresses, "address", []string{"localhost"}, "addresses to listen on (comma-separated); localhost means 127.0.0.1 and ::1")
+	fs.StringVar(&o.transport, "transport", "auto", "auto (the best the server offers: raw from portforwardd; from a kubelet or API server the WebSocket tunnel, falling back to SPDY), spdy, websocket (the tunnel only), h2 (one HTTP/2 stream per connection), or raw (one connect-tcp upgrade per connection, spliced)")
+	fs.StringVar(&o.caFile, "certificate-authority", "", "CA file to verify the server's certificate (default: the system's roots)")
+	fs.StringVar(&o.certFile, "client-certificate", "", "client certificate file for TLS")
+	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
+	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
+	fs.StringVar(&o.token, "token", "", "bearer token for the server (checked by its --auth-kubeconfig TokenReview)")
+	return fs
+}
+
 func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	o, err := parseArgs(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
+		printUsage(stdout)
 		return 0
 	}
 	if err != nil {

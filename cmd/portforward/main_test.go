@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -39,6 +40,24 @@ func TestParseArgs(t *testing.T) {
 		}
 		if o.pod != tt.pod || o.namespace != tt.ns || !slices.Equal(o.ports, tt.ports) || !slices.Equal(o.addresses, tt.addresses) {
 			t.Errorf("parseArgs(%q): got pod %q ns %q ports %q addresses %q", tt.args, o.pod, o.namespace, o.ports, o.addresses)
+		}
+	}
+}
+
+// TestHelpGoesToStdout: -h and --help print the usage on standard output
+// and exit 0, as kubectl does, so that `portforward --help | less` pages
+// it; it went to standard error.
+func TestHelpGoesToStdout(t *testing.T) {
+	for _, flag := range []string{"-h", "--help"} {
+		var stdout, stderr strings.Builder
+		if code := run([]string{flag}, &stdout, &stderr, nil); code != 0 {
+			t.Errorf("%s: exit %d, want 0", flag, code)
+		}
+		if !strings.HasPrefix(stdout.String(), usage+"\n") || !strings.Contains(stdout.String(), "--transport") {
+			t.Errorf("%s: stdout %q, want the usage and the flags", flag, stdout.String())
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("%s: stderr %q, want nothing", flag, stderr.String())
 		}
 	}
 }
