@@ -729,3 +729,78 @@ func dialH2Frames(t *testing.T, d *daemon) *http2.Framer {
 	}
 	return fr
 }
+
+// TestH2ConnectionCutMidStreamFreesItsMemory: an HTTP/2 connection that
+// its client drops while a stream moves bytes leaves nothing behind once
+// its session has ended. With http.Server's IdleTimeout set, Go's HTTP/2
+// server re-arms the connection's idle timer as it closes the streams of
+// a connection that is gone, and the timer kept the whole connection (its
+// 1 MiB frame read buffer, the stream's queued writes and the daemon's
+// copy buffers in them) for the idle timeout, 90 s: a client dropping
+// bulk streams made the daemon hold megabytes per connection that no
+// session or limit counted, and the memory came back minutes after the
+// last session, not within a second.
+func TestH2ConnectionCutMidStreamFreesItsMemory(t *testing.T) {
+	d := startDaemon(t, "--pprof") // the heap profile's gc=1 collects
+	ep := newEchoPod(t)
+	heapMiB := func() float64 {
+		d.collectGarbage(t)
+		return d.metric(t, "go_memstats_heap_inuse_bytes") / (1 << 20)
+	}
+	const conns = 40
+	cut := func() {
+		for range conns {
+			var conn net.Conn
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			tr := &http.Transport{Protocols: &p, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				conn = c
+				return c, err
+			}}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			pr, pw := io.Pipe()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, h2URL(d, ep.pod, ep.port), pr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go pw.Write(make([]byte, 4<<20))
+			// Bulk both ways: the daemon's copies run with their 1 MiB
+			// buffers, and the client sends frames as large as allowed.
+			if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+				t.Fatalf("echo: %v", err)
+			}
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+			cancel()
+			pw.Close()
+		}
+		eventually(t, 30*time.Second, func() (bool, string) {
+			s := d.metricSum(t, "portforwardd_sessions_active")
+			return s == 0, fmt.Sprintf("sessions_active %v after the connections were cut", s)
+		})
+	}
+	// The idle state, after streams that ended cleanly.
+	for i := range 4 {
+		resp, pw := openH2Stream(t, d, ep.pod, ep.port)
+		echoThrough(t, pw, resp.Body, fmt.Sprint("warm-up ", i))
+		pw.Close()
+		io.Copy(io.Discard, resp.Body)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		s := d.metricSum(t, "portforwardd_sessions_active")
+		return s == 0, fmt.Sprintf("sessions_active %v after the warm-up", s)
+	})
+	base := heapMiB()
+	cut()
+	var heap float64
+	eventually(t, 15*time.Second, func() (bool, string) {
+		heap = heapMiB()
+		return heap <= base+4, fmt.Sprintf("heap in use %.1f MiB after %d connections were cut mid-stream and their sessions ended, %.1f MiB before", heap, conns, base)
+	})
+	t.Logf("heap in use %.1f MiB before, %.1f MiB after %d connections cut mid-stream", base, heap, conns)
+}

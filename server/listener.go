@@ -7,9 +7,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/portforwardd/portforwardd/nsenter"
 )
@@ -74,6 +76,79 @@ type trackedConn struct {
 
 	stallsOnce sync.Once
 	stalls     *h2Stalls // the HTTP/2 streams whose pods take nothing
+
+	h2c atomic.Bool // it began with the h2c preface
+
+	idleMu     sync.Mutex
+	idleTimer  *time.Timer // closes it once idle for the idle timeout
+	seenActive bool        // net/http has said StateActive once
+	gone       bool        // closed or hijacked: never idle again
+}
+
+// connState is the forwarding listener's ConnState: it closes a
+// connection once it has been idle for the idle timeout, a keep-alive
+// HTTP/1.1 connection waiting for its next request or an HTTP/2 one with
+// no stream open, in place of http.Server's IdleTimeout. With IdleTimeout
+// set, Go's HTTP/2 server re-arms the idle timer of a connection that
+// is gone as it closes the streams left open on it, and the timer then
+// keeps the whole connection (its frame read buffer of up to 1 MiB, the
+// streams' queued writes with the daemon's copy buffers in them) for the
+// idle timeout: a client dropping connections with streams open made the
+// daemon hold megabytes per connection, counted by no session or limit,
+// for 90 s.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	nc := c
+	if tc, ok := c.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	t, ok := nc.(*trackedConn)
+	if !ok {
+		return
+	}
+	t.idleMu.Lock()
+	defer t.idleMu.Unlock()
+	idle := false
+	switch st {
+	case http.StateIdle:
+		idle = true
+	case http.StateActive:
+		// An HTTP/2 connection is active first once its preface has
+		// come, with no stream open yet; then whenever its first stream
+		// opens, and idle when its last one ends.
+		idle = !t.seenActive && isHTTP2(c, t)
+		t.seenActive = true
+	case http.StateHijacked, http.StateClosed:
+		t.gone = true
+	}
+	if !idle || t.gone {
+		if t.idleTimer != nil {
+			t.idleTimer.Stop()
+		}
+		return
+	}
+	if t.idleTimer == nil {
+		t.idleTimer = time.AfterFunc(s.idleConnTimeout(), func() { t.closeIdle() })
+		return
+	}
+	t.idleTimer.Reset(s.idleConnTimeout())
+}
+
+// closeIdle closes the connection, unless it has been active since its
+// idle timer fired.
+func (t *trackedConn) closeIdle() {
+	t.idleMu.Lock()
+	defer t.idleMu.Unlock()
+	if !t.gone {
+		t.Conn.Close()
+	}
+}
+
+// isHTTP2 reports whether c, the connection under net/http, is HTTP/2.
+func isHTTP2(c net.Conn, t *trackedConn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.ConnectionState().NegotiatedProtocol == "h2"
+	}
+	return t.h2c.Load()
 }
 
 // h2Stalls returns the connection's h2Stalls, made on first use.
@@ -106,9 +181,11 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 			// net/http read the preface's first bytes exactly (it limits
 			// that read), so nothing past them is in p: buffer from here.
 			c.decided, c.head = true, nil
+			c.h2c.Store(true)
 			c.br = bufio.NewReaderSize(c.Conn, h2cReadBuffer)
 		case len(c.head) == len(h2cPreface):
 			c.decided, c.head = true, nil // more than the preface came at once: leave it unbuffered
+			c.h2c.Store(true)
 		}
 	}
 	return n, err

@@ -1,11 +1,19 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // countingConn is a connection whose reads come from a buffer, counted.
@@ -79,4 +87,134 @@ func TestTrackedConnBuffersCleartextHTTP2Only(t *testing.T) {
 	if got := unwrapConn(tc3); got != net.Conn(cc3) {
 		t.Error("unwrapConn did not return the connection under the tracker")
 	}
+}
+
+// TestForwardingListenerClosesIdleConnections: the forwarding listener
+// closes a connection idle for the idle timeout (the daemon's own timer,
+// not http.Server's IdleTimeout, see connState): a keep-alive HTTP/1.1
+// connection after its answer, an HTTP/2 connection that never opened a
+// stream, and one whose streams have ended; an HTTP/2 connection with a
+// forward open stays.
+func TestForwardingListenerClosesIdleConnections(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	pod, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	go func() {
+		for {
+			c, err := pod.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 16), gate: make(chan struct{})}
+	close(dialer.gate)
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer, ReadHeaderTimeout: timeout, IdleConnTimeout: timeout})
+	s.MarkServing()
+	hs := s.NewHTTPServer()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(s.Listener(ln))
+	t.Cleanup(func() { hs.Close() })
+	dial := func(t *testing.T) net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// h2c opens an HTTP/2 connection with prior knowledge and returns its
+	// framer, the server's SETTINGS read.
+	h2c := func(t *testing.T) (net.Conn, *http2.Framer) {
+		t.Helper()
+		c := dial(t)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, http2.ClientPreface)
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := fr.ReadFrame(); err != nil {
+			t.Fatal(err)
+		} else if _, ok := f.(*http2.SettingsFrame); !ok {
+			t.Fatalf("first frame %v, want SETTINGS", f)
+		}
+		return c, fr
+	}
+	request := func(t *testing.T, fr *http2.Framer, id uint32, method, path string, end bool) {
+		t.Helper()
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		for _, kv := range [][2]string{{":method", method}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
+			enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// closedWithin reads c's frames until the server closes it.
+	closedWithin := func(t *testing.T, c net.Conn, fr *http2.Framer, within time.Duration) bool {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(within))
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return !errors.Is(err, os.ErrDeadlineExceeded)
+			}
+		}
+	}
+
+	t.Run("HTTP/1.1 keep-alive after an answer", func(t *testing.T) {
+		c := dial(t)
+		io.WriteString(c, "OPTIONS /portForward/default/web HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("OPTIONS: %v %v", resp, err)
+		}
+		waitClosed(t, c, br, 5*time.Second, "keep-alive connection idle past the idle timeout")
+	})
+	t.Run("HTTP/2 that never opened a stream", func(t *testing.T) {
+		c, fr := h2c(t)
+		if !closedWithin(t, c, fr, 5*time.Second) {
+			t.Fatal("HTTP/2 connection with no stream still open 5s past the idle timeout")
+		}
+	})
+	t.Run("HTTP/2 whose streams ended", func(t *testing.T) {
+		c, fr := h2c(t)
+		request(t, fr, 1, http.MethodOptions, "/portForward/default/web", true)
+		if !closedWithin(t, c, fr, 5*time.Second) {
+			t.Fatal("HTTP/2 connection whose stream ended still open 5s past the idle timeout")
+		}
+	})
+	t.Run("HTTP/2 with a forward open", func(t *testing.T) {
+		c, fr := h2c(t)
+		request(t, fr, 1, http.MethodPost, "/portForward/default/web?port=80", false)
+		// Well past the idle timeout, the forward still echoes.
+		time.Sleep(5 * timeout) // the time to wait is the test's subject
+		if err := fr.WriteData(1, false, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("HTTP/2 connection with a forward open closed: %v", err)
+			}
+			if d, ok := f.(*http2.DataFrame); ok && string(d.Data()) == "ping" {
+				return
+			}
+		}
+	})
 }

@@ -159,6 +159,7 @@ func (s *Server) NewHTTPServer() *http.Server {
 		Protocols:         &protocols,
 		HTTP2:             s.h2,
 		ConnContext:       connContext,
+		ConnState:         s.connState, // the idle timeout: see closeIdle
 		ReadHeaderTimeout: s.readHeaderTimeout(),
 		// For the answers Go's HTTP/2 server gives itself, without the
 		// handler (a header block over MaxHeaderBytes, a header HTTP/2
@@ -168,7 +169,6 @@ func (s *Server) NewHTTPServer() *http.Server {
 		// ReadHeaderTimeout, which bounds the TLS handshake (net/http
 		// takes the least of the two).
 		WriteTimeout:   max(s.idleConnTimeout(), s.readHeaderTimeout()),
-		IdleTimeout:    s.idleConnTimeout(),
 		MaxHeaderBytes: s.cfg.Limits.MaxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
