@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // PodConn is the pod side of a forwarded connection. *net.TCPConn and
@@ -43,7 +45,9 @@ type PumpResult struct {
 //     stream error wrapping ErrConnClosed (the connection under it ended)
 //     ends it as ResultAborted too, as the session's end does. A client
 //     stream that is PodResetting has the pod's TCP connection reset
-//     (SO_LINGER 0) rather than closed.
+//     (SO_LINGER 0) rather than closed; so has any whose socket still
+//     holds bytes the pod has not taken, which a close would leave in the
+//     kernel for as long as the pod does not read.
 //
 // A positive idle ends it as ResultAborted, its cause wrapping ErrIdle,
 // once its TCP sockets (the pod's, and the client's if the stream has a
@@ -125,14 +129,27 @@ func (p *pump) abort(result string, err error) {
 	}
 	p.mu.Unlock()
 	if first {
-		if _, ok := p.client.(PodResetting); ok {
-			if tc := tcpConn(p.pod); tc != nil {
+		if tc := tcpConn(p.pod); tc != nil {
+			if _, ok := p.client.(PodResetting); ok || unsent(tc) {
 				tc.SetLinger(0)
 			}
 		}
 		p.pod.Close()
 		p.client.Reset()
 	}
+}
+
+// unsent reports whether bytes wait in tc's send queue. Closed with bytes
+// queued, a socket stays in the kernel, holding up to its send buffer,
+// until its peer reads them: a pod that never reads would pin it for good.
+func unsent(tc *net.TCPConn) bool {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	queued := 0
+	rc.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+	return queued > 0
 }
 
 // PodResetting is a client Stream whose forward, when it aborts, resets
