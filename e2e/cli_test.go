@@ -287,16 +287,8 @@ func TestCLILostConnection(t *testing.T) {
 		for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
 			t.Run(lost+"/"+transport, func(t *testing.T) {
 				d := startDaemon(t)
-				p := newPod(t)
-				ln := p.listen(t, "tcp4", "127.0.0.1:0")
-				serveEcho(ln)
-				c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
-				l := c.line(t)
-				m := forwardingLine.FindStringSubmatch(l)
-				if m == nil {
-					t.Fatalf("stdout line %q", l)
-				}
-				before := dialLocal(t, m[2])
+				p, ln, c, local := startEchoCLI(t, d, transport)
+				before := dialLocal(t, local)
 				echoOnce(t, before, "before the loss")
 				before.Close()
 				if lost == "pod" {
@@ -311,7 +303,7 @@ func TestCLILostConnection(t *testing.T) {
 				// the HTTP/2 connection it had before it sees that close).
 				deadline := time.Now().Add(30 * time.Second)
 				for !c.hasExited() && time.Now().Before(deadline) {
-					conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2])
+					conn, err := net.Dial("tcp4", "127.0.0.1:"+local)
 					if err != nil {
 						break // the listener is closed: the CLI is exiting
 					}
@@ -326,12 +318,29 @@ func TestCLILostConnection(t *testing.T) {
 				if !strings.HasSuffix(stderr, "error: lost connection to pod\n") {
 					t.Fatalf("stderr %q does not end with \"error: lost connection to pod\"", stderr)
 				}
-				if transport != "spdy" && transport != "websocket" && !strings.Contains(stderr, "an error occurred forwarding "+m[2]+" -> ") {
-					t.Fatalf("stderr %q lacks the failed connection's \"an error occurred forwarding %s -> …\"", stderr, m[2])
+				if transport != "spdy" && transport != "websocket" && !strings.Contains(stderr, "an error occurred forwarding "+local+" -> ") {
+					t.Fatalf("stderr %q lacks the failed connection's \"an error occurred forwarding %s -> …\"", stderr, local)
 				}
 			})
 		}
 	}
+}
+
+// startEchoCLI starts an echo pod and the CLI forwarding a free local
+// port on 127.0.0.1 to it through d with transport, and returns the pod,
+// its listener, the CLI and the local port.
+func startEchoCLI(t *testing.T, d *daemon, transport string) (*pod, net.Listener, *cli, string) {
+	t.Helper()
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+	l := c.line(t)
+	m := forwardingLine.FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("stdout line %q, want \"Forwarding from\"; stderr %q", l, c.stderr)
+	}
+	return p, ln, c, m[2]
 }
 
 func dialLocal(t *testing.T, port string) *net.TCPConn {
@@ -512,15 +521,8 @@ func TestCLISIGTERMWithConnectionOpen(t *testing.T) {
 	d := startDaemon(t)
 	for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
 		t.Run(transport, func(t *testing.T) {
-			p := newPod(t)
-			ln := p.listen(t, "tcp4", "127.0.0.1:0")
-			serveEcho(ln)
-			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
-			m := forwardingLine.FindStringSubmatch(c.line(t))
-			if m == nil {
-				t.Fatalf("no \"Forwarding from\" line; stderr %q", c.stderr)
-			}
-			open := dialLocal(t, m[2])
+			_, _, c, local := startEchoCLI(t, d, transport)
+			open := dialLocal(t, local)
 			echoOnce(t, open, "in flight")
 			c.cmd.Process.Signal(syscall.SIGTERM)
 			if code := c.exitCode(t); code != 0 {
@@ -530,9 +532,9 @@ func TestCLISIGTERMWithConnectionOpen(t *testing.T) {
 			if _, err := io.ReadAll(open); errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatal("the open connection was left hanging after the CLI exited")
 			}
-			if conn, err := net.Dial("tcp4", "127.0.0.1:"+m[2]); err == nil {
+			if conn, err := net.Dial("tcp4", "127.0.0.1:"+local); err == nil {
 				conn.Close()
-				t.Fatalf("127.0.0.1:%s still listens after SIGTERM", m[2])
+				t.Fatalf("127.0.0.1:%s still listens after SIGTERM", local)
 			}
 		})
 	}
@@ -549,15 +551,8 @@ func TestCLIServerDraining(t *testing.T) {
 	for _, transport := range []string{"auto", "spdy", "websocket", "raw", "h2"} {
 		t.Run(transport, func(t *testing.T) {
 			d := startDaemon(t, "--drain-timeout", "30s")
-			p := newPod(t)
-			ln := p.listen(t, "tcp4", "127.0.0.1:0")
-			serveEcho(ln)
-			c := startCLI(t, "--server", "http://"+d.addr, "--transport", transport, "--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
-			m := forwardingLine.FindStringSubmatch(c.line(t))
-			if m == nil {
-				t.Fatalf("no \"Forwarding from\" line; stderr %q", c.stderr)
-			}
-			under := dialLocal(t, m[2])
+			_, _, c, local := startEchoCLI(t, d, transport)
+			under := dialLocal(t, local)
 			echoOnce(t, under, "before the drain")
 			exit := d.signal(t, syscall.SIGTERM)
 			eventually(t, 10*time.Second, func() (bool, string) {
@@ -570,14 +565,14 @@ func TestCLIServerDraining(t *testing.T) {
 			})
 			// A new local connection: the daemon, draining, takes it no
 			// more, and the CLI closes it.
-			late := dialLocal(t, m[2])
+			late := dialLocal(t, local)
 			late.SetDeadline(time.Now().Add(30 * time.Second))
 			if _, err := io.ReadAll(late); errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatal("the connection made during the drain was left hanging")
 			}
 			if transport != "spdy" && transport != "websocket" {
 				eventually(t, 10*time.Second, func() (bool, string) {
-					return strings.Contains(c.stderr.String(), "an error occurred forwarding "+m[2]+" -> "), "stderr " + strconv.Quote(c.stderr.String())
+					return strings.Contains(c.stderr.String(), "an error occurred forwarding "+local+" -> "), "stderr " + strconv.Quote(c.stderr.String())
 				})
 			}
 			echoOnce(t, under, "during the drain")

@@ -447,8 +447,7 @@ func (s *soak) clientGoSession(r *mrand.Rand, tunnel bool) error {
 	n := 1 + r.IntN(40)
 	abortSession := r.IntN(4) == 0
 	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
+	var first firstError
 	sem := make(chan struct{}, 8)
 	for i := range n {
 		kind := soakKinds[r.IntN(len(soakKinds))]
@@ -461,12 +460,8 @@ func (s *soak) clientGoSession(r *mrand.Rand, tunnel bool) error {
 				return
 			}
 			err = exercise(mrand.New(mrand.NewPCG(seed, uint64(i))), tcpConn{c.(*net.TCPConn)}, kind)
-			if err != nil && !abortSession {
-				errMu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				errMu.Unlock()
+			if !abortSession {
+				first.set(err)
 			}
 		})
 		if abortSession && i == n/2 {
@@ -483,13 +478,30 @@ func (s *soak) clientGoSession(r *mrand.Rand, tunnel bool) error {
 		return errors.New("ForwardPorts did not return within 30s of stop")
 	}
 	wg.Wait()
-	if firstErr != nil {
-		// A session whose pod reset a connection may have reported it on
-		// the error stream; client-go then ends nothing. Only echo
-		// mismatches land here.
-		return firstErr
+	// A session whose pod reset a connection may have reported it on the
+	// error stream; client-go then ends nothing. Only echo mismatches
+	// land here.
+	return first.get()
+}
+
+// firstError keeps the first non-nil error set, from any goroutine.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
 	}
-	return nil
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 // rawConn makes one connect-tcp forward.
@@ -562,8 +574,7 @@ func (s *soak) h2Session(r *mrand.Rand) error {
 	n := 1 + r.IntN(30)
 	cut := r.IntN(4) == 0
 	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var firstErr error
+	var first firstError
 	sem := make(chan struct{}, 8)
 	for i := range n {
 		kind := soakKinds[r.IntN(len(soakKinds))]
@@ -594,12 +605,8 @@ func (s *soak) h2Session(r *mrand.Rand) error {
 			})
 			err = exercise(mrand.New(mrand.NewPCG(seed, uint64(i))), &h2Conn{resp.Body, pw, cancel}, kind)
 			stall.Stop()
-			if err != nil && !cut {
-				errMu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				errMu.Unlock()
+			if !cut {
+				first.set(err)
 			}
 		})
 		if cut && i == n/2 {
@@ -617,7 +624,7 @@ func (s *soak) h2Session(r *mrand.Rand) error {
 		connMu.Unlock()
 	}
 	wg.Wait()
-	return firstErr
+	return first.get()
 }
 
 // v4Session opens a v4 WebSocket for the echo and download ports, echoes
