@@ -363,7 +363,7 @@ func exercise(r *mrand.Rand, c soakConn, kind string) error {
 		c.abort()
 	case "sink": // the pod never reads
 		go func() { c.Write(make([]byte, 1+r.IntN(4<<20))) }()
-		time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond)
+		time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond) // workload timing
 		if r.IntN(2) == 0 {
 			c.abort()
 		}
@@ -614,7 +614,9 @@ func (s *soak) h2Session(r *mrand.Rand) error {
 		}
 	}
 	if cut {
-		// Drop the connection with streams open.
+		// Drop the connection with streams open (workload timing, not
+		// synchronization: streams not yet open make the cut no less a
+		// cut).
 		time.Sleep(50 * time.Millisecond)
 		connMu.Lock()
 		for _, c := range conns {
@@ -879,7 +881,7 @@ func (s *soak) churn(r *mrand.Rand) error {
 	if _, err := round(); err != nil {
 		return err
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // workload timing: forwards open while the netns goes
 	if out, err := exec.Command("ip", "netns", "del", netns).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns del: %v: %s", err, out)
 	}
