@@ -362,7 +362,8 @@ func exercise(r *mrand.Rand, c soakConn, kind string) error {
 		io.ReadFull(c, make([]byte, r.IntN(512<<10)))
 		c.abort()
 	case "sink": // the pod never reads
-		go func() { c.Write(make([]byte, 1+r.IntN(4<<20))) }()
+		size := 1 + r.IntN(4<<20) // r is this goroutine's only
+		go func() { c.Write(make([]byte, size)) }()
 		time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond) // workload timing
 		if r.IntN(2) == 0 {
 			c.abort()
