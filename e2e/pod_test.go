@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
+	"github.com/vishvananda/netns"
 )
 
 var podSeq atomic.Int64
@@ -190,4 +192,33 @@ func acceptOne(t *testing.T, ln net.Listener) <-chan net.Conn {
 		}
 	}()
 	return accepted
+}
+
+// dialIn connects to addr from inside the network namespace at
+// netnsPath: the socket is made there, on a locked thread that then
+// switches back.
+func dialIn(netnsPath, addr string) (*net.TCPConn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	c, derr := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err := netns.Set(orig); err != nil {
+		panic("e2e: cannot leave namespace " + netnsPath + ": " + err.Error())
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return c.(*net.TCPConn), nil
 }

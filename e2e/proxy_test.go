@@ -5,14 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // connectProxy is an HTTP proxy that serves CONNECT only, and dials its
@@ -81,31 +78,7 @@ func (p *connectProxy) serve(c *net.TCPConn) {
 }
 
 // dial connects to addr from inside the proxy's namespace.
-func (p *connectProxy) dial(addr string) (*net.TCPConn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromPath(p.netnsPath)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return nil, err
-	}
-	c, derr := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err := netns.Set(orig); err != nil {
-		panic("e2e: cannot leave the proxy's target namespace: " + err.Error())
-	}
-	if derr != nil {
-		return nil, derr
-	}
-	return c.(*net.TCPConn), nil
-}
+func (p *connectProxy) dial(addr string) (*net.TCPConn, error) { return dialIn(p.netnsPath, addr) }
 
 func (p *connectProxy) connects() []string {
 	p.mu.Lock()

@@ -106,13 +106,13 @@ func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
-	// And once draining, a new request is refused before it is dialed.
+	// And once draining, a new session is refused before it is dialed.
 	c2, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	fmt.Fprintf(c2, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
+	fmt.Fprintf(c2, "GET /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
 	resp, err = http.ReadResponse(bufio.NewReader(c2), nil)
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("request after the drain: %v, %v; want 503", resp, err)
@@ -121,5 +121,155 @@ func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
 	case <-dialer.started:
 		t.Fatal("a request after the drain was dialed")
 	default:
+	}
+}
+
+// acceptSignal is a listener that says when it has accepted a connection.
+type acceptSignal struct {
+	net.Listener
+	accepted chan struct{}
+}
+
+func (l acceptSignal) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted <- struct{}{}
+	}
+	return c, err
+}
+
+// TestDrainServesConnectionsAcceptedBeforeIt: a client whose connection
+// was accepted before the drain began, and whose request is read after
+// (the drain came between its connect and its request, or during its TLS
+// handshake), is answered, not dropped as http.Server's Shutdown drops
+// it: served when the request brings its own forwarded connection
+// (connect-tcp), and refused with a 503 when it is a SPDY session, which a
+// drain would end before its first stream. The drain waits for the
+// connect-tcp forward it took late when called again after Shutdown, as
+// the daemon does.
+func TestDrainServesConnectionsAcceptedBeforeIt(t *testing.T) {
+	pod, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	go func() {
+		c, err := pod.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 1), gate: make(chan struct{})}
+	close(dialer.gate)
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer})
+	hs := s.NewHTTPServer()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := acceptSignal{Listener: ln, accepted: make(chan struct{}, 2)}
+	go hs.Serve(s.Listener(al))
+	defer hs.Close()
+
+	var conns [2]net.Conn
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp4", ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+		conns[i].SetDeadline(time.Now().Add(30 * time.Second))
+		<-al.accepted
+	}
+	// The daemon's sequence: stop listening, drain, and shut the
+	// http.Server down once the connections accepted have been read.
+	ln.Close()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() {
+		if err := s.AwaitAccepted(shutCtx); err != nil {
+			shut <- err
+			return
+		}
+		shut <- hs.Shutdown(shutCtx)
+	}()
+	if err := s.Drain(shutCtx); err != nil {
+		t.Fatalf("Drain with nothing in flight: %v", err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown began (%v) before the connections accepted had sent a request", err)
+	default:
+	}
+	raw, spdy := conns[0], conns[1]
+	fmt.Fprintf(raw, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
+	br := bufio.NewReader(raw)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("connect-tcp on a connection accepted before the drain: %v, %v; want 101", resp, err)
+	}
+	io.WriteString(raw, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+
+	fmt.Fprintf(spdy, "GET /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(spdy), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("SPDY on a connection accepted before the drain: %v, %v; want 503", resp, err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+
+	drained := make(chan error, 1)
+	go func() { drained <- s.Drain(shutCtx) }()
+	select {
+	case err := <-drained:
+		t.Fatalf("the second Drain returned (%v) while the forward it let in late ran", err)
+	default:
+	}
+	raw.(*net.TCPConn).CloseWrite()
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the client's FIN: %q, %v", rest, err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}
+
+// TestServedWhileDraining: which requests a draining server still serves.
+func TestServedWhileDraining(t *testing.T) {
+	ws := func(protocols ...string) http.Header {
+		h := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}
+		for _, p := range protocols {
+			h.Add("Sec-Websocket-Protocol", p)
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		method string
+		major  int
+		header http.Header
+		want   bool
+	}{
+		{"connect-tcp", http.MethodGet, 1, http.Header{"Connection": {"Upgrade"}, "Upgrade": {"connect-tcp"}}, true},
+		{"HTTP/2 stream", http.MethodPost, 2, http.Header{}, true},
+		{"OPTIONS", http.MethodOptions, 1, http.Header{}, true},
+		{"v4 WebSocket", http.MethodGet, 1, ws(ProtocolV4Binary), true},
+		{"v4 base64 WebSocket", http.MethodGet, 1, ws(ProtocolV4Base64), true},
+		{"WebSocket tunnel", http.MethodGet, 1, ws(ProtocolTunnel, ProtocolV4Binary), false},
+		{"WebSocket with unknown protocols", http.MethodGet, 1, ws("chat"), false},
+		{"SPDY", http.MethodGet, 1, http.Header{"Connection": {"Upgrade"}, "Upgrade": {"SPDY/3.1"}}, false},
+		{"plain GET", http.MethodGet, 1, http.Header{}, false},
+	} {
+		r := &http.Request{Method: tc.method, ProtoMajor: tc.major, Header: tc.header}
+		if got := servedWhileDraining(r); got != tc.want {
+			t.Errorf("%s: servedWhileDraining = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

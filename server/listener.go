@@ -39,8 +39,13 @@ type trackingListener struct {
 // apart) and logs each retry at debug only, while clients wait in the
 // listen queue with no answer.
 func (l *trackingListener) Accept() (net.Conn, error) {
+	// Counted from before the accept, so that AwaitAccepted, after the
+	// listener closed, cannot miss a connection accepted a moment
+	// before; the trackedConn uncounts it (leaveFresh).
+	l.s.fresh.add(&l.s.mu, 1)
 	c, err := l.Listener.Accept()
 	if err != nil {
+		l.s.fresh.add(&l.s.mu, -1)
 		if nsenter.Shortage(err) != 0 && l.short.CompareAndSwap(false, true) {
 			l.s.log.Warn("cannot accept connections: out of file descriptors or memory; clients wait until some are free", "err", err)
 		}
@@ -83,6 +88,19 @@ type trackedConn struct {
 	idleTimer  *time.Timer // closes it once idle for the idle timeout
 	seenActive bool        // net/http has said StateActive once
 	gone       bool        // closed or hijacked: never idle again
+
+	notFresh atomic.Bool // uncounted from Server.fresh
+}
+
+// leaveFresh uncounts the connection from the ones AwaitAccepted waits
+// for, once: its first request has reached the handler (net/http drops
+// one it reads after Shutdown began, and says StateActive before it
+// looks), it has closed or gone idle, or it is HTTP/2 (whose streams the
+// GOAWAY of the shutdown bounds).
+func (c *trackedConn) leaveFresh() {
+	if c.notFresh.CompareAndSwap(false, true) {
+		c.s.fresh.add(&c.s.mu, -1)
+	}
 }
 
 // connState is the forwarding listener's ConnState: it closes a
@@ -107,6 +125,9 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	}
 	t.idleMu.Lock()
 	defer t.idleMu.Unlock()
+	if st == http.StateIdle || st == http.StateHijacked || st == http.StateClosed || st == http.StateActive && isHTTP2(c, t) {
+		t.leaveFresh()
+	}
 	idle := false
 	switch st {
 	case http.StateIdle:
@@ -221,6 +242,7 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 func markServed(ctx context.Context) {
 	if t, ok := ctx.Value(connKey{}).(*trackedConn); ok {
 		t.served.Store(true)
+		t.leaveFresh()
 	}
 }
 

@@ -106,7 +106,11 @@ type Server struct {
 	sessions map[*sessionEntry]struct{}
 	serving  bool // the listener is up
 	draining bool
-	wg       sync.WaitGroup // one per session
+	// inflight counts the requests entered and the sessions running, for
+	// Drain; fresh, the connections accepted whose first request has not
+	// come, for AwaitAccepted.
+	inflight counter
+	fresh    counter
 }
 
 // New returns a Server for cfg.
@@ -258,11 +262,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "invalid_pod", msg: err.Error()})
 		return
 	}
-	if !s.enter() {
+	if !s.enter(servedWhileDraining(r)) {
 		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
 		return
 	}
-	defer s.wg.Done()
+	defer s.leave()
 	if r.Method == http.MethodOptions {
 		s.answerOptions(w, r, pod)
 		return
@@ -498,7 +502,7 @@ func (s *Server) runSession(drain func(), protocol string, log *slog.Logger, run
 	e := &sessionEntry{drain: drain}
 	s.mu.Lock()
 	s.sessions[e] = struct{}{}
-	s.wg.Add(1)
+	s.inflight.n++ // within the request's own count: never from zero
 	draining := s.draining
 	s.mu.Unlock()
 	if draining {
@@ -524,7 +528,7 @@ func (s *Server) runSession(drain func(), protocol string, log *slog.Logger, run
 		active.Dec()
 		s.m.sessionsTotal.WithLabelValues(protocol, result).Inc()
 		log.Info("session ended", "result", result, "duration", time.Since(start).Round(time.Millisecond).String())
-		s.wg.Done()
+		s.leave()
 	}()
 	run(s.ctx)
 }
@@ -545,16 +549,53 @@ func (s *Server) dialFunc(target nsenter.Target) streams.DialFunc {
 
 // enter counts a request in for Drain, from before it is resolved or
 // dialed until its handler returns, so a session still being set up when
-// the drain starts is waited for (and drained as it registers); false once
-// draining. Call s.wg.Done when it returns true and the request is over.
-func (s *Server) enter() bool {
+// the drain starts is waited for (and drained as it registers). Once
+// draining it lets in only a request that brings its own forwarded
+// connection (late). Call s.leave when it returns true and the request
+// is over.
+func (s *Server) enter(late bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.draining && !late {
 		return false
 	}
-	s.wg.Add(1) // under mu, and never once draining: Drain's Wait sees it
+	s.inflight.n++
 	return true
+}
+
+// leave ends what enter (or runSession) counted in.
+func (s *Server) leave() { s.inflight.add(&s.mu, -1) }
+
+// AwaitAccepted returns once every connection the forwarding listener has
+// accepted has brought its first request to the handler or closed, or
+// ctx's error when it ends first. Call it after closing the listener: a
+// daemon that stops listening calls it before the http.Server's
+// Shutdown, which drops a request it reads after it began, unanswered. A
+// connection that sends nothing is closed at the read-header timeout.
+func (s *Server) AwaitAccepted(ctx context.Context) error {
+	return s.fresh.awaitZero(ctx, &s.mu)
+}
+
+// servedWhileDraining reports whether r is served during a drain, when
+// the listener no longer accepts: a request that carries its forwarded
+// connection (connect-tcp, an HTTP/2 stream, a v4 WebSocket: each the
+// client's one connection, done when that is), or an OPTIONS. Such a
+// request came on a connection accepted before the listener closed (an
+// upgrade takes its connection over; an HTTP/2 connection's streams stop
+// at the GOAWAY of the shutdown), so the drain stays bounded. Refusing
+// it failed a client that had only come a moment too early: when the
+// next daemon takes the port over (--reuse-port), a client is never
+// refused. A SPDY or tunnel session is refused: it would be drained on
+// arrival, and end before its first stream.
+func servedWhileDraining(r *http.Request) bool {
+	switch {
+	case r.Method == http.MethodOptions, r.ProtoMajor == 2, isConnectTCP(r.Header):
+		return true
+	case isWebSocket(r.Header):
+		choice, err := negotiateWebSocket(r.Header)
+		return err == nil && !choice.tunnel
+	}
+	return false
 }
 
 // MarkServing records that the forwarding listener is up; /readyz then
@@ -592,11 +633,14 @@ func (e *DrainCutShortError) Error() string {
 
 func (e *DrainCutShortError) Unwrap() error { return e.Err }
 
-// Drain refuses new sessions and new streams, waits for the forwarded
-// connections in flight to finish, and returns when every session has
-// ended. When ctx is done first, the remaining sessions are closed at once;
-// Drain then still waits for them to end and returns a
-// *DrainCutShortError that wraps ctx's error.
+// Drain refuses new sessions and new streams, but the requests
+// servedWhileDraining lets in; it waits for the requests and forwarded
+// connections in flight to finish, and returns when none is left. When
+// ctx is done first, the remaining sessions are closed at once; Drain
+// then still waits for them to end and returns a *DrainCutShortError that
+// wraps ctx's error. A request still being read from a connection
+// accepted earlier may come in after Drain returned: call Drain again
+// once the http.Server's Shutdown has returned, to wait for those too.
 func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -608,18 +652,11 @@ func (s *Server) Drain(ctx context.Context) error {
 	for _, e := range sessions {
 		e.drain()
 	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
+	if err := s.inflight.awaitZero(ctx, &s.mu); err == nil {
 		return nil
-	case <-ctx.Done():
-		left := s.Sessions()
-		s.cancel()
-		<-done
-		return &DrainCutShortError{Sessions: left, Err: ctx.Err()}
 	}
+	left := s.Sessions()
+	s.cancel()
+	s.inflight.awaitZero(context.Background(), &s.mu)
+	return &DrainCutShortError{Sessions: left, Err: ctx.Err()}
 }

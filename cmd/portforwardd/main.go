@@ -41,6 +41,7 @@ type options struct {
 	creationTimeout       time.Duration
 	dialTimeout           time.Duration
 	drainTimeout          time.Duration
+	reusePort             bool
 	readHeaderTimeout     time.Duration
 	logLevel, logFormat   string
 	showVersion           bool
@@ -78,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.creationTimeout, "stream-creation-timeout", 30*time.Second, "how long the first stream of a pair waits for the second")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", nsenter.DefaultDialTimeout, "bound on each connect attempt inside a pod (127.0.0.1, then [::1])")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long forwarded connections may take to finish")
+	fs.BoolVar(&o.reusePort, "reuse-port", false, "listen on --listen and --metrics-listen with SO_REUSEPORT, so the next daemon can take the ports over while this one drains (a DaemonSet's surge update); on SIGTERM both close at once. Set net.ipv4.tcp_migrate_req=1 too, or connections queued on a closing listener are reset. fd:// sockets are as passed")
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "how long a client may take to finish its TLS handshake and send its request headers, on --listen and --metrics-listen (HTTP/1.1; HTTP/2 has no header timeout)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -354,13 +356,13 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 		act = &activation{files: map[string]*os.File{}, why: "no sockets were passed"}
 	}
 	defer act.closeUnclaimed(log)
-	ln, err := openListener(act, "--listen", o.listen)
+	ln, err := openListener(act, "--listen", o.listen, o.reusePort)
 	if err != nil {
 		return err
 	}
 	var mln net.Listener
 	if o.metricsListen != "" {
-		if mln, err = openListener(act, "--metrics-listen", o.metricsListen); err != nil {
+		if mln, err = openListener(act, "--metrics-listen", o.metricsListen, o.reusePort); err != nil {
 			ln.Close()
 			return err
 		}
@@ -373,6 +375,13 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 			mln.Close()
 		}
 		return err
+	}
+	if o.reusePort {
+		if ok, why := migrateReq(migrateReqFile); ok {
+			log.Info("listening with SO_REUSEPORT; connections queued when a listener closes go to the others")
+		} else {
+			log.Warn("listening with SO_REUSEPORT, but connections queued on this daemon's listener when it closes will be reset, not handed to the next daemon: set net.ipv4.tcp_migrate_req=1", "why", why)
+		}
 	}
 	if sec.auth == nil && !loopbackAddress(ln.Addr().String()) {
 		log.Warn("the port-forward listener is not on a loopback address and authenticates nobody", "listen", ln.Addr().String())
@@ -435,21 +444,51 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	// not the http.Server's any more, the Server drains them, while
 	// Shutdown waits for HTTP/2 streams (sessions too, which Drain ends at
 	// the deadline) to finish. Past the deadline, what is left is closed.
+	//
+	// The listener closes first, and the http.Server is shut down only
+	// once the connections it accepted have sent their requests: Shutdown
+	// drops a request it reads after it began, without an answer, and a
+	// client that had connected a moment before the signal (or was in
+	// its TLS handshake) saw its connection close. A draining server
+	// answers it (servedWhileDraining).
+	ln.Close()
+	if o.reusePort && metricsSrv != nil {
+		// The next daemon answers the probes and scrapes on the shared
+		// port from now on; this one's /readyz would say 503 to its
+		// readiness probe.
+		go func() {
+			ctx, cancel := context.WithTimeout(now, time.Second)
+			defer cancel()
+			metricsSrv.Shutdown(ctx)
+		}()
+	}
 	shutDone := make(chan struct{})
 	go func() {
 		defer close(shutDone)
+		// At most as long as Shutdown itself waits for a connection
+		// that sends nothing (net/http closes it at 5 s).
+		awaitCtx, cancelAwait := context.WithTimeout(drainCtx, 5*time.Second)
+		srv.AwaitAccepted(awaitCtx)
+		cancelAwait()
 		if err := httpSrv.Shutdown(drainCtx); err != nil {
 			httpSrv.Close()
 		}
 	}()
 	drainStart := time.Now()
+	err = srv.Drain(drainCtx)
+	<-shutDone
+	if err == nil {
+		// The requests the last connections accepted brought in while
+		// Shutdown read them (a connect-tcp, an HTTP/2 stream), which a
+		// draining server still serves.
+		err = srv.Drain(drainCtx)
+	}
 	var cut *server.DrainCutShortError
-	if err := srv.Drain(drainCtx); errors.As(err, &cut) {
+	if errors.As(err, &cut) {
 		log.Warn("drain cut short; remaining sessions were closed", "sessions", cut.Sessions, "err", cut.Err)
 	} else {
 		log.Info("drained", "duration", time.Since(drainStart).Round(time.Millisecond))
 	}
-	<-shutDone
 	if proxy != nil {
 		// Calls in flight get criStopGrace, then are cut: a
 		// GetContainerEvents never ends, a PullImage may take minutes, and

@@ -53,15 +53,6 @@ func checkSecurityFlags(o options) error {
 	return nil
 }
 
-// openListener opens a listener flag's listener: the socket the service
-// manager passed for fd://NAME, or one listening on host:port.
-func openListener(act *activation, flag, value string) (net.Listener, error) {
-	if _, ok := activatedName(value); ok {
-		return act.listener(flag, value, "tcp")
-	}
-	return listen(flag, value)
-}
-
 // checkListeners runs checkSecurityFlags's checks of what the listeners
 // expose on the addresses of the sockets passed as fd://NAME, which the
 // flags do not give.
@@ -76,22 +67,6 @@ func checkListeners(o options, ln, mln net.Listener) error {
 		o.metricsListen = mln.Addr().String()
 	}
 	return checkSecurityFlags(o)
-}
-
-// listen listens on a listener flag's address. An address the flags took
-// for loopback must be bound to loopback: "localhost" is looked up like
-// any name (/etc/hosts, then DNS), and bound elsewhere it would serve the
-// network what the flag checks let through for loopback only.
-func listen(flag, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s %s: %w", flag, addr, err)
-	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && loopbackAddress(addr) && !tcp.IP.IsLoopback() {
-		ln.Close()
-		return nil, fmt.Errorf("%s %s is bound to %s, not a loopback address: check how the host's resolver (/etc/hosts) maps it, or give an IP address", flag, addr, tcp)
-	}
-	return ln, nil
 }
 
 // loopbackAddress reports whether a host:port listens on loopback only.

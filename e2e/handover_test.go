@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestReusePortHandoverRefusesNoClient: with --reuse-port, a second daemon
+// listens on the first's ports while the first still serves (a
+// DaemonSet's surge pod beside the old one), and the first's SIGTERM then
+// hands the ports over: clients that connect all along, before, during and
+// after the handover, are all served; none is refused, reset or left
+// unanswered, the ones the first daemon had accepted but not yet read
+// when it stopped listening included. The daemons run in a namespace of
+// their own, the node's, with net.ipv4.tcp_migrate_req=1 as the deploy
+// docs ask.
+func TestReusePortHandoverRefusesNoClient(t *testing.T) {
+	node := newPod(t)
+	if out, err := exec.Command("ip", "netns", "exec", node.netnsName, "sh", "-c",
+		"echo 1 > /proc/sys/net/ipv4/tcp_migrate_req").CombinedOutput(); err != nil {
+		t.Fatalf("set net.ipv4.tcp_migrate_req in the node's namespace: %v: %s", err, out)
+	}
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	first := startDaemonIn(t, node.netnsName, "--reuse-port")
+	for _, d := range []*daemon{first} {
+		eventually(t, 10*time.Second, func() (bool, string) {
+			return d.logged("listening with SO_REUSEPORT; connections queued when a listener closes go to the others") > 0,
+				"no line saying the queued connections are handed over"
+		})
+	}
+
+	// Clients forward one connection each, over and over, from the
+	// node's namespace; each must echo.
+	var (
+		served  atomic.Int64
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+		errMu   sync.Mutex
+		failure error
+	)
+	path := rawPath(p, port(ln))
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := forwardOnce(node.path, first.addr, path, fmt.Sprintf("worker %d, forward %d", w, i)); err != nil {
+					errMu.Lock()
+					if failure == nil {
+						failure = err
+					}
+					errMu.Unlock()
+					return
+				}
+				served.Add(1)
+			}
+		}()
+	}
+	stopWorkers := func() {
+		close(stop)
+		wg.Wait()
+		if failure != nil {
+			t.Fatalf("a client across the handover: %v (after %d served)", failure, served.Load())
+		}
+	}
+	waitServed := func(n int64, when string) {
+		t.Helper()
+		eventually(t, 60*time.Second, func() (bool, string) {
+			errMu.Lock()
+			defer errMu.Unlock()
+			if failure != nil {
+				return true, ""
+			}
+			return served.Load() >= n, fmt.Sprintf("%d forwards served %s, want %d", served.Load(), when, n)
+		})
+		if failure != nil {
+			stopWorkers()
+		}
+	}
+	waitServed(50, "by the first daemon")
+
+	second := startDaemonIn(t, node.netnsName, "--reuse-port", "--listen", first.addr, "--metrics-listen", first.metricsAddr)
+	if second.addr != first.addr {
+		t.Fatalf("the second daemon listens on %s, want the first's %s", second.addr, first.addr)
+	}
+	eventually(t, 60*time.Second, func() (bool, string) {
+		return second.logged("session started") > 0, "the second daemon has served no client while both listen"
+	})
+	first.stop(t, 30*time.Second, "during the handover")
+	atStop := served.Load()
+	waitServed(atStop+50, "after the first daemon exited")
+	stopWorkers()
+
+	total := served.Load()
+	eventually(t, 10*time.Second, func() (bool, string) {
+		n := int64(first.logged("session started") + second.logged("session started"))
+		return n == total, fmt.Sprintf("the daemons logged %d sessions, the clients had %d forwards served", n, total)
+	})
+	if first.logged("session started") == 0 {
+		t.Error("the first daemon served nothing")
+	}
+}
+
+// forwardOnce forwards one connection with connect-tcp through the daemon
+// at addr, dialed from the namespace at netnsPath, and checks the pod
+// echoes msg.
+func forwardOnce(netnsPath, addr, path, msg string) error {
+	c, err := dialIn(netnsPath, addr)
+	if err != nil {
+		return fmt.Errorf("%s: connect: %w", msg, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n", path); err != nil {
+		return fmt.Errorf("%s: send the request: %w", msg, err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fmt.Errorf("%s: read the answer: %w", msg, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %s %q, want 101", msg, resp.Status, body)
+	}
+	if _, err := io.WriteString(c, msg); err != nil {
+		return fmt.Errorf("%s: write: %w", msg, err)
+	}
+	c.CloseWrite()
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != msg {
+		return fmt.Errorf("%s: echoed %q, %v", msg, got, err)
+	}
+	return nil
+}
+
+// logged counts the daemon's log lines whose message is msg.
+func (d *daemon) logged(msg string) int {
+	n := 0
+	for _, r := range d.records() {
+		if r.Msg == msg {
+			n++
+		}
+	}
+	return n
+}
