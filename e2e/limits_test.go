@@ -173,3 +173,62 @@ func TestRefusalDoesNotWaitForABody(t *testing.T) {
 	}
 	d.settle(t, base, 10*time.Second)
 }
+
+// TestHeaderLimitsCountedOnKeepAliveConnection: a 431 or a read header
+// timeout is counted in limit_hits_total also on a connection whose first
+// request was answered and kept alive (an OPTIONS, which the CLI sends
+// first). The counts looked only at connections no request had reached
+// the handler on, so a client that sent one OPTIONS first was refused at
+// either limit as often as it liked, and never counted.
+func TestHeaderLimitsCountedOnKeepAliveConnection(t *testing.T) {
+	d := startDaemon(t, "--max-header-bytes", "4Ki", "--read-header-timeout", "1s")
+	p := newPod(t)
+	// keptAlive opens a connection and has an OPTIONS answered on it.
+	keptAlive := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp4", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "OPTIONS "+p.route()+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("OPTIONS: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusNoContent || resp.Close {
+			t.Fatalf("OPTIONS: %d, close %v; want 204 and a connection kept alive", resp.StatusCode, resp.Close)
+		}
+		return c, br
+	}
+
+	c, br := keptAlive()
+	// 16 KiB: net/http lets a request on a kept-alive connection have
+	// up to 8 KiB over the limit (what it read ahead, and its slack).
+	io.WriteString(c, "GET "+p.route()+" HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 16<<10)+"\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("second request, 16 KiB of headers: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("second request, 16 KiB of headers: %d, want 431", resp.StatusCode)
+	}
+	eventually(t, 5*time.Second, func() (bool, string) {
+		n := d.metric(t, `portforwardd_limit_hits_total{limit="header_bytes"}`)
+		return n == 1, fmt.Sprintf("limit_hits_total{header_bytes} = %v after a 431 on a kept-alive connection, want 1", n)
+	})
+
+	c, br = keptAlive()
+	start := time.Now()
+	io.WriteString(c, "GET "+p.route()+" HTTP/1.1\r\nHost: x\r\n")
+	if n, err := io.Copy(io.Discard, br); err != nil || time.Since(start) > 10*time.Second {
+		t.Fatalf("second request, headers never finished: read %d bytes, %v after %v; want the connection closed after --read-header-timeout 1s", n, err, time.Since(start))
+	}
+	eventually(t, 5*time.Second, func() (bool, string) {
+		n := d.metric(t, `portforwardd_limit_hits_total{limit="read_header_timeout"}`)
+		return n == 1, fmt.Sprintf("limit_hits_total{read_header_timeout} = %v after a header timeout on a kept-alive connection, want 1", n)
+	})
+}

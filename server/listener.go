@@ -59,7 +59,8 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 
 // trackedConn notices the ends net/http gives a request it never hands to
 // the handler: the read deadline of ReadHeaderTimeout, and the 431 answer
-// to a header block over MaxHeaderBytes.
+// to a header block over MaxHeaderBytes, on the first request of a
+// connection and on each one that follows a kept-alive answer.
 //
 // It also buffers the reads of cleartext HTTP/2 connections: Go's HTTP/2
 // server reads each frame header and payload straight from the
@@ -70,7 +71,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 type trackedConn struct {
 	net.Conn
 	s       *Server
-	served  atomic.Bool // a request reached the handler
+	served  atomic.Bool // a request reached the handler since the connection was last idle
 	counted atomic.Bool
 
 	// Used by the reading goroutine only (net/http reads a connection
@@ -132,6 +133,13 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateIdle:
 		idle = true
+		if !isHTTP2(c, t) {
+			// A kept-alive HTTP/1.1 connection waits for its next
+			// request, whose header limits net/http enforces without
+			// the handler as it did the first's: count them again.
+			// (HTTP/2's are framed where they cannot be told.)
+			t.served.Store(false)
+		}
 	case http.StateActive:
 		// An HTTP/2 connection is active first once its preface has
 		// come, with no stream open yet; then whenever its first stream
