@@ -13,9 +13,10 @@ import (
 // "other". A dial that could not create a socket for want of a local
 // resource (file descriptors, memory) is "other", the daemon's failure,
 // whatever the other loopback address answered: a pod listening on
-// 127.0.0.1 only refuses [::1], and "refused" is the users' business.
+// 127.0.0.1 only refuses [::1], and "refused" is the users' business. So
+// is a dial one address of which timed out "timeout" (a pod dropping SYNs
+// on 127.0.0.1, its accept queue full, refuses [::1] all the same).
 func Reason(err error) string {
-	var ne net.Error
 	switch {
 	case err == nil:
 		return ""
@@ -29,17 +30,40 @@ func Reason(err error) string {
 		return "invalid_pod"
 	case Shortage(err) != 0:
 		return "other"
+	case timedOut(err):
+		return "timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EADDRNOTAVAIL):
 		return "unreachable"
 	default:
 		return "other"
 	}
+}
+
+// timedOut reports whether any error in err's tree timed out. errors.As
+// would stop at the first net.Error, the other address's (a *LoopbackError
+// holds both).
+func timedOut(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return timedOut(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if timedOut(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Shortage returns the errno in err of a local resource the daemon ran

@@ -32,6 +32,9 @@ func TestReasonLocalShortageIsTheDaemons(t *testing.T) {
 		{"IPv4 out of system fds, IPv6 refused", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "socket", syscall.ENFILE), IPv6: refused}, "other"},
 		{"IPv4 out of memory, IPv6 timed out", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "socket", syscall.ENOBUFS), IPv6: timedOut}, "other"},
 		{"IPv4 refused, IPv6 out of fds", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: dial("tcp6", "::1", "socket", syscall.EMFILE)}, "other"},
+		{"IPv4 timed out, IPv6 refused", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", context.DeadlineExceeded), IPv6: refused}, "timeout"},
+		{"IPv4 refused, IPv6 timed out", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: timedOut}, "timeout"},
+		{"IPv4 refused, IPv6 unreachable", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: dial("tcp6", "::1", "connect", syscall.EADDRNOTAVAIL)}, "refused"},
 		{"both refused", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: refused}, "refused"},
 		{"netns open out of fds", fmt.Errorf("open netns /run/netns/a_b: %w", syscall.EMFILE), "other"},
 	}
