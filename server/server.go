@@ -459,6 +459,7 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 		MaxStreams:   l.MaxStreamsPerSession,
 		Global:       s.budget,
 		OnLimit:      s.limitHit,
+		OnRefuse:     sess.Refused,
 		Reader:       buffered,
 	})
 	if err != nil {

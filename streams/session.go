@@ -143,11 +143,18 @@ func (s *Session) Accept(st Stream) error {
 }
 
 func (s *Session) reject(st Stream, err error) {
-	s.obs.StreamRejected(ResultRejected)
 	if errors.Is(err, ErrTooManyPending) && s.cfg.OnLimit != nil {
 		s.cfg.OnLimit(LimitPendingStreams)
 	}
-	s.log.Debug("stream rejected", "session", s.id, "stream", st.ID(), "err", err)
+	s.Refused(st.ID(), err)
+}
+
+// Refused counts a stream that never became part of a pair, as rejected:
+// one Accept refused, or one the engine refused itself (a limit of the
+// connection's, SPDYOptions.OnRefuse).
+func (s *Session) Refused(id uint32, err error) {
+	s.obs.StreamRejected(ResultRejected)
+	s.log.Debug("stream rejected", "session", s.id, "stream", id, "err", err)
 }
 
 // expire ends a pair whose second stream did not come in time, the way the

@@ -30,6 +30,10 @@ type SPDYOptions struct {
 	// OnLimit, if set, is told each time a limit is hit (the Limit*
 	// names); it must not block.
 	OnLimit func(limit string)
+	// OnRefuse, if set, is told of each stream the engine refuses
+	// itself, never offering it to accept (see spdy.Options.OnRefuse):
+	// Session.Refused counts it as a rejected one.
+	OnRefuse func(id uint32, err error)
 }
 
 // Budget is a byte budget shared by SPDY connections and v4 WebSocket
@@ -73,6 +77,7 @@ func ServeSPDY(c net.Conn, accept AcceptFunc, opts SPDYOptions) (Conn, error) {
 		Reader:       opts.Reader,
 		Global:       opts.Global,
 		OnLimit:      opts.OnLimit,
+		OnRefuse:     opts.OnRefuse,
 	})
 	return sc, nil
 }

@@ -65,6 +65,11 @@ type Options struct {
 	// one; without blocking) each time a limit is hit; limit is one of
 	// the Limit* names.
 	OnLimit func(limit string)
+	// OnRefuse, if set, is called (on the reader goroutine, without
+	// blocking) for each new stream the connection refuses itself,
+	// without offering it to accept: past MaxStreams, after the peer's
+	// GOAWAY, or with a header block it cannot read; err says why.
+	OnRefuse func(id uint32, err error)
 }
 
 func (o *Options) defaults() {
@@ -82,6 +87,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxFrame <= 0 || o.MaxFrame > maxFrameLength {
 		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.OnRefuse == nil {
+		o.OnRefuse = func(uint32, error) {}
 	}
 	if o.OnLimit == nil {
 		o.OnLimit = func(string) {}
@@ -437,6 +445,7 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 	c.lastID = id
 	c.mu.Unlock()
 	if herr != nil {
+		c.opts.OnRefuse(id, herr)
 		return &streamError{id, statusProtocolError, herr.Error()}
 	}
 	c.mu.Lock()
@@ -467,7 +476,9 @@ func (c *Conn) synStream(id uint32, flags uint8, block []byte) error {
 	if !goingAway {
 		c.opts.OnLimit(LimitStreams)
 	}
-	return &streamError{id, statusRefusedStream, "too many streams or going away"}
+	err := &streamError{id, statusRefusedStream, "too many streams or going away"}
+	c.opts.OnRefuse(id, err)
+	return err
 }
 
 func (c *Conn) newStream(id uint32, headers map[string][]string) *Stream {
