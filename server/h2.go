@@ -37,6 +37,7 @@ func (s *Server) serveH2(w http.ResponseWriter, r *http.Request, pod nsenter.Pod
 	w.WriteHeader(http.StatusOK)
 	if err := rc.Flush(); err != nil {
 		pc.Close()
+		s.goneBeforeAnswer(obs, r, pod, port, err)
 		return
 	}
 	st := &h2Stream{body: r.Body, w: w, rc: rc}

@@ -73,6 +73,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 	if _, err := io.WriteString(raw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+UpgradeConnectTCP+"\r\n\r\n"); err != nil {
 		raw.Close()
 		podConn.Close()
+		s.goneBeforeAnswer(obs, r, pod, port, err)
 		return
 	}
 	// Bytes the client pipelined behind its request go first.
@@ -99,6 +100,16 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		logForwardDone(log, res)
 		obs.ForwardEnded(res.Result)
 	})
+}
+
+// goneBeforeAnswer counts a forward whose client went away between the
+// pod's dial and the answer (the 101, an HTTP/2 stream's headers): the pod
+// was connected to, so it is a forwarded connection, reset by the client
+// as one reset during the dial is, and logged at debug as that is.
+func (s *Server) goneBeforeAnswer(obs *observer, r *http.Request, pod nsenter.Pod, port uint16, err error) {
+	obs.ForwardStarted()
+	obs.ForwardEnded(streams.ResultReset)
+	s.log.Debug("client gone before the answer", "pod", pod.String(), "port", port, "remote", r.RemoteAddr, "err", err)
 }
 
 // logForwardDone logs the end of a forward that is a whole session (raw,
