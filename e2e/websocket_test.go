@@ -917,3 +917,50 @@ func TestWebSocketV4ClientResetWhilePodNotReading(t *testing.T) {
 		t.Fatalf("buffered_bytes %v after the session ended, want 0", got)
 	}
 }
+
+// TestWebSocketV4DrainCutShortSaysGoingAway: a v4 session still open when
+// --drain-timeout ends is closed with a close frame, 1001 (going away: the
+// server goes down), as every other end of a v4 session the server
+// chooses has its close frame; its pod's connection is closed too. With
+// the bug the daemon dropped the TCP connection with no close frame, and
+// the client saw an abnormal closure (1006), as if the network had broken.
+func TestWebSocketV4DrainCutShortSaysGoingAway(t *testing.T) {
+	d := startDaemon(t, "--drain-timeout", "300ms")
+	for _, subprotocol := range v4Subprotocols {
+		p := newPod(t)
+		ln := p.listen(t, "tcp4", "127.0.0.1:0")
+		podSide := acceptOne(t, ln)
+		c, _, err := dialV4(t, d, p.route(), []int{port(ln)}, subprotocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.expectPrefixes(port(ln))
+		pc := <-podSide
+		pc.Write([]byte("open"))
+		if got := c.readData(0, 4); got != "open" {
+			t.Fatalf("%s: got %q", subprotocol, got)
+		}
+		// Read on, on a goroutine of its own: the close frame comes once
+		// the daemon has been signalled.
+		ended := make(chan error, 1)
+		go func() {
+			c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for {
+				if _, _, err := c.ws.ReadMessage(); err != nil {
+					ended <- err
+					return
+				}
+			}
+		}()
+		defer func(pc net.Conn, ended chan error, subprotocol string) {
+			if err := <-ended; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				t.Errorf("%s: v4 session at the drain's end: %v, want a close frame 1001 (going away)", subprotocol, err)
+			}
+			pc.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadAll(pc); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("%s: the pod's connection at the drain's end: %v, want it closed", subprotocol, err)
+			}
+		}(pc, ended, subprotocol)
+	}
+	d.stop(t, 30*time.Second, "after its drain timeout")
+}

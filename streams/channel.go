@@ -94,10 +94,12 @@ type ChannelConfig struct {
 // and closes ws. When the client closes the WebSocket first, each pod gets
 // what the client sent before the close, then EOF, and closeGrace to end;
 // when the connection breaks, or ctx is done, every pod connection is
-// closed at once. A port holding client data that neither its pod nor the
-// client has moved for StallTimeout may be reset while Global is spent, as
-// a pod resetting its connection would end it: nothing is written on its
-// error channel. ServeChannels returns when all of that is over.
+// closed at once (ctx's end is the server's, and the client gets a close
+// frame 1001, going away). A port holding client data that neither its
+// pod nor the client has moved for StallTimeout may be reset while Global
+// is spent, as a pod resetting its connection would end it: nothing is
+// written on its error channel. ServeChannels returns when all of that is
+// over.
 func ServeChannels(ctx context.Context, ws *websocket.Conn, cfg ChannelConfig) {
 	s := &chanSession{ws: ws, cfg: cfg, obs: cfg.Observer, log: cfg.Log}
 	if s.cfg.StallTimeout <= 0 {
@@ -201,6 +203,13 @@ func (s *chanSession) run(ctx context.Context) {
 		}
 		// Otherwise the connection broke: abort what is left.
 	case <-ctx.Done():
+		// The server is going down (a drain cut short): say so, as the
+		// end of a session the server chooses. Not under wmu: a port's
+		// write may be waiting on a client that does not read, and
+		// gorilla's WriteControl waits for it at most until the
+		// deadline.
+		s.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second))
 	}
 	cancel()
 	s.ws.Close()
