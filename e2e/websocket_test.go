@@ -19,11 +19,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	streamspdy "k8s.io/streaming/pkg/httpstream/spdy"
+
+	"github.com/portforwardd/portforwardd/streams"
 )
 
 // v4Client is a WebSocket v4 channel client, as the Kubernetes e2e test
@@ -963,4 +966,73 @@ func TestWebSocketV4DrainCutShortSaysGoingAway(t *testing.T) {
 		}(pc, ended, subprotocol)
 	}
 	d.stop(t, 30*time.Second, "after its drain timeout")
+}
+
+// TestWebSocketV4Base64ChannelsPastASCII: in v4.base64.channel.k8s.io
+// the channel is the character '0'+channel of a text message, which the
+// kubelet writes as Go's string('0'+channel): UTF-8, two bytes from
+// channel 80 on (ports from the 41st). The daemon wrote the single byte
+// '0'+channel, which from 0x80 on is no UTF-8: the text messages of the
+// ports past the 40th were invalid, and a client that checks text
+// messages as RFC 6455 requires (browsers, most libraries) failed the
+// connection (1007) at the first of them, the 41st port's announcement.
+// A client writes the same character for such a port's data channel; the
+// kubelet reads only its first byte, so it drops that data (no port has
+// channel 0xc2-'0'): the daemon decodes the character and forwards it.
+func TestWebSocketV4Base64ChannelsPastASCII(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	echo := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(echo)
+	ports := make([]int, streams.MaxChannelPorts)
+	for i := range ports {
+		ports[i] = port(echo)
+	}
+	c, _, err := dialV4(t, d, p.route(), ports, "v4.base64.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	channel := func(ch int) string { return string(rune('0' + ch)) } // the kubelet's string('0'+num)
+	for i := range ports {
+		for _, ch := range []int{2 * i, 2*i + 1} {
+			c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+			typ, msg, err := c.ws.ReadMessage()
+			if err != nil {
+				t.Fatalf("port %d's announcement on channel %d: %v", i, ch, err)
+			}
+			want := channel(ch) + base64.StdEncoding.EncodeToString(binary.LittleEndian.AppendUint16(nil, uint16(ports[i])))
+			if typ != websocket.TextMessage || !utf8.Valid(msg) || string(msg) != want {
+				t.Fatalf("port %d's announcement on channel %d: type %d %q (valid UTF-8: %v), want text %q",
+					i, ch, typ, msg, utf8.Valid(msg), want)
+			}
+		}
+	}
+	last := len(ports) - 1
+	const m = "through the last port"
+	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(channel(2*last)+base64.StdEncoding.EncodeToString([]byte(m)))); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for len(got) < len(m) {
+		c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, msg, err := c.ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("echo through port %d: %v", last, err)
+		}
+		if !utf8.Valid(msg) {
+			t.Fatalf("text message %q is not UTF-8", msg)
+		}
+		ch, size := utf8.DecodeRune(msg)
+		if int(ch)-'0' != 2*last {
+			t.Fatalf("message %q on channel %d, want channel %d", msg, int(ch)-'0', 2*last)
+		}
+		payload, err := base64.StdEncoding.DecodeString(string(msg[size:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, payload...)
+	}
+	if string(got) != m {
+		t.Fatalf("echo through port %d: %q, want %q", last, got, m)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -22,7 +23,8 @@ import (
 // Limits of the WebSocket v4 channel protocol.
 const (
 	// MaxChannelPorts bounds the ports of one v4 WebSocket; channel ids
-	// are one byte (or one ASCII character in base64 mode).
+	// are one byte (in base64 mode one character, '0'+channel, which
+	// takes two bytes of UTF-8 from channel 80 on).
 	MaxChannelPorts = 64
 	// maxWSMessage is the largest message accepted, x/net/websocket's
 	// default, which the kubelet's wsstream uses. Messages are streamed,
@@ -257,6 +259,9 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 		}
 		ch := int(hdr[0])
 		if s.cfg.Base64 {
+			if ch >= utf8.RuneSelf {
+				ch = readChannelRune(r, hdr[0])
+			}
 			ch -= '0'
 		}
 		if ch < 0 || ch%2 != 0 || ch/2 >= len(s.ports) {
@@ -290,6 +295,24 @@ func (s *chanSession) readLoop(ctx context.Context, done chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// readChannelRune reads the rest of a base64 message's channel character,
+// whose UTF-8 encoding starts with the byte lead, and returns the
+// character (utf8.RuneError for none). The kubelet writes channels from 80
+// on so (Go's string('0'+channel)), and reads only the first byte back,
+// which makes such ports' data undeliverable there; here a client that
+// writes the character as it reads it reaches them. Channels of
+// MaxChannelPorts ports take two bytes at most: a longer character names
+// no channel, and the message is dropped.
+func readChannelRune(r io.Reader, lead byte) int {
+	var b [2]byte
+	b[0] = lead
+	if _, err := io.ReadFull(r, b[1:]); err != nil {
+		return utf8.RuneError
+	}
+	ch, _ := utf8.DecodeRune(b[:])
+	return int(ch)
 }
 
 // putMessage streams the rest of a binary message to port p, through a
@@ -428,7 +451,9 @@ func (s *chanSession) write(ch byte, payload []byte) error {
 	typ := websocket.BinaryMessage
 	if s.cfg.Base64 {
 		typ = websocket.TextMessage
-		s.scratch = append(s.scratch[:0], '0'+ch)
+		// The kubelet's string('0'+channel): UTF-8, as a text message
+		// must be (two bytes from channel 80 on).
+		s.scratch = utf8.AppendRune(s.scratch[:0], rune('0'+int(ch)))
 		s.scratch = base64.StdEncoding.AppendEncode(s.scratch, payload)
 	} else {
 		s.scratch = append(append(s.scratch[:0], ch), payload...)
