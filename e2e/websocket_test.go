@@ -24,6 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 	streamspdy "k8s.io/streaming/pkg/httpstream/spdy"
 
 	"github.com/portforwardd/portforwardd/streams"
@@ -336,10 +337,55 @@ func TestWebSocketV4BadPorts(t *testing.T) {
 			}
 		}
 	}
-	// An unsupported subprotocol is refused too.
+}
+
+// TestWebSocketUnsupportedSubprotocolIsForbidden: a WebSocket offering no
+// subprotocol the daemon speaks is refused with 403, as by the kubelet: a
+// v4 request by the handshake of x/net/websocket (wsstream), which answers
+// a refused subprotocol 403 Forbidden, and a tunnel offering only other
+// SPDY/3.1+*.k8s.io protocols by the SPDY negotiation the kubelet's
+// tunneling handler replays (403, X-Accepted-Stream-Protocol-Versions:
+// portforward.k8s.io). The daemon answered 400. client-go's tunneling
+// dialer, the real peer, takes the refusal for an upgrade failure, and its
+// fallback dialer tries SPDY (which refuses the protocol with the same
+// 403).
+func TestWebSocketUnsupportedSubprotocolIsForbidden(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
 	u := url.URL{Scheme: "ws", Host: d.addr, Path: p.route(), RawQuery: "port=80"}
-	if _, resp, err := (&websocket.Dialer{Subprotocols: []string{"channel.k8s.io"}}).Dial(u.String(), nil); err == nil || resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("subprotocol channel.k8s.io: got %v, want 400", err)
+	for _, tt := range []struct {
+		subprotocol string
+		accepted    string // X-Accepted-Stream-Protocol-Versions
+	}{
+		{"channel.k8s.io", ""},
+		{"base64.channel.k8s.io", ""},
+		{"v5.channel.k8s.io", ""},
+		{"SPDY/3.1+v2.portforward.k8s.io", "portforward.k8s.io"},
+	} {
+		_, resp, err := (&websocket.Dialer{Subprotocols: []string{tt.subprotocol}, HandshakeTimeout: 10 * time.Second}).Dial(u.String(), nil)
+		if !errors.Is(err, websocket.ErrBadHandshake) || resp == nil {
+			t.Errorf("subprotocol %s: %v, want a refused handshake", tt.subprotocol, err)
+			continue
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Accepted-Stream-Protocol-Versions"); resp.StatusCode != http.StatusForbidden || got != tt.accepted {
+			t.Errorf("subprotocol %s: %s, X-Accepted-Stream-Protocol-Versions %q; want 403 Forbidden, %q", tt.subprotocol, resp.Status, got, tt.accepted)
+		}
+	}
+	// client-go's tunneling dialer takes any refusal for an upgrade
+	// failure (it reads the text body as an empty Status, so the 403
+	// itself is lost in its error), which is what makes its fallback
+	// dialer try SPDY.
+	cfg := &rest.Config{Host: "http://" + d.addr}
+	if _, _, err := tunnelDialerFor(t, cfg, p.route()).Dial("v2.portforward.k8s.io"); !streamhttp.IsUpgradeFailure(err) {
+		t.Errorf("client-go's tunnel offering only v2.portforward.k8s.io: %v, want an upgrade failure", err)
+	}
+	_, _, err := tunnelDialer(t, d, p.route()).Dial("v2.portforward.k8s.io")
+	if err == nil || !strings.Contains(err.Error(), "unable to negotiate protocol") {
+		t.Errorf("client-go's tunnel falling back to SPDY, offering only v2.portforward.k8s.io: %v, want SPDY's refusal", err)
+	}
+	if got := d.metric(t, `portforwardd_upgrade_failures_total{reason="protocol"}`); got != 4+1+2 {
+		t.Errorf("upgrade_failures_total{reason=protocol}: %v, want %d (four WebSockets, the tunnel, then the tunnel and its SPDY fallback)", got, 4+1+2)
 	}
 }
 

@@ -137,7 +137,9 @@ func FuzzNegotiateProtocol(f *testing.F) {
 // FuzzNegotiateWebSocket checks the WebSocket subprotocol choice against
 // its model: the tunnel whenever offered, else the first v4 protocol in
 // the client's order, none offered means v4 binary with nothing echoed,
-// and anything else is a 400. What is echoed is always one of the
+// and anything else is the kubelet's 403 (with the SPDY negotiation's
+// X-Accepted-Stream-Protocol-Versions when a tunneling protocol was
+// offered). What is echoed is always one of the
 // client's tokens, as RFC 6455 §4.2.2 requires.
 func FuzzNegotiateWebSocket(f *testing.F) {
 	f.Add("SPDY/3.1+portforward.k8s.io, portforward.k8s.io", true) // kubectl >= 1.31
@@ -170,8 +172,14 @@ func FuzzNegotiateWebSocket(f *testing.F) {
 			want = wsChoice{subprotocol: offered[i], base64: offered[i] == ProtocolV4Base64}
 		}
 		if !wantOK {
-			if rerr == nil || rerr.status != http.StatusBadRequest {
-				t.Fatalf("negotiateWebSocket(%q): %+v, %+v; want 400", vs, got, rerr)
+			if rerr == nil || rerr.status != http.StatusForbidden {
+				t.Fatalf("negotiateWebSocket(%q): %+v, %+v; want 403", vs, got, rerr)
+			}
+			tunneling := slices.ContainsFunc(offered, func(p string) bool {
+				return strings.HasPrefix(p, "SPDY/3.1+") && strings.HasSuffix(p, ".k8s.io")
+			})
+			if got := rerr.header.Get(headerAcceptedProtocolVersions); tunneling != (got == ProtocolPortForwardV1) {
+				t.Fatalf("negotiateWebSocket(%q): %s %q, want it only for a tunneling protocol offered", vs, headerAcceptedProtocolVersions, got)
 			}
 			checkRefusal(t, "negotiateWebSocket", rerr, vs)
 			return

@@ -23,7 +23,10 @@ const (
 	ProtocolV4Base64 = "v4.base64.channel.k8s.io"
 	// ProtocolTunnel is SPDY tunnelled through WebSocket binary messages
 	// (client-go's tunneling dialer, kubectl ≥ 1.31).
-	ProtocolTunnel = "SPDY/3.1+" + ProtocolPortForwardV1
+	ProtocolTunnel = tunnelPrefix + ProtocolPortForwardV1
+	// tunnelPrefix marks the tunneling subprotocols (apimachinery's
+	// WebsocketsSPDYTunnelingPrefix).
+	tunnelPrefix = "SPDY/3.1+"
 )
 
 // wsChoice is the outcome of WebSocket subprotocol negotiation.
@@ -70,9 +73,20 @@ func negotiateWebSocket(h http.Header) (wsChoice, *requestError) {
 			return wsChoice{subprotocol: p, base64: true}, nil
 		}
 	}
-	return wsChoice{}, &requestError{status: http.StatusBadRequest, reason: "protocol",
+	// 403, as from the kubelet: x/net/websocket's handshake (wsstream)
+	// answers a refused v4 subprotocol so, and a tunnel offering other
+	// SPDY/3.1+*.k8s.io protocols gets the SPDY negotiation's 403, which
+	// the kubelet's tunneling handler replays, with its header.
+	rerr := &requestError{status: http.StatusForbidden, reason: "protocol",
 		msg: fmt.Sprintf("unable to upgrade: requested WebSocket subprotocols are not supported; supports %q, %q, %q or none",
 			ProtocolTunnel, ProtocolV4Binary, ProtocolV4Base64)}
+	for _, p := range offered {
+		if strings.HasPrefix(p, tunnelPrefix) && strings.HasSuffix(p, ".k8s.io") {
+			rerr.header = http.Header{headerAcceptedProtocolVersions: supportedProtocols}
+			break
+		}
+	}
+	return wsChoice{}, rerr
 }
 
 // parsePortQuery reads the v4 protocol's ports from the query parameter
