@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
 	"github.com/portforwardd/portforwardd/cri"
@@ -106,7 +107,7 @@ func listenUnix(endpoint string) (net.Listener, error) {
 			}
 		}
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := bindUnixPrivate(path)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +116,26 @@ func listenUnix(endpoint string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// bindUnixPrivate listens on a unix socket whose file is created with mode
+// 0600 at most, whatever the umask: the socket's own mode, which bind(2)
+// gives the file (less the umask), is set before the bind. With the
+// file created by the umask alone and chmod-ed after, a umask of 0 left
+// it open to every local user (connect(2) needs write permission only)
+// until the chmod, and a connection made then kept the runtime's API.
+func bindUnixPrivate(path string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var cerr error
+		if err := rc.Control(func(fd uintptr) { cerr = unix.Fchmod(int(fd), 0o600) }); err != nil {
+			return err
+		}
+		if cerr != nil {
+			return fmt.Errorf("set the socket's mode before bind: %w", cerr)
+		}
+		return nil
+	}}
+	return lc.Listen(context.Background(), "unix", path)
 }
 
 // criProxy is the running CRI proxy.

@@ -111,3 +111,34 @@ func TestCRISocketWithAFullBacklogIsKept(t *testing.T) {
 		t.Fatalf("the live server's socket was removed: %v", err)
 	}
 }
+
+// TestCRISocketIsPrivateFromItsBind: the socket file is root's only from
+// the moment bind(2) creates it, before the chmod that opens it to the
+// group, whatever the umask: under a umask of 0 it was created 0777, and
+// any local user could connect, and keep the runtime's API, until the
+// chmod.
+func TestCRISocketIsPrivateFromItsBind(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	path := filepath.Join(t.TempDir(), "cri.sock")
+	ln, err := bindUnixPrivate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := st.Mode().Perm(); perm != 0o600 {
+		t.Fatalf("the socket file is %v as bind creates it under umask 0, want -rw-------", st.Mode())
+	}
+	ln2, err := listenUnix("unix://" + filepath.Join(t.TempDir(), "cri.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	if st, err := os.Stat(ln2.Addr().String()); err != nil || st.Mode().Perm() != 0o660 {
+		t.Fatalf("listenUnix's socket: %v, %v; want -rw-rw----", st.Mode(), err)
+	}
+}
