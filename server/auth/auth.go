@@ -24,7 +24,8 @@ const (
 	DefaultCacheTTL = 2 * time.Minute
 	// DeniedTTL bounds how long a denial is reused (the kubelet's 30s).
 	DeniedTTL = 30 * time.Second
-	// maxCacheEntries bounds each cache; when full it is emptied.
+	// maxCacheEntries bounds each cache's allowed answers, and its
+	// denials apart; either is emptied when full.
 	maxCacheEntries = 10000
 	// maxReviews bounds the reviews of each kind (TokenReview,
 	// SubjectAccessReview) in flight at the API server. A review goes on
@@ -111,7 +112,9 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	a := &Authenticator{cfg: cfg}
 	a.tokens.slots = make(chan struct{}, maxReviews)
+	a.tokens.denied = func(u *User) bool { return u == nil }
 	a.allow.slots = make(chan struct{}, maxReviews)
+	a.allow.denied = func(allowed bool) bool { return !allowed }
 	return a, nil
 }
 
@@ -369,10 +372,15 @@ func oneLine(s string) string {
 // cache is a small TTL map, emptied when it grows past maxCacheEntries,
 // that asks once for a key many requests miss at the same time (as the
 // kubelet's cached authenticator does): a burst of sessions with one
-// token, or one user, is one review, not one each.
+// token, or one user, is one review, not one each. Denials are kept
+// apart: anyone who reaches the listener can make them (a token of its
+// own invention each time), and in one map they emptied it of the
+// allowed answers, each of which then cost a review again.
 type cache[V any] struct {
 	mu       sync.Mutex
-	m        map[string]cacheEntry[V]
+	m        map[string]cacheEntry[V] // allowed answers
+	neg      map[string]cacheEntry[V] // denials
+	denied   func(V) bool
 	inflight map[string]*flight[V]
 	// slots holds a value for each review in flight (maxReviews).
 	slots chan struct{}
@@ -395,20 +403,27 @@ type flight[V any] struct {
 
 // lookup returns the unexpired answer for k; c.mu is held.
 func (c *cache[V]) lookup(k string) (V, bool) {
-	e, ok := c.m[k]
-	if !ok || time.Now().After(e.expires) {
-		var zero V
-		return zero, false
+	now := time.Now()
+	for _, m := range []map[string]cacheEntry[V]{c.m, c.neg} {
+		if e, ok := m[k]; ok && !now.After(e.expires) {
+			return e.v, true
+		}
 	}
-	return e.v, true
+	var zero V
+	return zero, false
 }
 
 // store caches v for k; c.mu is held.
 func (c *cache[V]) store(k string, v V, ttl time.Duration) {
-	if c.m == nil || len(c.m) >= maxCacheEntries {
-		c.m = map[string]cacheEntry[V]{}
+	m, other := &c.m, c.neg
+	if c.denied != nil && c.denied(v) {
+		m, other = &c.neg, c.m
 	}
-	c.m[k] = cacheEntry[V]{v: v, expires: time.Now().Add(ttl)}
+	delete(other, k)
+	if *m == nil || len(*m) >= maxCacheEntries {
+		*m = map[string]cacheEntry[V]{}
+	}
+	(*m)[k] = cacheEntry[V]{v: v, expires: time.Now().Add(ttl)}
 }
 
 // do returns the cached answer for k, or asks review once for all the

@@ -505,3 +505,40 @@ func TestLeavingClientsHoldAtMostMaxReviews(t *testing.T) {
 		t.Fatalf("a check after the reviews ended: %+v, %v", u, aerr)
 	}
 }
+
+// TestDenialsDoNotEvictAllowedAnswers: a flood of denials (a token of the
+// client's invention each time, which anyone who reaches the listener can
+// send) fills the cache; the allowed answers stay, and a user who was
+// allowed is not asked about again. In one map the denials emptied it.
+func TestDenialsDoNotEvictAllowedAnswers(t *testing.T) {
+	c := cache[bool]{slots: make(chan struct{}, maxReviews), denied: func(allowed bool) bool { return !allowed }}
+	reviews := 0
+	ask := func(k string, answer bool) bool {
+		t.Helper()
+		v, err := c.do(context.Background(), k, func(bool) time.Duration { return time.Hour },
+			func(context.Context) (bool, error) { reviews++; return answer, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if !ask("alice", true) {
+		t.Fatal("alice denied")
+	}
+	for i := range maxCacheEntries + 1 {
+		if ask(fmt.Sprintf("forged-%d", i), false) {
+			t.Fatal("a forged token allowed")
+		}
+	}
+	before := reviews
+	if !ask("alice", true) || reviews != before {
+		t.Fatalf("alice asked about again after %d denials (%d reviews, want %d)", maxCacheEntries+1, reviews, before)
+	}
+	// A key whose answer turns from allowed to denied is denied.
+	c.mu.Lock()
+	c.m["alice"] = cacheEntry[bool]{v: true, expires: time.Now().Add(-time.Second)}
+	c.mu.Unlock()
+	if ask("alice", false) || ask("alice", true) {
+		t.Fatal("alice allowed after her expired answer was renewed as a denial")
+	}
+}

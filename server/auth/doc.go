@@ -24,7 +24,8 @@
 // server cannot be asked; a client that goes away while its review is
 // asked gets 499 (ReasonCanceled), which is neither a denial nor a
 // webhook error. Results are cached per token and per user for
-// CacheTTL (denials for at most DeniedTTL). A review goes on when its
+// CacheTTL (denials for at most DeniedTTL, and apart, so that a flood of
+// invented tokens cannot evict the allowed answers). A review goes on when its
 // client leaves, for the others that wait on it; at most 64 of each kind
 // are in flight, so clients that send distinct tokens and leave cannot
 // keep more going at the API server, and a check beyond that waits for a
