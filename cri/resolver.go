@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +26,9 @@ const (
 // ResolverCacheTTL is how long a pod's sandbox lookup is reused. Every use
 // re-checks that the namespace file is still a network namespace, so a
 // stopped sandbox is noticed at once and looked up again. Host-network
-// sandboxes, whose namespace (the node's) outlives them, are not cached.
+// sandboxes, whose namespace (the node's) outlives them, are not cached,
+// nor are those found by their process (/proc/<pid>/ns/net), whose PID
+// another process may have once they end.
 const ResolverCacheTTL = 10 * time.Second
 
 // ResolveTimeout bounds one lookup (its ListPodSandbox and
@@ -72,7 +75,10 @@ func (r *Resolver) Resolve(ctx context.Context, pod nsenter.Pod) (nsenter.Target
 	}
 	t, err := r.lookup(ctx, pod)
 	r.mu.Lock()
-	if err == nil && t.Path != HostNetns {
+	// A sandbox found by its process (/proc/<pid>/ns/net) is asked for
+	// again each time: once it has ended, its PID may be another
+	// process's, whose namespace the path would then name.
+	if err == nil && t.Path != HostNetns && !strings.HasPrefix(t.Path, "/proc/") {
 		r.cache[pod] = resolved{target: t, at: time.Now()}
 	} else {
 		delete(r.cache, pod)

@@ -3,9 +3,11 @@ package cri
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -64,6 +66,7 @@ func TestResolverGivesUpOnAHungRuntime(t *testing.T) {
 // from st.
 type listRuntime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
+	mu sync.Mutex
 	st *runtimeapi.PodSandboxStatusResponse
 }
 
@@ -72,6 +75,8 @@ func (l *listRuntime) ListPodSandbox(context.Context, *runtimeapi.ListPodSandbox
 }
 
 func (l *listRuntime) PodSandboxStatus(context.Context, *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.st, nil
 }
 
@@ -148,4 +153,34 @@ func resolverOf(t *testing.T, rt runtimeapi.RuntimeServiceServer) *Resolver {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return NewResolver(conn)
+}
+
+// TestResolverAsksAgainForASandboxFoundByItsProcess: a sandbox whose
+// status names no namespace file is found as /proc/<pid>/ns/net, and that
+// path is not reused from the cache: once the sandbox has ended its PID
+// may be another process's, and forwards went into that namespace for
+// the cache's lifetime. A pinned path is cached.
+func TestResolverAsksAgainForASandboxFoundByItsProcess(t *testing.T) {
+	byPID := func(pid int) *runtimeapi.PodSandboxStatusResponse {
+		return &runtimeapi.PodSandboxStatusResponse{
+			Status: &runtimeapi.PodSandboxStatus{Id: "sb1", State: runtimeapi.PodSandboxState_SANDBOX_READY,
+				Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD}}}},
+			Info: map[string]string{"info": fmt.Sprintf(`{"pid": %d}`, pid)},
+		}
+	}
+	rt := &listRuntime{st: byPID(os.Getpid())}
+	r := resolverOf(t, rt)
+	pod := nsenter.Pod{Namespace: "ns", Name: "pod"}
+	want := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != want {
+		t.Fatalf("Resolve: %v, %v; want %s", tg, err, want)
+	}
+	// The sandbox is another process now (as a PID reused would be).
+	rt.mu.Lock()
+	rt.st = byPID(os.Getppid())
+	rt.mu.Unlock()
+	want = fmt.Sprintf("/proc/%d/ns/net", os.Getppid())
+	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != want {
+		t.Fatalf("Resolve again: %v, %v; want %s, asked of the runtime again", tg, err, want)
+	}
 }
