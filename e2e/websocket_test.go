@@ -596,8 +596,10 @@ func TestWebSocketMalformedInput(t *testing.T) {
 	t.Run("wrong websocket version", func(t *testing.T) {
 		resp, body := rawRequest(t, d.addr, "GET "+v4path+" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 			"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-		if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(body, "unable to upgrade: websocket: ") {
-			t.Errorf("got %d %q, want 400 unable to upgrade: websocket: …", resp.StatusCode, body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.HasPrefix(body, "unable to upgrade: websocket: ") ||
+			resp.Header.Get("Sec-WebSocket-Version") != "13" {
+			t.Errorf("got %d %q, Sec-WebSocket-Version %q; want 400 unable to upgrade: websocket: …, with the version spoken, 13 (RFC 6455 4.4)",
+				resp.StatusCode, body, resp.Header.Get("Sec-WebSocket-Version"))
 		}
 	})
 

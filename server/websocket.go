@@ -140,8 +140,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 		WriteBufferPool: &wsBufferPool,
 		// Like the kubelet: callers are authenticated, not browsers.
 		CheckOrigin: func(*http.Request) bool { return true },
+		// The version the handshake speaks goes with the refusal, as
+		// RFC 6455 asks of a version mismatch, the Upgrader's own answer
+		// and the kubelet's x/net/websocket give it.
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			s.fail(w, r, &requestError{status: status, reason: "websocket_handshake", msg: "unable to upgrade: " + reason.Error()})
+			s.fail(w, r, &requestError{status: status, reason: "websocket_handshake", msg: "unable to upgrade: " + reason.Error(),
+				header: http.Header{"Sec-Websocket-Version": {"13"}}})
 		},
 	}
 	var hdr http.Header
