@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"syscall"
@@ -36,10 +37,13 @@ type Reloader struct {
 	lastCheck time.Time
 }
 
-// stamp identifies one version of a file.
+// stamp identifies one version of a file; a file that is not there has
+// one too (missing), so that its absence is one state, seen once, and not
+// a change at every check.
 type stamp struct {
 	ino, size int64
 	mtime     time.Time
+	missing   bool
 }
 
 func statFile(path string) (stamp, error) {
@@ -48,7 +52,7 @@ func statFile(path string) (stamp, error) {
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return stamp{}, err
+		return stamp{missing: errors.Is(err, fs.ErrNotExist)}, err
 	}
 	st := stamp{size: fi.Size(), mtime: fi.ModTime()}
 	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -80,12 +84,16 @@ func (r *Reloader) paths() [3]string {
 // held by the caller or r is not shared yet.
 func (r *Reloader) load() ([3]stamp, error) {
 	var stamps [3]stamp
+	var serr error
 	for i, p := range r.paths() {
 		st, err := statFile(p)
-		if err != nil {
-			return stamps, fmt.Errorf("tls: %w", err)
+		if err != nil && serr == nil {
+			serr = fmt.Errorf("tls: %w", err)
 		}
 		stamps[i] = st
+	}
+	if serr != nil {
+		return stamps, serr
 	}
 	cert, err := tls.LoadX509KeyPair(r.files.CertFile, r.files.KeyFile)
 	if err != nil {
@@ -119,7 +127,7 @@ func (r *Reloader) checkLocked() error {
 	changed := false
 	for i, p := range r.paths() {
 		st, err := statFile(p)
-		if err != nil || st != r.stamps[i] {
+		if err != nil && !st.missing || st != r.stamps[i] {
 			changed = true
 			break
 		}

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -230,4 +232,38 @@ func servingA(t *testing.T) (dir string, ca *certstest.CA, b *certstest.Leaf, r 
 		t.Fatal(err)
 	}
 	return dir, ca, b, r
+}
+
+// TestMissingFileIsOneFailure: a file that goes missing (a Secret being
+// replaced, an operator's rm) is one failed load, told once, not one at
+// every check (every second while clients connect, each an ERROR line
+// and a failure counted); the old pair is served meanwhile, and the file
+// is loaded when it is back.
+func TestMissingFileIsOneFailure(t *testing.T) {
+	dir, ca, b, r := servingA(t)
+	var reloads []error
+	r.OnReload = func(err error) { reloads = append(reloads, err) }
+	certFile := filepath.Join(dir, "tls.crt")
+	if err := os.Remove(certFile); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		r.Check()
+	}
+	if len(reloads) != 1 || !errors.Is(reloads[0], fs.ErrNotExist) {
+		t.Fatalf("reloads told for a missing certificate over 3 checks: %v, want one, not found", reloads)
+	}
+	if got := servedLeaf(t, r.TLSConfig(), ca.Pool()); got.Subject.CommonName != "a" {
+		t.Fatalf("served %q with the file missing, want the old a", got.Subject.CommonName)
+	}
+	b.WriteFiles(t, dir, "tls")
+	if err := r.Check(); err != nil {
+		t.Fatalf("Check once the files are back: %v", err)
+	}
+	if got := servedLeaf(t, r.TLSConfig(), ca.Pool()); got.Subject.CommonName != "b" {
+		t.Fatalf("served %q once the files are back, want b", got.Subject.CommonName)
+	}
+	if len(reloads) != 2 || reloads[1] != nil {
+		t.Errorf("reloads told: %v, want the failure, then a success", reloads)
+	}
 }
