@@ -349,7 +349,7 @@ func TestAlerts(t *testing.T) {
 		}
 	}
 	for _, m := range []string{"up", "portforwardd_dial_errors_total", "portforwardd_limit_hits_total",
-		"portforwardd_sessions_active", "portforwardd_limit", "portforwardd_auth_denials_total", "portforwardd_tls_reloads_total",
+		"portforwardd_sessions_active", "portforwardd_limit", "portforwardd_auth_denials_total", "portforwardd_tls_reload_failing",
 		"portforwardd_log_lines_dropped_total"} {
 		if !used[m] {
 			t.Errorf("no alert uses %s", m)

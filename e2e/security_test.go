@@ -219,6 +219,9 @@ func TestTLSCertificateReload(t *testing.T) {
 	if got := d.metric(t, `portforwardd_tls_reloads_total{result="success"}`); got != 1 {
 		t.Errorf("tls_reloads_total{success} = %v, want 1", got)
 	}
+	if got := d.metric(t, `portforwardd_tls_reload_failing`); got != 0 {
+		t.Errorf("tls_reload_failing = %v with the rotated files served, want 0", got)
+	}
 	// Half a rotation: a key that does not match.
 	other := pk.serverCA.Server(t, "other")
 	certstest.WriteFile(t, pk.keyFile, other.KeyPEM)
@@ -230,6 +233,16 @@ func TestTLSCertificateReload(t *testing.T) {
 	if cn := served(); cn != "rotated" {
 		t.Errorf("after a failed reload: served %q, want the previous certificate", cn)
 	}
+	if got := d.metric(t, `portforwardd_tls_reload_failing`); got != 1 {
+		t.Errorf("tls_reload_failing = %v while the files on disk do not load, want 1", got)
+	}
+	// The rotation finished: the key matches again.
+	other.WriteFiles(t, pk.dir, "tls")
+	eventually(t, 15*time.Second, func() (bool, string) {
+		cn := served()
+		return cn == "other" && d.metric(t, `portforwardd_tls_reload_failing`) == 0,
+			fmt.Sprintf("serving %q, tls_reload_failing %v", cn, d.metric(t, `portforwardd_tls_reload_failing`))
+	})
 	// The process is still healthy.
 	resp, err := scrapeClient.Get("http://" + d.metricsAddr + "/readyz")
 	if err != nil || resp.StatusCode != 200 {

@@ -32,6 +32,7 @@ type Metrics struct {
 	limits          *prometheus.GaugeVec
 	authDenials     *prometheus.CounterVec
 	tlsReloads      *prometheus.CounterVec
+	tlsFailing      prometheus.Gauge
 
 	// budget is the server's shared buffer budget, read by
 	// portforwardd_buffered_bytes.
@@ -94,6 +95,10 @@ func NewMetrics(version string) *Metrics {
 			Namespace: namespace, Name: "tls_reloads_total",
 			Help: "Loads of changed TLS certificate, key or client CA files, by result.",
 		}, []string{"result"}),
+		tlsFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "tls_reload_failing",
+			Help: "1 while the TLS files on disk did not load at their last change, and the previous ones are served; else 0.",
+		}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
@@ -116,7 +121,7 @@ func NewMetrics(version string) *Metrics {
 	})
 	m.reg.MustRegister(buffered, logDrops, m.sessionsActive, m.sessionsTotal, m.streamsActive, m.streamsTotal,
 		m.bytes, m.dialDuration, m.dialErrors, m.upgradeFailures, buildInfo,
-		m.limitHits, m.limits, m.authDenials, m.tlsReloads,
+		m.limitHits, m.limits, m.authDenials, m.tlsReloads, m.tlsFailing,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -127,13 +132,15 @@ func NewMetrics(version string) *Metrics {
 // (auth.Config.OnDeny).
 func (m *Metrics) AuthDenied(reason string) { m.authDenials.WithLabelValues(reason).Inc() }
 
-// TLSReloaded counts a load of changed TLS files (certs.Reloader.OnReload).
+// TLSReloaded counts a load of changed TLS files (certs.Reloader.OnReload),
+// and says whether the files on disk are the ones served.
 func (m *Metrics) TLSReloaded(err error) {
-	result := "success"
+	result, failing := "success", 0.0
 	if err != nil {
-		result = "failure"
+		result, failing = "failure", 1
 	}
 	m.tlsReloads.WithLabelValues(result).Inc()
+	m.tlsFailing.Set(failing)
 }
 
 // SetLogDrops makes portforwardd_log_lines_dropped_total read f, the
