@@ -20,12 +20,14 @@ import (
 // logRecord is one line of the daemon's JSON log, with the keys these
 // tests look at.
 type logRecord struct {
-	Level  string `json:"level"`
-	Msg    string `json:"msg"`
-	Path   string `json:"path"`
-	Reason string `json:"reason"`
-	Err    string `json:"err"`
-	Answer string `json:"answer"`
+	Level    string `json:"level"`
+	Msg      string `json:"msg"`
+	Path     string `json:"path"`
+	Reason   string `json:"reason"`
+	Err      string `json:"err"`
+	Answer   string `json:"answer"`
+	User     string `json:"user"`
+	Protocol string `json:"protocol"`
 }
 
 // records parses the daemon's log lines; a line that is not JSON (a race

@@ -354,3 +354,56 @@ func exitCode(err error) int {
 func pemEncode(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+// TestCLITokenFileIsReadAgain: with --token-file, raw and h2, which send
+// the token on every connection, send the file's token as it is when the
+// connection is made: a service account token rotated in the file is
+// used from the next connection on, where a --token that expired fails
+// every connection after it.
+func TestCLITokenFileIsReadAgain(t *testing.T) {
+	pk := newPKI(t)
+	api := authtest.New(t, "daemon-sa-token")
+	api.AddToken("alice-token", authenticationv1.UserInfo{Username: "alice"})
+	api.AddToken("carol-token-rotated", authenticationv1.UserInfo{Username: "carol"})
+	api.Allow("alice")
+	api.Allow("carol")
+	d := startDaemon(t, "--tls-cert-file", pk.certFile, "--tls-private-key-file", pk.keyFile,
+		"--auth-kubeconfig", pk.webhookKubeconfig(t, api), "--node-name", "node-7")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	for _, transport := range []string{"raw", "h2"} {
+		t.Run(transport, func(t *testing.T) {
+			tokenFile := filepath.Join(t.TempDir(), "token")
+			certstest.WriteFile(t, tokenFile, []byte("alice-token\n"))
+			c := startCLI(t, "--server", "https://"+d.addr, "--certificate-authority", pk.caFile, "--token-file", tokenFile,
+				"--transport", transport, "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+			local := c.expectForwarding(t, port(ln))
+			users := func() []string {
+				var u []string
+				for _, r := range d.records() {
+					if r.Msg == "session started" && r.Protocol == transport {
+						u = append(u, r.User)
+					}
+				}
+				return u
+			}
+			forward := func(want string) {
+				t.Helper()
+				conn, err := net.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(local))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				echoOnce(t, conn.(*net.TCPConn), "as "+want)
+				eventually(t, 10*time.Second, func() (bool, string) {
+					u := users()
+					return len(u) > 0 && u[len(u)-1] == want, fmt.Sprintf("sessions' users %q, want the last %s", u, want)
+				})
+			}
+			forward("alice")
+			certstest.WriteFile(t, tokenFile, []byte("carol-token-rotated\n"))
+			forward("carol")
+		})
+	}
+}

@@ -74,7 +74,7 @@ type options struct {
 	addresses                    []string
 	caFile, certFile, keyFile    string
 	insecure                     bool
-	token                        string
+	token, tokenFile             string
 	pod                          string
 	ports                        []string
 }
@@ -129,6 +129,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
 	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
 	fs.StringVar(&o.token, "token", "", "bearer token for the server (checked by its --auth-kubeconfig TokenReview)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token, read again when it changes (a rotated service account token), as kubeconfig's tokenFile")
 	return fs
 }
 
@@ -157,9 +158,23 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	if err := checkClientCertificate(o.certFile, o.keyFile); err != nil {
 		return err
 	}
+	if o.token != "" && o.tokenFile != "" {
+		return errors.New("--token and --token-file: give one")
+	}
+	var bearer func() (string, error)
+	if o.token != "" {
+		bearer = func() (string, error) { return o.token, nil }
+	}
+	if o.tokenFile != "" {
+		tf, err := newTokenFile(o.tokenFile)
+		if err != nil {
+			return err
+		}
+		bearer = tf.get
+	}
 	cfg := &rest.Config{Host: o.server, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile, Insecure: o.insecure,
-	}, BearerToken: o.token}
+	}, BearerToken: o.token, BearerTokenFile: o.tokenFile}
 	if o.transport == "auto" || o.transport == "raw" || o.transport == "h2" {
 		// Bad input is reported before the server is asked anything.
 		if _, err := parseAddresses(o.addresses); err != nil {
@@ -198,7 +213,7 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 		}
 	}
 	if o.transport == "raw" || o.transport == "h2" {
-		return rawForward(o, base, cfg, stdout, stderr, stop, o.transport == "h2")
+		return rawForward(o, base, cfg, bearer, stdout, stderr, stop, o.transport == "h2")
 	}
 	u := podURL(base, o.namespace, o.pod)
 	inner, err := newDialer(o.transport, cfg, u)

@@ -63,7 +63,7 @@ type rawForwarder struct {
 	h2        *http.Client
 	base      *url.URL
 	tlsConfig *tls.Config
-	token     string
+	bearer    func() (string, error) // the token for each connection; nil for none
 	namespace string
 	pod       string
 	stderr    io.Writer
@@ -92,7 +92,7 @@ func (e *lostError) Unwrap() error { return e.err }
 // under way are done.
 func (f *rawForwarder) lose() { f.lostOnce.Do(func() { close(f.lost) }) }
 
-func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Writer, stop <-chan struct{}, h2 bool) error {
+func rawForward(o options, base *url.URL, cfg *rest.Config, bearer func() (string, error), stdout, stderr io.Writer, stop <-chan struct{}, h2 bool) error {
 	addrs, err := parseAddresses(o.addresses)
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, stdout, stderr io.Wr
 			tlsConfig = &tls.Config{}
 		}
 	}
-	f := &rawForwarder{base: base, tlsConfig: tlsConfig, token: cfg.BearerToken, namespace: o.namespace, pod: o.pod, stderr: stderr, lost: make(chan struct{})}
+	f := &rawForwarder{base: base, tlsConfig: tlsConfig, bearer: bearer, namespace: o.namespace, pod: o.pod, stderr: stderr, lost: make(chan struct{})}
 	if h2 {
 		var protocols http.Protocols
 		protocols.SetHTTP2(true)            // over TLS
@@ -333,8 +333,13 @@ func (f *rawForwarder) upgrade(remote uint16) (net.Conn, []byte, error) {
 	}
 	path := f.path()
 	auth := ""
-	if f.token != "" {
-		auth = "Authorization: Bearer " + f.token + "\r\n"
+	if f.bearer != nil {
+		tok, err := f.bearer()
+		if err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		auth = "Authorization: Bearer " + tok + "\r\n"
 	}
 	if _, err := fmt.Fprintf(conn, "GET %s?port=%d HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n%s\r\n", path, remote, f.base.Host, auth); err != nil {
 		conn.Close()
@@ -440,8 +445,12 @@ func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 	if err != nil {
 		return err
 	}
-	if f.token != "" {
-		req.Header.Set("Authorization", "Bearer "+f.token)
+	if f.bearer != nil {
+		tok, err := f.bearer()
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := f.h2.Do(req)
 	if err != nil {
