@@ -196,10 +196,15 @@ func parseLogLine(line string) map[string]string {
 	return out
 }
 
+// daemonAddrs are the addresses a started daemon serves on.
+type daemonAddrs struct {
+	listen, metrics string
+}
+
 // startDaemon runs the daemon with args until the test ends, and returns
-// the address of its metrics listener once it serves, and a function that
+// the addresses of its listeners once it serves, and a function that
 // stops it with SIGTERM and checks that it exits 0.
-func startDaemon(t *testing.T, bin string, args []string, socks ...passedSocket) (metricsAddr string, stop func()) {
+func startDaemon(t *testing.T, bin string, args []string, socks ...passedSocket) (addrs daemonAddrs, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -224,18 +229,19 @@ func startDaemon(t *testing.T, bin string, args []string, socks ...passedSocket)
 	}
 	var log bytes.Buffer
 	logDone := make(chan struct{})
-	serving := make(chan string, 1)
+	serving := make(chan daemonAddrs, 1)
 	go func() {
 		defer close(logDone)
 		sc := bufio.NewScanner(io.TeeReader(stderr, &log))
-		metrics := ""
+		var a daemonAddrs
 		for sc.Scan() {
 			l := parseLogLine(sc.Text())
 			switch l["msg"] {
 			case "serving metrics":
-				metrics = l["addr"]
+				a.metrics = l["addr"]
 			case "serving port-forward":
-				serving <- metrics
+				a.listen = l["addr"]
+				serving <- a
 			}
 		}
 		close(serving)
@@ -252,15 +258,15 @@ func startDaemon(t *testing.T, bin string, args []string, socks ...passedSocket)
 			wait()
 		}
 	})
-	addr, ok := <-serving
+	addrs, ok := <-serving
 	if !ok {
 		err := wait()
 		t.Fatalf("portforwardd %s did not start (%v):\n%s", strings.Join(args, " "), err, log.String())
 	}
-	if addr == "" {
+	if addrs.metrics == "" {
 		t.Fatalf("portforwardd %s serves no metrics listener:\n%s", strings.Join(args, " "), log.String())
 	}
-	return addr, func() {
+	return addrs, func() {
 		t.Helper()
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := wait(); err != nil {
@@ -297,6 +303,11 @@ func listenLike(t *testing.T, dir string, u socketUnit, name string) passedSocke
 	return passedSocket{name: name, file: f}
 }
 
+// probeClient makes a connection per request, as the kubelet's HTTP
+// prober does (DisableKeepAlives): with --reuse-port, which of the
+// daemons listening on the port answers is decided per connection.
+var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // probeGet does what the kubelet's HTTP probe does: a GET, success for
 // 200 to 399.
 func probeGet(t *testing.T, addr string, g *corev1.HTTPGetAction) (int, string) {
@@ -305,7 +316,7 @@ func probeGet(t *testing.T, addr string, g *corev1.HTTPGetAction) (int, string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := probeClient.Do(req)
 	if err != nil {
 		t.Fatalf("probe GET %s: %v", g.Path, err)
 	}
@@ -326,24 +337,7 @@ func TestDeployedDaemonsServe(t *testing.T) {
 	for source, args := range deployedArgs(t) {
 		t.Run(source, func(t *testing.T) {
 			dir := t.TempDir()
-			with := map[string]string{"listen": "127.0.0.1:0", "metrics-listen": "127.0.0.1:0"}
-			if _, ok := flagValue(args, "cri-listen"); ok {
-				with["cri-listen"] = "unix://" + filepath.Join(dir, "cri.sock")
-			}
-			if _, ok := flagValue(args, "tls-cert-file"); ok {
-				ca := certstest.NewCA(t, "deploy-test-ca")
-				with["tls-cert-file"], with["tls-private-key-file"] = ca.Server(t, "127.0.0.1").WriteFiles(t, dir, "tls")
-				with["client-ca-file"] = filepath.Join(dir, "ca.crt")
-				certstest.WriteFile(t, with["client-ca-file"], ca.CertPEM)
-			}
-			if _, ok := flagValue(args, "auth-kubeconfig"); ok {
-				// The API server is not asked until a client comes.
-				kc := filepath.Join(dir, "kubeconfig")
-				certstest.WriteFile(t, kc, []byte("apiVersion: v1\nkind: Config\ncurrent-context: c\n"+
-					"clusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}}]\n"+
-					"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"))
-				with["auth-kubeconfig"] = kc
-			}
+			with := localRecipe(t, dir, args)
 			// The sockets systemd would pass, of the same kinds, at
 			// free addresses.
 			var socks []passedSocket
@@ -357,19 +351,52 @@ func TestDeployedDaemonsServe(t *testing.T) {
 					delete(with, flag)
 				}
 			}
-			addr, stop := startDaemon(t, bin, rewrite(args, with), socks...)
-			for name, p := range probes {
-				if p == nil || p.HTTPGet == nil {
-					continue // TestDaemonSetProbes reports it
-				}
-				if code, body := probeGet(t, addr, p.HTTPGet); code < 200 || code >= 400 {
-					t.Errorf("%s GET %s: %d %q, want 200 from a daemon that serves", name, p.HTTPGet.Path, code, body)
-				}
-			}
-			if code, body := probeGet(t, addr, &corev1.HTTPGetAction{Path: "/metrics"}); code != http.StatusOK || !strings.Contains(body, "portforwardd_build_info{") {
+			addrs, stop := startDaemon(t, bin, rewrite(args, with), socks...)
+			checkProbes(t, addrs.metrics, probes, "a daemon that serves")
+			if code, body := probeGet(t, addrs.metrics, &corev1.HTTPGetAction{Path: "/metrics"}); code != http.StatusOK || !strings.Contains(body, "portforwardd_build_info{") {
 				t.Errorf("GET /metrics: %d, want 200 with portforwardd_build_info", code)
 			}
 			stop()
 		})
+	}
+}
+
+// localRecipe returns the flags that move a recipe's listeners to free
+// loopback ports and its files (TLS, the kubeconfig, the CRI socket) to
+// dir, for rewrite.
+func localRecipe(t *testing.T, dir string, args []string) map[string]string {
+	t.Helper()
+	with := map[string]string{"listen": "127.0.0.1:0", "metrics-listen": "127.0.0.1:0"}
+	if _, ok := flagValue(args, "cri-listen"); ok {
+		with["cri-listen"] = "unix://" + filepath.Join(dir, "cri.sock")
+	}
+	if _, ok := flagValue(args, "tls-cert-file"); ok {
+		ca := certstest.NewCA(t, "deploy-test-ca")
+		with["tls-cert-file"], with["tls-private-key-file"] = ca.Server(t, "127.0.0.1").WriteFiles(t, dir, "tls")
+		with["client-ca-file"] = filepath.Join(dir, "ca.crt")
+		certstest.WriteFile(t, with["client-ca-file"], ca.CertPEM)
+	}
+	if _, ok := flagValue(args, "auth-kubeconfig"); ok {
+		// The API server is not asked until a client comes.
+		kc := filepath.Join(dir, "kubeconfig")
+		certstest.WriteFile(t, kc, []byte("apiVersion: v1\nkind: Config\ncurrent-context: c\n"+
+			"clusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}}]\n"+
+			"users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"))
+		with["auth-kubeconfig"] = kc
+	}
+	return with
+}
+
+// checkProbes runs the DaemonSet's probes against a metrics address, as
+// the kubelet would, and wants each to succeed.
+func checkProbes(t *testing.T, addr string, probes map[string]*corev1.Probe, who string) {
+	t.Helper()
+	for name, p := range probes {
+		if p == nil || p.HTTPGet == nil {
+			continue // TestDaemonSetProbes reports it
+		}
+		if code, body := probeGet(t, addr, p.HTTPGet); code < 200 || code >= 400 {
+			t.Errorf("%s GET %s: %d %q, want 200 from %s", name, p.HTTPGet.Path, code, body, who)
+		}
 	}
 }
