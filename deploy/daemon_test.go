@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -399,4 +401,45 @@ func checkProbes(t *testing.T, addr string, probes map[string]*corev1.Probe, who
 			t.Errorf("%s GET %s: %d %q, want 200 from %s", name, p.HTTPGet.Path, code, body, who)
 		}
 	}
+}
+
+// TestDaemonSetSurgeHandover runs a node's update as the DaemonSet's
+// surge makes it, with the DaemonSet's own arguments: the new pod's
+// daemon starts on the ports the old one listens on (which only
+// --reuse-port allows), the probes succeed while both run, and once the
+// old one has had its SIGTERM and exited, the new one answers the probes
+// and takes port-forward connections on the same ports.
+func TestDaemonSetSurgeHandover(t *testing.T) {
+	bin := daemonBinary(t)
+	x := loadDaemon(t)
+	probes := map[string]*corev1.Probe{"readinessProbe": x.c.ReadinessProbe, "livenessProbe": x.c.LivenessProbe}
+	args := deployedArgs(t)["daemonset.yaml"]
+	with := localRecipe(t, t.TempDir(), args)
+
+	old, stopOld := startDaemon(t, bin, rewrite(args, with))
+	with["listen"], with["metrics-listen"] = old.listen, old.metrics
+	t.Logf("the old daemon listens on %s and %s; starting the new pod's daemon on the same ports", old.listen, old.metrics)
+	next, stopNext := startDaemon(t, bin, rewrite(args, with))
+	if next != old {
+		t.Fatalf("the new daemon listens on %+v, want the old one's %+v", next, old)
+	}
+	checkProbes(t, old.metrics, probes, "either daemon, while both run")
+
+	stopOld()
+	checkProbes(t, old.metrics, probes, "the new daemon, the old one gone")
+	// The handshake completes only if a daemon serves the port: the
+	// new one, the old one's listener being closed. (The test's CA signs
+	// both the serving certificate and the client CA file.)
+	roots := x509.NewCertPool()
+	if pem, err := os.ReadFile(with["client-ca-file"]); err != nil || !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("the test CA %s: %v", with["client-ca-file"], err)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", old.listen,
+		&tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Errorf("port-forward listener %s after the old daemon exited: %v, want the new daemon's TLS handshake", old.listen, err)
+	} else {
+		conn.Close()
+	}
+	stopNext()
 }

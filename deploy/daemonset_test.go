@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -79,14 +80,47 @@ func listenPort(t *testing.T, addr string) (host string, port int32) {
 	return h, int32(n)
 }
 
-// containerPort resolves a named or numbered port of c.
-func containerPort(c *corev1.Container, p intstr.IntOrString) (int32, bool) {
-	for _, cp := range c.Ports {
-		if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
-			return cp.ContainerPort, true
+// boolFlag reports whether args turn the boolean flag --name on: --name,
+// or --name=v with a v that strconv.ParseBool reads as true (as the flag
+// package does); the last one counts. A bool flag takes no separate value
+// argument.
+func boolFlag(args []string, name string) bool {
+	on := false
+	for _, a := range args {
+		n, v, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || n != name {
+			continue
+		}
+		on = !hasValue
+		if hasValue {
+			on, _ = strconv.ParseBool(v)
 		}
 	}
-	return 0, false
+	return on
+}
+
+// hostPorts returns the host ports the pod's containers hold once the API
+// server has defaulted the pod: with hostNetwork, every declared
+// containerPort becomes a hostPort of the same number
+// (k8s.io/kubernetes pkg/apis/core/v1/defaults.go, SetDefaults_Pod,
+// defaultHostNetworkPorts), which the scheduler's NodePorts filter then
+// will not give to a second pod on the node.
+func hostPorts(pod *corev1.PodSpec) []string {
+	var out []string
+	for _, cs := range [][]corev1.Container{pod.InitContainers, pod.Containers} {
+		for _, c := range cs {
+			for _, p := range c.Ports {
+				hp := p.HostPort
+				if hp == 0 && pod.HostNetwork {
+					hp = p.ContainerPort
+				}
+				if hp != 0 {
+					out = append(out, fmt.Sprintf("%s %s/%d", c.Name, cmp.Or(p.Protocol, corev1.ProtocolTCP), hp))
+				}
+			}
+		}
+	}
+	return out
 }
 
 func volume(pod *corev1.PodSpec, name string) *corev1.Volume {
@@ -228,15 +262,54 @@ func TestDaemonSetProbes(t *testing.T) {
 			t.Errorf("%s: got %+v, want an httpGet", p.name, p.probe)
 			continue
 		}
+		// By number: a port name is looked up among the declared ports,
+		// and the container declares none (TestDaemonSetSurge).
 		g := p.probe.HTTPGet
-		port, ok := containerPort(c, g.Port)
-		if g.Path != p.path || !ok || port != metricsPort || (g.Scheme != "" && g.Scheme != corev1.URISchemeHTTP) {
-			t.Errorf("%s: got %s %s on port %s (%d), want HTTP %s on the metrics port %d", p.name, g.Scheme, g.Path, g.Port.String(), port, p.path, metricsPort)
+		if g.Path != p.path || g.Port != intstr.FromInt32(metricsPort) || (g.Scheme != "" && g.Scheme != corev1.URISchemeHTTP) {
+			t.Errorf("%s: got %s %s on port %s, want HTTP %s on the metrics port by number, %d", p.name, g.Scheme, g.Path, g.Port.String(), p.path, metricsPort)
 		}
 	}
-	_, listen := listenPort(t, mustFlag(t, args, "listen"))
-	if _, ok := containerPort(c, intstr.FromInt32(listen)); !ok {
-		t.Errorf("--listen port %d is not a declared container port", listen)
+}
+
+// TestDaemonSetSurge checks what lets an update refuse no client: each
+// node's new pod starts beside the old one (maxSurge, maxUnavailable 0),
+// it can be scheduled there (no host ports), it can listen there
+// (--reuse-port; TestDaemonSetSurgeHandover runs it), and the old pod
+// stays until the new one has been ready for minReadySeconds.
+func TestDaemonSetSurge(t *testing.T) {
+	x := loadDaemon(t)
+	us := x.ds.Spec.UpdateStrategy
+	if us.Type != appsv1.RollingUpdateDaemonSetStrategyType || us.RollingUpdate == nil {
+		t.Fatalf("updateStrategy %+v: want RollingUpdate with rollingUpdate set", us)
+	}
+	ru := us.RollingUpdate
+	// maxSurge rounds up: any positive value surges on every node it is
+	// given. maxUnavailable defaults to 1 when unset, and the API server
+	// refuses both non-zero, so it must be given, as 0.
+	surge, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxSurge, 1, true)
+	if ru.MaxSurge == nil || err != nil || surge < 1 {
+		t.Errorf("rollingUpdate.maxSurge %v (%v): want at least 1, so the new pod starts beside the old one", ru.MaxSurge, err)
+	}
+	unavailable, err := intstr.GetScaledValueFromIntOrPercent(ru.MaxUnavailable, 100, true)
+	if ru.MaxUnavailable == nil || err != nil || unavailable != 0 {
+		t.Errorf("rollingUpdate.maxUnavailable %v (%v): want 0, given (it defaults to 1)", ru.MaxUnavailable, err)
+	}
+	if hp := hostPorts(x.pod); len(hp) > 0 {
+		t.Errorf("host ports %v: the scheduler (NodePorts) keeps the surge pod Pending on a node whose old pod holds them; with hostNetwork every declared container port is one, so declare none", hp)
+	}
+	if !boolFlag(x.args, "reuse-port") {
+		t.Errorf("args %q: --reuse-port is not on, so the surge pod cannot listen beside the old one (address already in use)", x.args)
+	}
+	// Either daemon may answer the readiness probe during the surge, so
+	// the new pod must stay ready a while, a probe period at least,
+	// before the old one is deleted; a container that exits is unready.
+	rp := x.c.ReadinessProbe
+	if rp == nil {
+		t.Fatal("no readinessProbe: the surge would delete the old pod as soon as the new one runs")
+	}
+	period := cmp.Or(rp.PeriodSeconds, 10) // the API's default
+	if x.ds.Spec.MinReadySeconds < period {
+		t.Errorf("minReadySeconds %d: want at least the readiness probe's period, %d s, since the old daemon may answer the new pod's probe", x.ds.Spec.MinReadySeconds, period)
 	}
 }
 
@@ -323,7 +396,7 @@ func TestDaemonSetMemory(t *testing.T) {
 // scrapes through.
 func TestMetricsService(t *testing.T) {
 	x := loadDaemon(t)
-	ds, c := x.ds, x.c
+	ds := x.ds
 	_, metricsPort := listenPort(t, mustFlag(t, x.args, "metrics-listen"))
 	svc := only(t, "Services", x.d.services)
 	if svc.Name != metricsService || svc.Spec.ClusterIP != corev1.ClusterIPNone {
@@ -336,12 +409,15 @@ func TestMetricsService(t *testing.T) {
 		if p.Name != "metrics" {
 			continue
 		}
+		// By number: a named targetPort is looked up among the pod's
+		// declared ports, of which there are none, and the endpoints
+		// would leave every pod out.
 		target := p.TargetPort
 		if target.Type == intstr.Int && target.IntVal == 0 {
 			target = intstr.FromInt32(p.Port)
 		}
-		if got, ok := containerPort(c, target); !ok || got != metricsPort || p.Port != metricsPort {
-			t.Errorf("Service port metrics: port %d target %s (container port %d), want %d", p.Port, p.TargetPort.String(), got, metricsPort)
+		if target != intstr.FromInt32(metricsPort) || p.Port != metricsPort {
+			t.Errorf("Service port metrics: port %d targetPort %s, want %d and --metrics-listen's port by number", p.Port, p.TargetPort.String(), metricsPort)
 		}
 		return
 	}

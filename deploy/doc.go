@@ -10,8 +10,9 @@
 // configuration into local mirrors of the fields used; the daemon is
 // built with the Containerfile's go build, every flag the DaemonSet and
 // the units pass must exist in it (read from `portforwardd -h`) and parse,
-// and each of the three recipes must start, answer the probes and stop
-// on SIGTERM; every metric and label the alerts and
+// each of the three recipes must start, answer the probes and stop on
+// SIGTERM, and the DaemonSet's must run twice on the same ports, as its
+// surge update runs it; every metric and label the alerts and
 // the dashboard query must be registered by server.NewMetrics and
 // cri.NewMetrics, and the security-relevant settings (host network, the
 // netns mount's propagation, the one capability, seccomp, the RBAC rules)

@@ -128,37 +128,64 @@ func relabel(target map[string]string, rules []relabelConfig) (out map[string]st
 
 var notLabelChar = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 
-// podTargets are the targets Prometheus's pod discovery makes of a pod on
-// node-a: one per declared container port.
-func podTargets(job, namespace, name string, podLabels map[string]string, containers []corev1.Container) []map[string]string {
+// discoveredPod is a pod as Prometheus's pod discovery sees it.
+type discoveredPod struct {
+	name, ip, node string
+}
+
+// podTargets are the targets Prometheus's pod discovery (role pod) makes
+// of a pod: one per declared port of each container, and for a container
+// that declares none one port-free target, whose __address__ is the pod
+// IP alone, for relabeling to add a port (Prometheus's configuration
+// docs, kubernetes_sd_config; discovery/kubernetes/pod.go, buildPod).
+// Init containers are targets too. For an IPv6 pod IP the port-free
+// __address__ is bare, or bracketed since prometheus/prometheus#16705
+// (bracketV6).
+func podTargets(job, namespace string, pod discoveredPod, podLabels map[string]string, spec *corev1.PodSpec, bracketV6 bool) []map[string]string {
 	var out []map[string]string
-	for _, c := range containers {
+	containers := append(slices.Clone(spec.Containers), spec.InitContainers...)
+	for i, c := range containers {
+		base := map[string]string{
+			"job":                                  job,
+			"__meta_kubernetes_namespace":          namespace,
+			"__meta_kubernetes_pod_name":           pod.name,
+			"__meta_kubernetes_pod_node_name":      pod.node,
+			"__meta_kubernetes_pod_ip":             pod.ip,
+			"__meta_kubernetes_pod_container_name": c.Name,
+			"__meta_kubernetes_pod_container_init": strconv.FormatBool(i >= len(spec.Containers)),
+		}
+		for k, v := range podLabels {
+			k = notLabelChar.ReplaceAllString(k, "_")
+			base["__meta_kubernetes_pod_label_"+k] = v
+			base["__meta_kubernetes_pod_labelpresent_"+k] = "true"
+		}
+		if len(c.Ports) == 0 {
+			l := maps.Clone(base)
+			l["__address__"] = pod.ip
+			if bracketV6 && strings.Contains(pod.ip, ":") {
+				l["__address__"] = "[" + pod.ip + "]"
+			}
+			out = append(out, l)
+			continue
+		}
 		for _, p := range c.Ports {
-			l := map[string]string{
-				"job":                                           job,
-				"__address__":                                   net.JoinHostPort("192.0.2.10", strconv.Itoa(int(p.ContainerPort))),
-				"__meta_kubernetes_namespace":                   namespace,
-				"__meta_kubernetes_pod_name":                    name + "-x7k2p",
-				"__meta_kubernetes_pod_node_name":               "node-a",
-				"__meta_kubernetes_pod_ip":                      "192.0.2.10",
-				"__meta_kubernetes_pod_container_name":          c.Name,
-				"__meta_kubernetes_pod_container_port_name":     p.Name,
-				"__meta_kubernetes_pod_container_port_number":   strconv.Itoa(int(p.ContainerPort)),
-				"__meta_kubernetes_pod_container_port_protocol": string(p.Protocol),
-			}
-			for k, v := range podLabels {
-				k = notLabelChar.ReplaceAllString(k, "_")
-				l["__meta_kubernetes_pod_label_"+k] = v
-				l["__meta_kubernetes_pod_labelpresent_"+k] = "true"
-			}
+			l := maps.Clone(base)
+			l["__address__"] = net.JoinHostPort(pod.ip, strconv.Itoa(int(p.ContainerPort)))
+			l["__meta_kubernetes_pod_container_port_name"] = p.Name
+			l["__meta_kubernetes_pod_container_port_number"] = strconv.Itoa(int(p.ContainerPort))
+			l["__meta_kubernetes_pod_container_port_protocol"] = string(p.Protocol)
 			out = append(out, l)
 		}
 	}
 	return out
 }
 
-// TestScrapeConfig runs prometheus.yaml's relabeling over the targets the
-// DaemonSet's pod makes, and over a stranger's pod beside it.
+// TestScrapeConfig runs prometheus.yaml's relabeling over the targets
+// Prometheus's pod discovery makes of the DaemonSet's pods (IPv4 and
+// IPv6, a node in the middle of an update with two of them, a container
+// added beside the daemon) and of a stranger's pod beside them: each pod
+// of the DaemonSet must give exactly one target, <pod IP>:<the
+// --metrics-listen port>, with job, instance, node, namespace and pod.
 func TestScrapeConfig(t *testing.T) {
 	x := loadDaemon(t)
 	ds := x.ds
@@ -176,29 +203,62 @@ func TestScrapeConfig(t *testing.T) {
 		t.Errorf("scrapes %s://…%s, want http and /metrics", sc.Scheme, sc.MetricsPath)
 	}
 
-	var kept []string
-	for _, target := range podTargets(sc.JobName, ds.Namespace, ds.Name, ds.Spec.Template.Labels, ds.Spec.Template.Spec.Containers) {
-		l, addr, ok, err := relabel(target, sc.RelabelConfigs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			continue
-		}
-		kept = append(kept, addr)
-		if want := net.JoinHostPort("192.0.2.10", strconv.Itoa(int(metricsPort))); addr != want {
-			t.Errorf("scrapes %s, want the metrics port: %s", addr, want)
-		}
-		if l["node"] != "node-a" || l["job"] != jobName {
-			t.Errorf("target labels %v: want node=node-a and job=%s", l, jobName)
-		}
-	}
-	if len(kept) != 1 {
-		t.Errorf("the DaemonSet's pod gives targets %v, want exactly one", kept)
+	// A container someone adds to the pod (a sidecar, a debugger) makes
+	// a target of its own, which must not be scraped as the daemon.
+	withSidecar := ds.Spec.Template.Spec.DeepCopy()
+	withSidecar.Containers = append(withSidecar.Containers, corev1.Container{Name: "sidecar"})
+
+	old := discoveredPod{ds.Name + "-x7k2p", "192.0.2.10", "node-a"}
+	surge := discoveredPod{ds.Name + "-q4m9z", "192.0.2.10", "node-a"}
+	v6 := discoveredPod{ds.Name + "-h2v8c", "2001:db8::10", "node-b"}
+	for _, tc := range []struct {
+		name      string
+		pods      []discoveredPod
+		spec      *corev1.PodSpec
+		bracketV6 bool
+	}{
+		{"IPv4", []discoveredPod{old}, &ds.Spec.Template.Spec, false},
+		{"IPv6, bare port-free address", []discoveredPod{v6}, &ds.Spec.Template.Spec, false},
+		{"IPv6, bracketed port-free address", []discoveredPod{v6}, &ds.Spec.Template.Spec, true},
+		{"surge: the old pod and its replacement on one node", []discoveredPod{old, surge}, &ds.Spec.Template.Spec, false},
+		{"a container beside the daemon", []discoveredPod{old}, withSidecar, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kept := map[string][]string{} // pod: addresses
+			for _, pod := range tc.pods {
+				want := map[string]string{
+					"job":       jobName,
+					"instance":  net.JoinHostPort(pod.ip, strconv.Itoa(int(metricsPort))),
+					"node":      pod.node,
+					"namespace": ds.Namespace,
+					"pod":       pod.name,
+				}
+				for _, target := range podTargets(sc.JobName, ds.Namespace, pod, ds.Spec.Template.Labels, tc.spec, tc.bracketV6) {
+					l, addr, ok, err := relabel(target, sc.RelabelConfigs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !ok {
+						continue
+					}
+					kept[pod.name] = append(kept[pod.name], addr)
+					if addr != want["instance"] {
+						t.Errorf("pod %s (IP %s), container %s: scrapes %q, want %s (the --metrics-listen port)",
+							pod.name, pod.ip, target["__meta_kubernetes_pod_container_name"], addr, want["instance"])
+					}
+					if !maps.Equal(l, want) {
+						t.Errorf("pod %s, container %s: target labels %v, want %v", pod.name, target["__meta_kubernetes_pod_container_name"], l, want)
+					}
+				}
+				if len(kept[pod.name]) != 1 {
+					t.Errorf("pod %s gives targets %v, want exactly one", pod.name, kept[pod.name])
+				}
+			}
+		})
 	}
 
 	stranger := map[string]string{"app.kubernetes.io/name": "something-else"}
-	for _, target := range podTargets(sc.JobName, ds.Namespace, "other", stranger, ds.Spec.Template.Spec.Containers) {
+	for _, target := range podTargets(sc.JobName, ds.Namespace, discoveredPod{"other", "192.0.2.20", "node-a"}, stranger, &ds.Spec.Template.Spec, false) {
 		if _, addr, ok, err := relabel(target, sc.RelabelConfigs); err != nil || ok {
 			t.Errorf("another pod in the namespace is scraped (%s, %v)", addr, err)
 		}
