@@ -262,7 +262,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &requestError{status: http.StatusBadRequest, reason: "invalid_pod", msg: err.Error()})
 		return
 	}
-	if !s.enter(servedWhileDraining(r)) {
+	if !s.enter(r) {
 		s.fail(w, r, &requestError{status: http.StatusServiceUnavailable, reason: "shutting_down", msg: "server is shutting down"})
 		return
 	}
@@ -552,12 +552,12 @@ func (s *Server) dialFunc(target nsenter.Target) streams.DialFunc {
 // dialed until its handler returns, so a session still being set up when
 // the drain starts is waited for (and drained as it registers). Once
 // draining it lets in only a request that brings its own forwarded
-// connection (late). Call s.leave when it returns true and the request
-// is over.
-func (s *Server) enter(late bool) bool {
+// connection (servedWhileDraining). Call s.leave when it returns true and
+// the request is over.
+func (s *Server) enter(r *http.Request) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining && !late {
+	if s.draining && !servedWhileDraining(r) {
 		return false
 	}
 	s.inflight.n++
