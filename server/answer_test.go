@@ -24,27 +24,9 @@ func counterValue(t *testing.T, s *Server, protocol, result string) float64 {
 // be written, had its pod connected to and closed with nothing counted;
 // it is a forward the client reset, as one reset during the dial is.
 func TestRawClientGoneBeforeTheAnswerIsCounted(t *testing.T) {
-	pod, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pod.Close()
 	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := pod.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 1), gate: make(chan struct{})}
-	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer})
-	hs := s.NewHTTPServer()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hs.Serve(s.Listener(ln))
-	defer hs.Close()
+	dialer := newGatedDialer(echoPod(t, func(c net.Conn) { accepted <- c }))
+	s, _, ln := serveGated(t, dialer, nil)
 
 	c, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {

@@ -33,32 +33,61 @@ func (d gatedDialer) Dial(ctx context.Context, _ nsenter.Target, _ uint16) (*net
 	return c.(*net.TCPConn), nil
 }
 
-// TestDrainWaitsForSessionsBeingSetUp: a connect-tcp request that is
-// dialing its pod when Drain starts is a session Drain waits for, not one
-// it misses: Drain returns only after that session has ended.
-func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
+// echoPod is a host listener standing in for a pod that echoes its one
+// connection until the client's FIN; handle, if not nil, takes the
+// connection instead.
+func echoPod(t *testing.T, handle func(net.Conn)) net.Listener {
+	t.Helper()
 	pod, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pod.Close()
+	t.Cleanup(func() { pod.Close() })
 	go func() {
 		c, err := pod.Accept()
 		if err != nil {
 			return
 		}
+		if handle != nil {
+			handle(c)
+			return
+		}
 		defer c.Close()
-		io.Copy(c, c) // echo until the client's FIN
+		io.Copy(c, c)
 	}()
-	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 1), gate: make(chan struct{})}
+	return pod
+}
+
+// serveGated serves a Server whose dials of any pod go to pod once the
+// gate opens, on a loopback listener wrapped by wrap (nil for none); it
+// returns the server, its http.Server and its listener.
+func serveGated(t *testing.T, dialer gatedDialer, wrap func(net.Listener) net.Listener) (*Server, *http.Server, net.Listener) {
+	t.Helper()
 	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer})
 	hs := s.NewHTTPServer()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go hs.Serve(s.Listener(ln))
-	defer hs.Close()
+	served := ln
+	if wrap != nil {
+		served = wrap(ln)
+	}
+	go hs.Serve(s.Listener(served))
+	t.Cleanup(func() { hs.Close() })
+	return s, hs, ln
+}
+
+func newGatedDialer(pod net.Listener) gatedDialer {
+	return gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 1), gate: make(chan struct{})}
+}
+
+// TestDrainWaitsForSessionsBeingSetUp: a connect-tcp request that is
+// dialing its pod when Drain starts is a session Drain waits for, not one
+// it misses: Drain returns only after that session has ended.
+func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
+	dialer := newGatedDialer(echoPod(t, nil))
+	s, _, ln := serveGated(t, dialer, nil)
 
 	c, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {
@@ -148,39 +177,20 @@ func (l acceptSignal) Accept() (net.Conn, error) {
 // connect-tcp forward it took late when called again after Shutdown, as
 // the daemon does.
 func TestDrainServesConnectionsAcceptedBeforeIt(t *testing.T) {
-	pod, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pod.Close()
-	go func() {
-		c, err := pod.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
-	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 1), gate: make(chan struct{})}
+	dialer := newGatedDialer(echoPod(t, nil))
 	close(dialer.gate)
-	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer})
-	hs := s.NewHTTPServer()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	al := acceptSignal{Listener: ln, accepted: make(chan struct{}, 2)}
-	go hs.Serve(s.Listener(al))
-	defer hs.Close()
+	accepted := make(chan struct{}, 2)
+	s, hs, ln := serveGated(t, dialer, func(ln net.Listener) net.Listener { return acceptSignal{Listener: ln, accepted: accepted} })
 
 	var conns [2]net.Conn
+	var err error
 	for i := range conns {
 		if conns[i], err = net.Dial("tcp4", ln.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
 		defer conns[i].Close()
 		conns[i].SetDeadline(time.Now().Add(30 * time.Second))
-		<-al.accepted
+		<-accepted
 	}
 	// The daemon's sequence: stop listening, drain, and shut the
 	// http.Server down once the connections accepted have been read.
