@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portforwardd/portforwardd/nsenter"
+	"golang.org/x/net/http2"
 )
 
 // gatedDialer dials addr (a listener on the host, standing in for the
@@ -281,5 +282,108 @@ func TestServedWhileDraining(t *testing.T) {
 		if got := servedWhileDraining(r); got != tc.want {
 			t.Errorf("%s: servedWhileDraining = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestAwaitAcceptedWaitsForHTTP2FirstStream: an HTTP/2 connection accepted
+// before the drain counts as read once its first stream has come, not
+// once its preface has: Shutdown's GOAWAY refuses every stream it has not
+// read yet, and a client whose request body is a forwarded connection (the
+// CLI's h2 transport) cannot retry it. AwaitAccepted waits for that first
+// stream, which the draining server then serves.
+func TestAwaitAcceptedWaitsForHTTP2FirstStream(t *testing.T) {
+	pod, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pod.Close()
+	go func() {
+		c, err := pod.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 1), gate: make(chan struct{})}
+	close(dialer.gate)
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer})
+	hs := s.NewHTTPServer()
+	defer hs.Close()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(s.Listener(ln)) }()
+
+	conn, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The PING's answer comes after the server has read the preface.
+	if err := cc.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	ln.Close()
+	if err := <-served; err == nil {
+		t.Fatal("Serve returned nil after its listener closed")
+	}
+	// Serve has left its Accept: the only connection left to wait for is
+	// the client's, which has sent its preface and no stream yet.
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	if err := s.AwaitAccepted(short); err == nil {
+		t.Fatal("AwaitAccepted returned before the HTTP/2 connection's first stream: the shutdown's GOAWAY would refuse it")
+	}
+
+	// The daemon's sequence, and the stream it must answer.
+	if err := s.Drain(ctx); err != nil {
+		t.Fatalf("Drain with nothing in flight: %v", err)
+	}
+	shut := make(chan error, 1)
+	go func() {
+		if err := s.AwaitAccepted(ctx); err != nil {
+			shut <- err
+			return
+		}
+		shut <- hs.Shutdown(ctx)
+	}()
+	body, bodyW := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://x/portForward/default/web?port=80", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("the connection's first stream, sent as the drain began: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the connection's first stream: %s, want 200", resp.Status)
+	}
+	io.WriteString(bodyW, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+	bodyW.Close()
+	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+		t.Fatalf("after the client's end of stream: %q, %v", rest, err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := s.Drain(ctx); err != nil {
+		t.Fatalf("the second Drain: %v", err)
 	}
 }

@@ -96,8 +96,10 @@ type trackedConn struct {
 // leaveFresh uncounts the connection from the ones AwaitAccepted waits
 // for, once: its first request has reached the handler (net/http drops
 // one it reads after Shutdown began, and says StateActive before it
-// looks), it has closed or gone idle, or it is HTTP/2 (whose streams the
-// GOAWAY of the shutdown bounds).
+// looks), it has closed or gone idle after an answer, or, HTTP/2, its
+// first stream has opened (the shutdown's GOAWAY refuses a stream it has
+// not read, and a client whose request body is a forwarded connection
+// cannot retry it elsewhere).
 func (c *trackedConn) leaveFresh() {
 	if c.notFresh.CompareAndSwap(false, true) {
 		c.s.fresh.add(&c.s.mu, -1)
@@ -126,7 +128,16 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	}
 	t.idleMu.Lock()
 	defer t.idleMu.Unlock()
-	if st == http.StateIdle || st == http.StateHijacked || st == http.StateClosed || st == http.StateActive && isHTTP2(c, t) {
+	switch {
+	case st == http.StateHijacked, st == http.StateClosed:
+		t.leaveFresh()
+	case st == http.StateIdle && !isHTTP2(c, t):
+		// An HTTP/1.1 request answered by net/http itself (OPTIONS *).
+		t.leaveFresh()
+	case st == http.StateActive && t.seenActive && isHTTP2(c, t):
+		// An HTTP/2 connection's first stream has opened; its preface
+		// (the first StateActive, then StateIdle) is not a request, and
+		// the shutdown's GOAWAY refuses every stream not yet read.
 		t.leaveFresh()
 	}
 	idle := false
