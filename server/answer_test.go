@@ -1,8 +1,11 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,4 +59,94 @@ func TestRawClientGoneBeforeTheAnswerIsCounted(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestUpgradeAnswerToAClientThatDoesNotReadIsBounded: a client whose
+// connection the daemon cannot write to (it left earlier answers unread,
+// and the socket buffers are full) and that then asks for an upgrade held
+// the handler in the write of its 101 for good, before any session the
+// drain could end: the drain, cut short, then waited forever. The 101 is
+// written with a deadline (the read-header timeout), and the drain ends.
+func TestUpgradeAnswerToAClientThatDoesNotReadIsBounded(t *testing.T) {
+	for _, tc := range []struct{ name, request string }{
+		{"connect-tcp", "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n"},
+		{"SPDY", "GET /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"},
+		{"WebSocket", "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dialer := newGatedDialer(echoPod(t, nil))
+			close(dialer.gate)
+			conns := make(chan *net.TCPConn, 1)
+			s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer, ReadHeaderTimeout: 500 * time.Millisecond})
+			hs := s.NewHTTPServer()
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go hs.Serve(s.Listener(connSignal{Listener: ln, conns: conns}))
+			t.Cleanup(func() { hs.Close() })
+
+			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+			}}
+			c, err := d.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sc := <-conns
+			// The client reads nothing: what the daemon's end writes
+			// fills both buffers.
+			sc.SetWriteBuffer(4096)
+			// Until not one more byte goes in.
+			for _, size := range []int{64 << 10, 1} {
+				junk := make([]byte, size)
+				for {
+					sc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+					if _, err := sc.Write(junk); err != nil {
+						break
+					}
+				}
+			}
+			sc.SetWriteDeadline(time.Time{})
+			if _, err := io.WriteString(c, tc.request); err != nil {
+				t.Fatal(err)
+			}
+			// The request is in: it is being served, or has been.
+			deadline := time.Now().Add(10 * time.Second)
+			for counterValue(t, s, protocolRaw, "reset") == 0 && s.inflightCount() == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			drained := make(chan error, 1)
+			go func() { drained <- s.Drain(ctx) }()
+			select {
+			case <-drained:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the drain still waits, 10 s on, for a 101 its client does not read")
+			}
+		})
+	}
+}
+
+// connSignal is a listener that hands the test each connection it accepts.
+type connSignal struct {
+	net.Listener
+	conns chan *net.TCPConn
+}
+
+func (l connSignal) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.conns <- c.(*net.TCPConn)
+	}
+	return c, err
+}
+
+// inflightCount is the number of requests and sessions Drain would wait for.
+func (s *Server) inflightCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight.n
 }

@@ -69,13 +69,15 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, pod nsenter.Po
 		return
 	}
 	raw = unwrapConn(raw)
-	raw.SetDeadline(time.Time{})
+	raw.SetReadDeadline(time.Time{})
+	raw.SetWriteDeadline(time.Now().Add(s.answerTimeout()))
 	if _, err := io.WriteString(raw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+UpgradeConnectTCP+"\r\n\r\n"); err != nil {
 		raw.Close()
 		podConn.Close()
 		s.goneBeforeAnswer(obs, r, pod, port, err)
 		return
 	}
+	raw.SetWriteDeadline(time.Time{})
 	// Bytes the client pipelined behind its request go first.
 	obs.ForwardStarted()
 	if n := bufrw.Reader.Buffered(); n > 0 {

@@ -188,6 +188,14 @@ func (s *Server) readHeaderTimeout() time.Duration {
 	return DefaultReadHeaderTimeout
 }
 
+// answerTimeout bounds the write of an upgrade's 101, which comes after
+// the handler lifted the http.Server's write deadline, and before a
+// session that the drain could end has begun: a client that does not
+// read (it pipelined requests and left their answers unread) held the
+// handler, and the drain, for good. It is the time a client has to send
+// its request headers.
+func (s *Server) answerTimeout() time.Duration { return s.readHeaderTimeout() }
+
 // DefaultIdleConnTimeout is Config.IdleConnTimeout's default, the
 // kubelet's.
 const DefaultIdleConnTimeout = 90 * time.Second
@@ -422,8 +430,10 @@ func (s *Server) serveSPDY(w http.ResponseWriter, r *http.Request, pod nsenter.P
 	w.Header().Set("Connection", "Upgrade")
 	w.Header().Set("Upgrade", upgradeSPDY31)
 	w.Header().Set(headerProtocolVersion, protocol)
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(s.answerTimeout())) // for the 101, written by Hijack
 	w.WriteHeader(http.StatusSwitchingProtocols)
-	raw, bufrw, err := http.NewResponseController(w).Hijack()
+	raw, bufrw, err := rc.Hijack()
 	if err != nil {
 		s.m.upgradeFailures.WithLabelValues("hijack").Inc()
 		s.log.Warn("hijack", "remote", r.RemoteAddr, "err", err)

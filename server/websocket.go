@@ -140,6 +140,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, pod nsen
 		WriteBufferPool: &wsBufferPool,
 		// Like the kubelet: callers are authenticated, not browsers.
 		CheckOrigin: func(*http.Request) bool { return true },
+		// The 101 is written with a deadline (see answerTimeout).
+		HandshakeTimeout: s.answerTimeout(),
 		// The version the handshake speaks goes with the refusal, as
 		// RFC 6455 asks of a version mismatch, the Upgrader's own answer
 		// and the kubelet's x/net/websocket give it.
