@@ -118,7 +118,7 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, bearer func() (strin
 		protocols.SetHTTP2(true)            // over TLS
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig, HTTP2: h2Config,
-			DialContext: serverDialer.DialContext, TLSHandshakeTimeout: tlsHandshakeTimeout}}
+			DialContext: serverDialer.DialContext, TLSHandshakeTimeout: tlsHandshakeTimeout, IdleConnTimeout: h2IdleTimeout}}
 	}
 	// As for client-go's transports, a failure is one line.
 	early := &bytes.Buffer{}
@@ -423,6 +423,13 @@ func (b localBody) Read(p []byte) (int, error) { return b.c.Read(p) }
 // connection, the response body closed once the pod is done) and then
 // waits for that Read: without this, until the client sent or closed.
 func (b localBody) Close() error { return b.c.SetReadDeadline(time.Now()) }
+
+// h2IdleTimeout closes the shared HTTP/2 connection once it has carried
+// no stream for this long: before the daemon does (after 90 s, by
+// closing it), so that a local connection that comes just then never
+// sends its stream into a connection the server is closing, which would
+// fail it (its body, the local connection, cannot be sent again).
+const h2IdleTimeout = 60 * time.Second
 
 // h2Config lets the server send large DATA frames (Go's default is 16 KiB)
 // and gives each stream a window that covers a loopback bulk transfer; the

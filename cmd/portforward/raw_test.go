@@ -256,3 +256,12 @@ func TestLocalGoneAfterItsFINWhileServerSilent(t *testing.T) {
 		})
 	}
 }
+
+// TestH2ClosesIdleConnectionBeforeTheServer: the shared HTTP/2 connection
+// is closed by the CLI when idle before the daemon's idle timeout would
+// close it under a stream just being sent.
+func TestH2ClosesIdleConnectionBeforeTheServer(t *testing.T) {
+	if h2IdleTimeout >= server.DefaultIdleConnTimeout {
+		t.Fatalf("the CLI keeps an idle HTTP/2 connection %v, the daemon %v: the daemon closes it first", h2IdleTimeout, server.DefaultIdleConnTimeout)
+	}
+}
