@@ -105,11 +105,15 @@ func targetOf(id string, st *runtimeapi.PodSandboxStatusResponse) (nsenter.Targe
 	case err != nil:
 		return nsenter.Target{}, &sandboxError{msg: fmt.Sprintf("sandbox %q: %v", id, err), err: err}
 	}
-	if err := nsenter.CheckNetns(path); err != nil {
+	// The Target is bound to the namespace the path names now: a
+	// /proc/<pid>/ns/net whose PID another process takes once the sandbox
+	// has ended is not dialed into by the session that outlives it.
+	t, err := nsenter.Identify(path)
+	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nsenter.Target{}, closed
 		}
 		return nsenter.Target{}, &sandboxError{msg: fmt.Sprintf("sandbox %q: %v", id, err), err: err}
 	}
-	return nsenter.Target{Path: path}, nil
+	return t, nil
 }

@@ -24,8 +24,9 @@ const (
 )
 
 // ResolverCacheTTL is how long a pod's sandbox lookup is reused. Every use
-// re-checks that the namespace file is still a network namespace, so a
-// stopped sandbox is noticed at once and looked up again. Host-network
+// re-checks that the namespace file still holds the same network
+// namespace, so a stopped sandbox is noticed at once and looked up
+// again. Host-network
 // sandboxes, whose namespace (the node's) outlives them, are not cached,
 // nor are those found by their process (/proc/<pid>/ns/net), whose PID
 // another process may have once they end.
@@ -70,7 +71,7 @@ func (r *Resolver) Resolve(ctx context.Context, pod nsenter.Pod) (nsenter.Target
 	r.mu.Lock()
 	c, ok := r.cache[pod]
 	r.mu.Unlock()
-	if ok && time.Since(c.at) < r.ttl && nsenter.CheckNetns(c.target.Path) == nil {
+	if ok && time.Since(c.at) < r.ttl && nsenter.CheckTarget(c.target) == nil {
 		return c.target, nil
 	}
 	t, err := r.lookup(ctx, pod)

@@ -42,7 +42,7 @@ type dialResult struct {
 // file descriptor or memory, see Shortage), to [::1]:port inside t's
 // network namespace. The returned connection belongs to the caller.
 func (d Dialer) Dial(ctx context.Context, t Target, port uint16) (*net.TCPConn, error) {
-	target, err := openNetns(t.Path)
+	target, err := openTarget(t)
 	if err != nil {
 		return nil, err
 	}

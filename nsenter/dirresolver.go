@@ -34,7 +34,9 @@ func (r DirResolver) Path(pod Pod) string {
 	return filepath.Join(r.dir(), pod.Namespace+"_"+pod.Name)
 }
 
-// Resolve checks that the pod's file exists and is a network namespace.
+// Resolve checks that the pod's file exists and is a network namespace,
+// and returns a Target bound to that namespace: a pod created again under
+// the same name is another Target.
 func (r DirResolver) Resolve(_ context.Context, pod Pod) (Target, error) {
 	if err := pod.Validate(); err != nil {
 		return Target{}, err
@@ -46,11 +48,12 @@ func (r DirResolver) Resolve(_ context.Context, pod Pod) (Target, error) {
 		// fail with ENAMETOOLONG rather than ENOENT.
 		return Target{}, fmt.Errorf("%w: %s is too long for a network namespace file name", ErrPodNotFound, pod)
 	}
-	if err := CheckNetns(path); err != nil {
+	t, err := Identify(path)
+	if err != nil {
 		if isNotExist(err) {
 			return Target{}, fmt.Errorf("%w: no network namespace %s", ErrPodNotFound, path)
 		}
 		return Target{}, err
 	}
-	return Target{Path: path}, nil
+	return t, nil
 }

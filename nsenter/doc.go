@@ -19,6 +19,13 @@
 // reusing it in the wrong namespace. A socket keeps the namespace it was
 // created in, so the returned connection may be used from any goroutine.
 //
+// A Target is bound to the namespace its path named when it was resolved
+// (Identify): Dial refuses another namespace found at the path later, a
+// pod deleted and created again under its name or a PID taken by another
+// process, as a namespace that is gone (ErrNetnsGone). It tells them apart
+// by the kernel's namespace ID (NS_GET_ID, Linux 6.18) where there is one,
+// else by inode number, which the kernel reuses once a namespace is freed.
+//
 // The package never executes a program (no nsenter(1), no socat) and knows
 // nothing about HTTP or Kubernetes protocols. It does not verify pod UIDs: a
 // netns directory has no record of them.

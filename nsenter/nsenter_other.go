@@ -31,4 +31,10 @@ func Prepare() error { return errUnsupported }
 // CheckNetns always fails outside Linux.
 func CheckNetns(string) error { return errUnsupported }
 
+// Identify always fails outside Linux.
+func Identify(string) (Target, error) { return Target{}, errUnsupported }
+
+// CheckTarget always fails outside Linux.
+func CheckTarget(Target) error { return errUnsupported }
+
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

@@ -55,6 +55,24 @@ func clip(s string) string {
 type Target struct {
 	// Path is the namespace file, an nsfs mount.
 	Path string
+	// ID is the namespace Path named when the Target was made (Identify).
+	// Dial refuses another namespace found at Path then, as a namespace
+	// that is gone: a pod deleted and created again under the same name,
+	// or a process that took the PID of a /proc/<pid>/ns/net, is not the
+	// pod a session was opened for. The zero ID dials whatever Path names.
+	ID NetnsID
+}
+
+// NetnsID identifies a network namespace: its nsfs inode number, and the
+// kernel's namespace ID (NS_GET_ID, Linux 6.18), zero where the kernel
+// has none. Inode numbers are reused once a namespace is freed; namespace
+// IDs are not.
+type NetnsID struct{ Inode, Kernel uint64 }
+
+// same reports whether id and o identify the same namespace, as far as
+// both tell.
+func (id NetnsID) same(o NetnsID) bool {
+	return id.Inode == o.Inode && (id.Kernel == 0 || o.Kernel == 0 || id.Kernel == o.Kernel)
 }
 
 // Resolver maps a pod to the network namespace it runs in.
