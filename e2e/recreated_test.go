@@ -39,7 +39,9 @@ func readFrom(t *testing.T, c net.Conn) string {
 // namespace file created again), the session's next connection fails
 // with "network namespace is gone" and kubectl's session ends, as at the
 // kubelet, whose session is bound to the sandbox; it does not go on into
-// the new pod. A new session reaches the new pod.
+// the new pod. A new session reaches the new pod. The CLI's spdy and
+// websocket transports, which keep their session after an error while
+// the pod exists, end with "lost connection to pod" as kubectl does.
 func TestRecreatedPodEndsTheSession(t *testing.T) {
 	d := startDaemon(t)
 	eachTransport(t, func(t *testing.T, tr transport) {
@@ -71,4 +73,25 @@ func TestRecreatedPodEndsTheSession(t *testing.T) {
 			t.Fatalf("a new session to the re-created pod read %q, want %q", got, "new pod")
 		}
 	})
+	for _, transport := range []string{"spdy", "websocket"} {
+		t.Run("cli/"+transport, func(t *testing.T) {
+			p, ln, c, local := startEchoCLI(t, d, transport)
+			before := dialLocal(t, local)
+			echoOnce(t, before, "to the first pod")
+			before.Close() // the session drains: its forwards in flight end first
+			remote := port(ln)
+			ln.Close()
+			p.recreate(t)
+			serveEach(p.listen(t, "tcp4", "127.0.0.1:"+strconv.Itoa(remote)), func(c *net.TCPConn) { io.WriteString(c, "new pod") })
+			if got := readFrom(t, dialLocal(t, local)); got != "" {
+				t.Fatalf("a local connection after the pod was re-created read %q from the new pod", got)
+			}
+			if code := c.exitCode(t); code != 1 {
+				t.Fatalf("exit code %d, want 1; stderr %q", code, c.stderr)
+			}
+			if stderr := c.stderr.String(); !strings.HasSuffix(stderr, "error: lost connection to pod\n") || !strings.Contains(stderr, "network namespace is gone") {
+				t.Fatalf("stderr %q: want the failed connection's \"network namespace is gone\", then \"error: lost connection to pod\"", stderr)
+			}
+		})
+	}
 }

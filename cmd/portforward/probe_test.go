@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/cri-streaming/pkg/streaming/portforward"
 
+	"github.com/portforwardd/portforwardd/nsenter"
 	"github.com/portforwardd/portforwardd/server"
 )
 
@@ -109,5 +110,13 @@ func TestAutoForbiddenForward(t *testing.T) {
 	out, errOut := c.stdout.String(), c.stderr.String()
 	if code != 1 || out != "" || len(lines(errOut)) != 1 || !strings.HasPrefix(errOut, "error: ") || !strings.Contains(errOut, refusal) {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1, no stdout, one line \"error: …%s\"", code, out, errOut, refusal)
+	}
+}
+
+// TestNetnsGoneTextIsTheDaemons: the CLI recognizes a pod whose namespace
+// is gone by the daemon's text for it.
+func TestNetnsGoneTextIsTheDaemons(t *testing.T) {
+	if got := nsenter.ErrNetnsGone.Error(); got != netnsGoneText {
+		t.Fatalf("nsenter.ErrNetnsGone says %q; the CLI looks for %q", got, netnsGoneText)
 	}
 }
