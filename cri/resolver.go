@@ -25,11 +25,10 @@ const (
 
 // ResolverCacheTTL is how long a pod's sandbox lookup is reused. Every use
 // re-checks that the namespace file still holds the same network
-// namespace, so a stopped sandbox is noticed at once and looked up
-// again. Host-network
-// sandboxes, whose namespace (the node's) outlives them, are not cached,
-// nor are those found by their process (/proc/<pid>/ns/net), whose PID
-// another process may have once they end.
+// namespace, so a stopped sandbox is noticed at once and looked up again.
+// Host-network sandboxes, whose namespace (the node's) outlives them, are
+// not cached, nor are those found by their process (/proc/<pid>/ns/net),
+// whose PID another process may have once they end.
 const ResolverCacheTTL = 10 * time.Second
 
 // ResolveTimeout bounds one lookup (its ListPodSandbox and
