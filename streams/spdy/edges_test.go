@@ -229,7 +229,7 @@ func TestFreedBudgetResetsNoStream(t *testing.T) {
 	// budget and the connection's. It must still be readable.
 	n, err := io.ReadFull(bS, make([]byte, 64<<10))
 	if err != nil {
-		t.Fatalf("stream b (within every budget) read %d bytes: %v; limits hit: %v", n, err, limits.hits)
+		t.Fatalf("stream b (within every budget) read %d bytes: %v; limits hit: %v", n, err, limits.snapshot())
 	}
 }
 

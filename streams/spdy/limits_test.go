@@ -21,6 +21,12 @@ type limitLog struct {
 
 func (l *limitLog) add(s string) { l.mu.Lock(); l.hits = append(l.hits, s); l.mu.Unlock() }
 
+func (l *limitLog) snapshot() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.hits)
+}
+
 func (l *limitLog) has(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -92,7 +98,7 @@ func TestMaxStreamsRefusesAndReports(t *testing.T) {
 		t.Fatal("third stream got a SYN_REPLY past MaxStreams 2")
 	}
 	if !limits.has(LimitStreams) {
-		t.Errorf("limits reported %v, want %s", limits.hits, LimitStreams)
+		t.Errorf("limits reported %v, want %s", limits.snapshot(), LimitStreams)
 	}
 }
 
@@ -115,7 +121,7 @@ func TestPingFloodWithoutReadingIsBounded(t *testing.T) {
 		t.Fatal("connection not closed")
 	}
 	if !limits.has(LimitControlQueue) {
-		t.Errorf("limits reported %v, want %s", limits.hits, LimitControlQueue)
+		t.Errorf("limits reported %v, want %s", limits.snapshot(), LimitControlQueue)
 	}
 }
 
@@ -154,13 +160,13 @@ func TestStaleStreamOfAnotherConnectionFreesTheSharedBudget(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("b's byte not delivered 10s after a's stream went stale (budget %d of %d used, a holds %d); limits a %v, b %v",
-			budget.Used(), global, aS.in.Buffered(), limitsA.hits, limitsB.hits)
+			budget.Used(), global, aS.in.Buffered(), limitsA.snapshot(), limitsB.snapshot())
 	}
 	if _, err := aS.Read(make([]byte, 1)); !errors.Is(err, ErrReset) {
 		t.Fatalf("read on a's stale stream: %v, want ErrReset", err)
 	}
 	if !limitsB.has(LimitGlobalBuffer) || !limitsA.has(LimitStreamBuffer) {
-		t.Errorf("limits a %v, b %v; want %s on b and %s on a", limitsA.hits, limitsB.hits, LimitGlobalBuffer, LimitStreamBuffer)
+		t.Errorf("limits a %v, b %v; want %s on b and %s on a", limitsA.snapshot(), limitsB.snapshot(), LimitGlobalBuffer, LimitStreamBuffer)
 	}
 }
 
@@ -205,11 +211,8 @@ func TestStaleStreamIsReclaimedOnce(t *testing.T) {
 		if reset2() {
 			t.Errorf("peer reset %v: a reset of a stream already ended reported true", peerReset)
 		}
-		limits.mu.Lock()
-		n := len(limits.hits)
-		got := slices.Clone(limits.hits)
-		limits.mu.Unlock()
-		if n != want {
+		got := limits.snapshot()
+		if n := len(got); n != want {
 			t.Errorf("peer reset %v: limits %v, want %d %s", peerReset, got, want, LimitStreamBuffer)
 		}
 		if u := budget.Used(); u != 0 {
@@ -272,11 +275,11 @@ func TestProbedProgressIsNotAStall(t *testing.T) {
 			})
 			select {
 			case <-ss.Aborted():
-				t.Fatalf("the stream was reset (%v) while its probe said its pod takes bytes; limits %v", ss.AbortErr(), limits.hits)
+				t.Fatalf("the stream was reset (%v) while its probe said its pod takes bytes; limits %v", ss.AbortErr(), limits.snapshot())
 			default:
 			}
 			if limits.has(LimitStreamBuffer) {
-				t.Fatalf("limits %v while the pod takes bytes", limits.hits)
+				t.Fatalf("limits %v while the pod takes bytes", limits.snapshot())
 			}
 
 			progressing.Store(false) // the pod stops reading
@@ -291,9 +294,9 @@ func TestProbedProgressIsNotAStall(t *testing.T) {
 					return false
 				}
 			})
-			if !limits.has(LimitStreamBuffer) {
-				t.Errorf("limits %v, want %s", limits.hits, LimitStreamBuffer)
-			}
+			// The limit is told after the reset, which the test may see
+			// first.
+			waitFor(t, "the reset told as "+LimitStreamBuffer, func() bool { return limits.has(LimitStreamBuffer) })
 		})
 	}
 }
