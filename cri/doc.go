@@ -15,6 +15,9 @@
 // 1000 outstanding, like the kubelet streaming library's), and Resolver
 // resolves {namespace}/{pod}[/{uid}] through CRI ListPodSandbox for the
 // direct routes (a lookup is reused for ResolverCacheTTL, except a
-// host-network sandbox's and one found by its process). Dial reconnects to a runtime that restarted with
-// the kubelet's CRI client backoff, 100 ms up to 3 s.
+// host-network sandbox's and one found by its process). Both bind the
+// Target to the sandbox's namespace (nsenter.Identify), so that a session
+// never dials into another one found at its path later. Dial reconnects
+// to a runtime that restarted with the kubelet's CRI client backoff,
+// 100 ms up to 3 s.
 package cri

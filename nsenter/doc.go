@@ -2,7 +2,8 @@
 // inside them.
 //
 // A Resolver turns a pod reference into a Target: the path of a file that is
-// a network namespace (an nsfs bind mount such as /run/netns/<name>).
+// a network namespace (an nsfs bind mount such as /run/netns/<name>), and
+// the identity of the namespace it held then (see below).
 // DirResolver is the netns-directory resolver: pod {namespace}/{name} is the
 // file <dir>/<namespace>_<name>, which is what `ip netns add` creates.
 //

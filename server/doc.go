@@ -16,8 +16,11 @@
 // is not a valid upgrade, 401 and 403 from Config.Auth, 403 when no
 // offered protocol is supported, 405 for other methods, 502 when the pod
 // of a connect-tcp or HTTP/2 request cannot be dialed, 500 when the pod's
-// namespace cannot be found or the API server cannot be asked, 503 while
-// shutting down or at Limits.MaxSessions. A failed upgrade is never
+// namespace cannot be found or the API server cannot be asked, 503 at
+// Limits.MaxSessions or while shutting down (to all but a connect-tcp, an
+// HTTP/2 stream, a v4 WebSocket or an OPTIONS, which can only come on a
+// connection accepted before the listener closed, and are served: see
+// Server.Drain and Server.AwaitAccepted). A failed upgrade is never
 // answered with a redirect, and error bodies never echo request headers.
 //
 // Routes on the metrics listener: /metrics (Prometheus, private registry),

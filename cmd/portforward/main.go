@@ -16,20 +16,24 @@
 // ask the server (OPTIONS) whether the pod still exists, and lose it if
 // not, or if the error said the pod's network namespace is gone (the
 // session is bound to the pod it was opened for, and a pod created again
-// under its name is another); a server that does not answer as portforwardd does (a kubelet, an
-// API server) loses it there, as kubectl does. raw and h2 watch no
-// connection: they
-// notice a server that can no longer be reached (a dial that fails) or a
-// pod that no longer exists (404) at the next local connection, which
-// fails with "an error occurred forwarding L -> R: …"; the CLI then stops
-// listening and exits once the connections under way are done. Other HTTP errors (503: the server is at its limits), and a dial
-// that fails for want of a local resource (EMFILE, ENFILE, EADDRNOTAVAIL,
-// ENOBUFS, ENOMEM), fail only that connection; their listener, out of
+// under its name is another); a server that does not answer as
+// portforwardd does (a kubelet, an API server) loses it there, as kubectl
+// does. raw and h2 watch no connection: they notice a server that can no
+// longer be reached (a dial that fails) or a pod that no longer exists
+// (404) at the next local connection, which fails with "an error occurred
+// forwarding L -> R: …"; the CLI then stops listening and exits once the
+// connections under way are done. Other HTTP errors (503: the server is
+// at its limits, or draining), and a dial that fails for want of a local
+// resource (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM), fail only
+// that connection; their listener, out of
 // descriptors or memory, says so once and accepts again when it can. With
 // raw, a local client's reset resets its connection to the server.
 //
 // An https --server is verified with --certificate-authority, or else with
-// the system's roots, whatever the transport. raw and h2 go through no
+// the system's roots, whatever the transport. The bearer token is --token,
+// or --token-file, read again when the file changes: raw and h2 send it
+// with every connection, so a rotated service account token is taken from
+// the next one on. raw and h2 go through no
 // proxy: when the environment names one for the server, auto takes the
 // tunnel (or SPDY), which go through it, as kubectl's do.
 package main
