@@ -617,7 +617,9 @@ func (s *Server) MarkServing() {
 	s.mu.Unlock()
 }
 
-// Ready reports whether the server takes new sessions.
+// Ready reports whether the server takes new sessions: true once the
+// listener is up, false once the drain starts (when it still serves the
+// requests servedWhileDraining lets in, on connections already accepted).
 func (s *Server) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -72,8 +72,9 @@ func checkStreamURL(v string) error {
 
 // listenUnix listens on a unix:// endpoint: the directory is created, a
 // stale socket from an earlier run is removed (one that takes connections
-// is another process's, and anything else at the path is an error), and the socket is readable and writable by root only, like
-// the runtime's own.
+// is another process's, and anything else at the path is an error), and
+// the socket is readable and writable by root and its group only (0660;
+// 0600 until the chmod, see bindUnixPrivate).
 func listenUnix(endpoint string) (net.Listener, error) {
 	path, err := cri.SocketPath(endpoint)
 	if err != nil {
