@@ -21,14 +21,12 @@ import (
 )
 
 // hungRuntime is a runtime that never answers ListPodSandbox, as a CRI-O
-// or containerd stuck on a lock does; it says when a call has come.
+// or containerd stuck on a lock does.
 type hungRuntime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
-	called chan struct{}
 }
 
 func (h *hungRuntime) ListPodSandbox(ctx context.Context, _ *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	h.called <- struct{}{}
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
@@ -39,7 +37,7 @@ func (h *hungRuntime) ListPodSandbox(ctx context.Context, _ *runtimeapi.ListPodS
 // Each such request held its --max-sessions slot, and the daemon's drain,
 // for as long as the runtime hung.
 func TestResolverGivesUpOnAHungRuntime(t *testing.T) {
-	rt := &hungRuntime{called: make(chan struct{}, 1)}
+	rt := &hungRuntime{}
 	r := resolverOf(t, rt)
 	if r.timeout != ResolveTimeout {
 		t.Fatalf("resolver timeout %v, want ResolveTimeout %v", r.timeout, ResolveTimeout)
@@ -51,7 +49,9 @@ func TestResolverGivesUpOnAHungRuntime(t *testing.T) {
 		_, err := r.Resolve(context.Background(), nsenter.Pod{Namespace: "ns", Name: "pod"})
 		done <- err
 	}()
-	<-rt.called
+	// Not waiting for the call to reach the runtime first: the
+	// connection is made within the same timeout, and on a loaded
+	// machine the timeout may end the call before the runtime sees it.
 	select {
 	case err := <-done:
 		if status.Code(err) != codes.DeadlineExceeded || errors.Is(err, nsenter.ErrPodNotFound) {
