@@ -51,13 +51,24 @@ func TestRawClientGoneBeforeTheAnswerIsCounted(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the pod was not dialed")
 	}
+	waitFor(t, func() bool { return counterValue(t, s, protocolRaw, "reset") == 1 }, func() string {
+		return fmt.Sprintf("streams_total{raw,reset} = %v, want 1; ok %v, aborted %v", counterValue(t, s, protocolRaw, "reset"),
+			counterValue(t, s, protocolRaw, "ok"), counterValue(t, s, protocolRaw, "aborted"))
+	})
+}
+
+// waitFor polls cond, which the server's own goroutines make true in
+// their time, until it holds; after 30 s it fails with why().
+func waitFor(t *testing.T, cond func() bool, why func() string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for counterValue(t, s, protocolRaw, "reset") != 1 {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("streams_total{raw,reset} = %v, want 1; ok %v, aborted %v", counterValue(t, s, protocolRaw, "reset"),
-				counterValue(t, s, protocolRaw, "ok"), counterValue(t, s, protocolRaw, "aborted"))
+			t.Fatal(why())
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -113,10 +124,8 @@ func TestUpgradeAnswerToAClientThatDoesNotReadIsBounded(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The request is in: it is being served, or has been.
-			deadline := time.Now().Add(10 * time.Second)
-			for counterValue(t, s, protocolRaw, "reset") == 0 && s.inflightCount() == 0 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
+			waitFor(t, func() bool { return counterValue(t, s, protocolRaw, "reset") > 0 || s.inflightCount() > 0 },
+				func() string { return "the request never reached the handler" })
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
 			drained := make(chan error, 1)
