@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,9 +16,17 @@ import (
 
 // recreate deletes the pod's namespace file and creates it again under
 // the same name, with lo up: the pod was deleted and created again (a
-// StatefulSet's pod), or its sandbox was.
+// StatefulSet's pod), or its sandbox was. The old namespace is held until
+// the test ends, as a process still in it would: freed, its inode number
+// could go to the new one, which a kernel without NS_GET_ID (before 6.18)
+// could not tell apart, and the test would then depend on the kernel.
 func (p *pod) recreate(t *testing.T) {
 	t.Helper()
+	old, err := os.Open(p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Close() })
 	p.remove(t)
 	ipCmd(t, "netns", "add", p.netnsName)
 	ipCmd(t, "-n", p.netnsName, "link", "set", "lo", "up")
