@@ -124,18 +124,7 @@ func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("echo: %q, %v", buf, err)
 	}
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned (%v) while a session it had not seen was still running", err)
-	default:
-	}
-	c.(*net.TCPConn).CloseWrite()
-	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
-		t.Fatalf("after the client's FIN: %q, %v", rest, err)
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("Drain: %v", err)
-	}
+	drainWaitsFor(t, drained, c, br, "a session it had not seen")
 	// And once draining, a new session is refused before it is dialed.
 	c2, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {
@@ -238,12 +227,20 @@ func TestDrainServesConnectionsAcceptedBeforeIt(t *testing.T) {
 
 	drained := make(chan error, 1)
 	go func() { drained <- s.Drain(shutCtx) }()
+	drainWaitsFor(t, drained, raw, br, "the forward it let in late")
+}
+
+// drainWaitsFor checks that the Drain answering on drained has not
+// returned while the echo forward on c (read through br), which is what,
+// runs, and returns nil once the client's FIN has ended it.
+func drainWaitsFor(t *testing.T, drained <-chan error, c net.Conn, br io.Reader, what string) {
+	t.Helper()
 	select {
 	case err := <-drained:
-		t.Fatalf("the second Drain returned (%v) while the forward it let in late ran", err)
+		t.Fatalf("Drain returned (%v) while %s was still running", err, what)
 	default:
 	}
-	raw.(*net.TCPConn).CloseWrite()
+	c.(*net.TCPConn).CloseWrite()
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Fatalf("after the client's FIN: %q, %v", rest, err)
 	}
