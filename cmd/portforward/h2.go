@@ -14,23 +14,12 @@ import (
 	"github.com/portforwardd/portforwardd/streams"
 )
 
-// localBody is the request body of an HTTP/2 stream: what the local
-// client sends, ending (END_STREAM) when it half-closes.
-type localBody struct{ c *net.TCPConn }
-
-func (b localBody) Read(p []byte) (int, error) { return b.c.Read(p) }
-
-// Close ends a Read waiting for the local client. The transport closes
-// the body when the stream ends before it does (an error status, a broken
-// connection, the response body closed once the pod is done) and then
-// waits for that Read: without this, until the client sent or closed.
-func (b localBody) Close() error { return b.c.SetReadDeadline(time.Now()) }
-
 // h2IdleTimeout closes the shared HTTP/2 connection once it has carried
 // no stream for this long: before the daemon does (after 90 s, by
 // closing it), so that a local connection that comes just then never
-// sends its stream into a connection the server is closing, which would
-// fail it (its body, the local connection, cannot be sent again).
+// sends its stream into a connection the server is closing. Such a stream
+// is sent again (see h2Body), but only if its local client has not sent
+// much yet.
 const h2IdleTimeout = 60 * time.Second
 
 // h2Config lets the server send large DATA frames (Go's default is 16 KiB)
@@ -50,10 +39,12 @@ func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 	u.RawQuery = "port=" + strconv.Itoa(int(remote))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), localBody{c})
+	body, first := newH2Body(c)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), first)
 	if err != nil {
 		return err
 	}
+	req.GetBody = body.again
 	if f.bearer != nil {
 		tok, err := f.bearer()
 		if err != nil {
@@ -62,6 +53,7 @@ func (f *rawForwarder) forwardH2(c *net.TCPConn, remote uint16) error {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := f.h2.Do(req)
+	body.answered()
 	if err != nil {
 		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "dial" && !localShortage(err) {
 			return &lostError{err}

@@ -118,7 +118,10 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, bearer func() (strin
 		protocols.SetHTTP2(true)            // over TLS
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 		f.h2 = &http.Client{Transport: &http.Transport{Protocols: &protocols, TLSClientConfig: tlsConfig, HTTP2: h2Config,
-			DialContext: serverDialer.DialContext, TLSHandshakeTimeout: tlsHandshakeTimeout, IdleConnTimeout: h2IdleTimeout}}
+			DialContext: serverDialer.DialContext, TLSHandshakeTimeout: tlsHandshakeTimeout, IdleConnTimeout: h2IdleTimeout},
+			// portforwardd redirects nothing; a redirect's answer fails the
+			// connection with its status, as any status but 200 does.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	// As for client-go's transports, a failure is one line.
 	early := &bytes.Buffer{}
