@@ -55,10 +55,23 @@ func startCLI(t *testing.T, args ...string) *cli {
 // startCLIEnv starts the CLI with env added to the test's environment.
 func startCLIEnv(t *testing.T, env []string, args ...string) *cli {
 	t.Helper()
-	c := &cli{cmd: exec.Command(cliBin, args...), lines: make(chan string, 100), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	cmd := exec.Command(cliBin, args...)
 	if env != nil {
-		c.cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(os.Environ(), env...)
 	}
+	return startCLICmd(t, cmd)
+}
+
+// startCLIIn starts the CLI in the network namespace netnsName.
+func startCLIIn(t *testing.T, netnsName string, args ...string) *cli {
+	t.Helper()
+	return startCLICmd(t, exec.Command("ip", append([]string{"netns", "exec", netnsName, cliBin}, args...)...))
+}
+
+// startCLICmd starts cmd, a command that runs the CLI.
+func startCLICmd(t *testing.T, cmd *exec.Cmd) *cli {
+	t.Helper()
+	c := &cli{cmd: cmd, lines: make(chan string, 100), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	c.cmd.Stderr = c.stderr
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,9 +20,12 @@ import (
 // hands the ports over: clients that connect all along, before, during and
 // after the handover, are all served; none is refused, reset or left
 // unanswered, the ones the first daemon had accepted but not yet read
-// when it stopped listening included. The daemons run in a namespace of
-// their own, the node's, with net.ipv4.tcp_migrate_req=1 as the deploy
-// docs ask.
+// when it stopped listening included. The clients are connect-tcp
+// upgrades of their own and the portforward CLI over h2 and raw, whose
+// local connections must all echo too: an h2 stream that crosses the
+// first daemon's GOAWAY goes to the second. The daemons run in a
+// namespace of their own, the node's, with net.ipv4.tcp_migrate_req=1 as
+// the deploy docs ask.
 func TestReusePortHandoverRefusesNoClient(t *testing.T) {
 	node := newPod(t)
 	if out, err := exec.Command("ip", "netns", "exec", node.netnsName, "sh", "-c",
@@ -48,7 +53,31 @@ func TestReusePortHandoverRefusesNoClient(t *testing.T) {
 		failure error
 	)
 	path := rawPath(p, port(ln))
-	for w := range 4 {
+	forwards := map[string]func(msg string) error{}
+	for w := range 2 {
+		forwards[fmt.Sprintf("connect-tcp worker %d", w)] = func(msg string) error { return forwardOnce(node.path, first.addr, path, msg) }
+	}
+	var clis []*cli
+	for _, transport := range []string{"h2", "raw"} {
+		c := startCLIIn(t, node.netnsName, "--server", "http://"+first.addr, "--transport", transport,
+			"--address", "127.0.0.1", "-n", p.namespace, p.name, ":"+strconv.Itoa(port(ln)))
+		l := c.line(t)
+		m := forwardingLine.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("%s CLI: stdout line %q, want \"Forwarding from\"; stderr %q", transport, l, c.stderr)
+		}
+		clis = append(clis, c)
+		local := "127.0.0.1:" + m[2]
+		forwards["CLI "+transport] = func(msg string) error {
+			c, err := dialIn(node.path, local)
+			if err != nil {
+				return fmt.Errorf("%s: connect: %w", msg, err)
+			}
+			defer c.Close()
+			return echoToEnd(c, c, msg)
+		}
+	}
+	for name, forward := range forwards {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -58,7 +87,7 @@ func TestReusePortHandoverRefusesNoClient(t *testing.T) {
 					return
 				default:
 				}
-				if err := forwardOnce(node.path, first.addr, path, fmt.Sprintf("worker %d, forward %d", w, i)); err != nil {
+				if err := forward(fmt.Sprintf("%s, forward %d", name, i)); err != nil {
 					errMu.Lock()
 					if failure == nil {
 						failure = err
@@ -87,7 +116,10 @@ func TestReusePortHandoverRefusesNoClient(t *testing.T) {
 			}
 			return served.Load() >= n, fmt.Sprintf("%d forwards served %s, want %d", served.Load(), when, n)
 		})
-		if failure != nil {
+		errMu.Lock()
+		failed := failure != nil
+		errMu.Unlock()
+		if failed {
 			stopWorkers()
 		}
 	}
@@ -113,6 +145,11 @@ func TestReusePortHandoverRefusesNoClient(t *testing.T) {
 	if first.logged("session started") == 0 {
 		t.Error("the first daemon served nothing")
 	}
+	for _, c := range clis {
+		if c.hasExited() || c.stderr.String() != "" {
+			t.Errorf("a CLI exited (%v) or reported %q", c.hasExited(), c.stderr)
+		}
+	}
 }
 
 // forwardOnce forwards one connection with connect-tcp through the daemon
@@ -137,11 +174,18 @@ func forwardOnce(netnsPath, addr, path, msg string) error {
 		body, _ := io.ReadAll(resp.Body)
 		return fmt.Errorf("%s: %s %q, want 101", msg, resp.Status, body)
 	}
+	return echoToEnd(c, br, msg)
+}
+
+// echoToEnd sends msg on c, half-closes it, and checks that r, what c
+// reads, brings msg back and then the end, within 20 s.
+func echoToEnd(c *net.TCPConn, r io.Reader, msg string) error {
+	c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, msg); err != nil {
 		return fmt.Errorf("%s: write: %w", msg, err)
 	}
 	c.CloseWrite()
-	got, err := io.ReadAll(br)
+	got, err := io.ReadAll(r)
 	if err != nil || string(got) != msg {
 		return fmt.Errorf("%s: echoed %q, %v", msg, got, err)
 	}
