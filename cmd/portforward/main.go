@@ -27,7 +27,10 @@
 // resource (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM), fail only
 // that connection; their listener, out of
 // descriptors or memory, says so once and accepts again when it can. With
-// raw, a local client's reset resets its connection to the server.
+// raw, a local client's reset resets its connection to the server. With
+// h2, a stream the server refused unprocessed (a draining daemon's GOAWAY
+// crossed it) is sent again on a new connection, with what its local
+// client had sent on it (up to 256 KiB).
 //
 // An https --server is verified with --certificate-authority, or else with
 // the system's roots, whatever the transport. The bearer token is --token,
