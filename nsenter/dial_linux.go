@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -123,7 +124,41 @@ var errStuck = errors.New("cannot return to the daemon's network namespace")
 // dialer's Control hook, and waits for the connect unlocked: no thread sits
 // in a pod's namespace, or is pinned, while a handshake is in flight.
 // On errStuck the calling goroutine is left locked to its thread.
+//
+// Go's dialer makes a new socket and connects again when connect(2)
+// fails with EADDRNOTAVAIL (the pod's ephemeral ports toward addr are all
+// taken, or it has no such address: ::1 with IPv6 off) or the socket
+// connected to itself; it does so up to twice, and by then the thread
+// has left the pod's namespace, so that socket would be the daemon's and
+// connect to the node's own loopback. Control refuses it (errOutside), and
+// dialIn tries again itself, inside target, as often as Go would.
 func dialIn(ctx context.Context, target, own netns.NsHandle, network, addr string, timeout time.Duration) (*net.TCPConn, error) {
+	const tries = 3 // Go's dialer: the first connect and two more
+	for try := 1; ; try++ {
+		c, err := dialOnce(ctx, target, own, network, addr, timeout)
+		if !errors.Is(err, errOutside) {
+			return c, err
+		}
+		if try == tries || ctx.Err() != nil {
+			// What made Go try again, as far as can be told: a
+			// socket connected to itself thrice in a row is not seen.
+			var oe *net.OpError
+			if errors.As(err, &oe) {
+				e := *oe
+				e.Err = os.NewSyscallError("connect", syscall.EADDRNOTAVAIL)
+				return nil, &e
+			}
+			return nil, err
+		}
+	}
+}
+
+// errOutside is Control's answer to a second socket of one dial, made
+// outside the pod's namespace.
+var errOutside = errors.New("a socket made outside the pod's network namespace")
+
+// dialOnce is one attempt of dialIn, with one socket made inside target.
+func dialOnce(ctx context.Context, target, own netns.NsHandle, network, addr string, timeout time.Duration) (*net.TCPConn, error) {
 	runtime.LockOSThread()
 	if err := netns.Set(target); err != nil {
 		// A failed setns leaves the thread where it was.
@@ -141,10 +176,17 @@ func dialIn(ctx context.Context, target, own netns.NsHandle, network, addr strin
 		runtime.UnlockOSThread()
 		return nil
 	}
+	made := false
 	d := net.Dialer{
 		Timeout:       timeout,
 		FallbackDelay: -1,
+		// Control runs on this goroutine, once for each socket the
+		// dialer makes.
 		Control: func(string, string, syscall.RawConn) error {
+			if made {
+				return errOutside
+			}
+			made = true
 			return leave()
 		},
 	}

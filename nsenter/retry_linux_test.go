@@ -1,0 +1,114 @@
+package nsenter
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// hostService listens on addr (port 0) in the test's own network
+// namespace, the daemon's, and reports every connection it gets: what a
+// dial into a pod must never reach.
+func hostService(t *testing.T, network, addr string) (port int, reached <-chan string) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Skipf("listen %s in the test's namespace: %v", addr, err)
+	}
+	ch := make(chan string, 16)
+	serveEach := func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ch <- c.RemoteAddr().String()
+			c.Close()
+		}
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); serveEach() }()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr).Port, ch
+}
+
+func inNetns(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("%s in %s: %v: %s", strings.Join(args, " "), name, err, out)
+	}
+}
+
+// TestDialRetryStaysInThePodsNamespace: when connect(2) fails with
+// EADDRNOTAVAIL, Go's dialer makes a new socket and tries again, and it
+// did so after Control had taken the thread back to the daemon's network
+// namespace: the retry's socket was the daemon's, and connected to the
+// node's own loopback. A pod with IPv6 off (no ::1, so connecting to it
+// is EADDRNOTAVAIL) and nothing on a port gave the client whatever the
+// node serves on [::1] at that port; a pod whose ephemeral ports toward
+// its own 127.0.0.1:port were all taken, the node's 127.0.0.1:port (or,
+// as there was none, "connection refused", blaming the pod's server).
+func TestDialRetryStaysInThePodsNamespace(t *testing.T) {
+	t.Run("pod without ::1", func(t *testing.T) {
+		name, path := newNetns(t)
+		inNetns(t, name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1")
+		port, reached := hostService(t, "tcp6", "[::1]:0")
+		c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
+		if c != nil {
+			c.Close()
+			t.Fatalf("Dial to a port nothing serves in a pod without IPv6 connected to %v from %v: the node's own [::1]:%d (reached from %v)",
+				c.RemoteAddr(), c.LocalAddr(), port, <-reached)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("Dial: %v; want 127.0.0.1 refused", err)
+		}
+		if !errors.Is(err, syscall.EADDRNOTAVAIL) || !strings.Contains(err.Error(), "[::1]:"+strconv.Itoa(port)+": connect: cannot assign requested address") {
+			t.Errorf("Dial: %q; want [::1] to say it cannot be assigned", err)
+		}
+		if got := Reason(err); got != "refused" {
+			t.Errorf("Reason: %q, want refused", got)
+		}
+	})
+	t.Run("pod out of ephemeral ports", func(t *testing.T) {
+		name, path := newNetns(t)
+		port, reached := hostService(t, "tcp4", "127.0.0.1:0")
+		ln := listenIn(t, path, "tcp4", "127.0.0.1:"+strconv.Itoa(port))
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}()
+		inNetns(t, name, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001")
+		for range 2 { // the pod's two ephemeral ports, taken
+			c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
+			if err != nil {
+				t.Fatalf("Dial with ephemeral ports free: %v", err)
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+		c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
+		if c != nil {
+			c.Close()
+			t.Fatalf("Dial with the pod's ephemeral ports all taken connected to %v from %v: the node's own 127.0.0.1:%d (reached from %v)",
+				c.RemoteAddr(), c.LocalAddr(), port, <-reached)
+		}
+		want := "127.0.0.1:" + strconv.Itoa(port) + ": connect: cannot assign requested address"
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Dial with the pod's ephemeral ports all taken: %q; want IPv4 %q", err, want)
+		}
+		select {
+		case from := <-reached:
+			t.Errorf("the node's own 127.0.0.1:%d was reached from %v", port, from)
+		default:
+		}
+	})
+}
