@@ -3,9 +3,12 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,8 +131,9 @@ func TestOutOfFDsAtAcceptIsAWarning(t *testing.T) {
 	if n := warned(); n != 1 {
 		t.Errorf("%d warnings for one episode of accept failures, want 1", n)
 	}
-	// The log is written behind a queue: the line may follow the answer.
-	eventually(t, 10*time.Second, func() (bool, string) {
+	// The episode is over once no accept has failed for 5 s; and the log
+	// is written behind a queue.
+	eventually(t, 20*time.Second, func() (bool, string) {
 		for _, r := range d.records() {
 			if r.Level == "INFO" && strings.Contains(r.Msg, "accepting connections again") {
 				return true, ""
@@ -137,4 +141,102 @@ func TestOutOfFDsAtAcceptIsAWarning(t *testing.T) {
 		}
 		return false, "no line saying the listener accepts again"
 	})
+}
+
+// TestOutOfFDsAtAcceptWarnsOncePerEpisode: a daemon at its RLIMIT_NOFILE
+// whose clients keep coming accepts one each time a descriptor comes
+// free and fails again at once. That is one episode, and the operator
+// gets one warning for it from each listener, and one line when it is
+// over: the forwarding listener said "cannot accept" and "accepting
+// again" for every connection it got in, and the metrics listener, whose
+// server logged through Go's default logger, wrote an unstructured
+// "http: Accept error" line to stderr for every retry, at any
+// --log-level and past the log queue.
+func TestOutOfFDsAtAcceptWarnsOncePerEpisode(t *testing.T) {
+	d := startDaemon(t, "--log-level", "info")
+	restore := d.limitFDs(t, 1)
+	const clients = 20
+	var wg sync.WaitGroup
+	answers := make(chan string, 2*clients)
+	for range clients {
+		for _, u := range []string{d.url("/nowhere"), "http://" + d.metricsAddr + "/healthz"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := scrapeClient.Get(u)
+				if err != nil {
+					answers <- fmt.Sprintf("GET %s: %v", u, err)
+					return
+				}
+				r.Body.Close()
+				answers <- fmt.Sprintf("GET %s: %d", u, r.StatusCode)
+			}()
+		}
+	}
+	wg.Wait()
+	close(answers)
+	for a := range answers {
+		if !strings.HasSuffix(a, ": 404") && !strings.HasSuffix(a, "/healthz: 200") {
+			t.Errorf("with one descriptor free: %s", a)
+		}
+	}
+	lines := func(level, msg string) map[string]int {
+		n := map[string]int{}
+		for _, r := range d.records() {
+			if r.Level == level && strings.HasPrefix(r.Msg, msg) {
+				n[r.Listener]++
+			}
+		}
+		return n
+	}
+	if got := lines("WARN", "cannot accept connections"); got["--listen"] != 1 || got["--metrics-listen"] != 1 || len(got) != 2 {
+		t.Errorf("warnings that a listener cannot accept, by listener: %v; want one from --listen and one from --metrics-listen", got)
+	}
+	for _, l := range d.logLines() {
+		if !strings.HasPrefix(l, "{") {
+			t.Errorf("log line that is not JSON: %q", l)
+			break
+		}
+	}
+	restore()
+	eventually(t, 20*time.Second, func() (bool, string) {
+		got := lines("INFO", "accepting connections again")
+		return got["--listen"] == 1 && got["--metrics-listen"] == 1 && len(got) == 2,
+			fmt.Sprintf("lines saying a listener accepts again, by listener: %v; want one from each", got)
+	})
+}
+
+// TestOutOfFDsAtCRIAcceptIsAWarning: the CRI proxy's listener out of
+// file descriptors is told as the others are, once, and when it accepts
+// again: gRPC retries a failed accept with nothing in the log, and the
+// kubelet's calls waited unexplained.
+func TestOutOfFDsAtCRIAcceptIsAWarning(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "cri.sock")
+	d := startDaemon(t, "--cri-listen", "unix://"+sock, "--cri-upstream", "unix://"+filepath.Join(dir, "runtime.sock"))
+	restore := d.limitFDs(t, 0)
+	c, err := net.Dial("unix", sock) // waits in the listen queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	lines := func(level, msg string) int {
+		n := 0
+		for _, r := range d.records() {
+			if r.Level == level && strings.HasPrefix(r.Msg, msg) && r.Listener == "--cri-listen" {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		return lines("WARN", "cannot accept connections") == 1, "no warning that --cri-listen cannot accept"
+	})
+	restore()
+	eventually(t, 20*time.Second, func() (bool, string) {
+		return lines("INFO", "accepting connections again") == 1, "no line saying --cri-listen accepts again"
+	})
+	if n := lines("WARN", "cannot accept connections"); n != 1 {
+		t.Errorf("%d warnings that --cri-listen cannot accept, want 1", n)
+	}
 }

@@ -28,6 +28,7 @@ type logRecord struct {
 	Answer   string `json:"answer"`
 	User     string `json:"user"`
 	Protocol string `json:"protocol"`
+	Listener string `json:"listener"`
 }
 
 // records parses the daemon's log lines; a line that is not JSON (a race

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strings"
@@ -54,5 +56,17 @@ func (s *Server) NewMetricsHTTPServer() *http.Server {
 		ReadHeaderTimeout: s.readHeaderTimeout(),
 		IdleTimeout:       s.idleConnTimeout(),
 		MaxHeaderBytes:    64 << 10,
+		// As the forwarding server's: net/http's own lines (an accept
+		// retry, every 5 ms to 1 s while out of file descriptors) go
+		// through the daemon's log at debug, not to stderr past it.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+}
+
+// MetricsListener wraps ln for the metrics listener: the log says, once
+// per episode, when it cannot accept for want of file descriptors or
+// memory (scrapes and probes then wait with no answer), and when it
+// accepts again.
+func (s *Server) MetricsListener(ln net.Listener) net.Listener {
+	return WarnAcceptShortage(ln, s.log, "--metrics-listen")
 }

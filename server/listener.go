@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/portforwardd/portforwardd/nsenter"
 )
 
 // Listener wraps ln for the forwarding listener: connections cut off by
@@ -21,7 +19,7 @@ import (
 // counted, and with Config.TLS the connections are TLS. Serve the
 // http.Server of NewHTTPServer on it.
 func (s *Server) Listener(ln net.Listener) net.Listener {
-	ln = &trackingListener{Listener: ln, s: s}
+	ln = &trackingListener{Listener: ln, s: s, short: newAcceptShortage(s.log, "--listen")}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
@@ -31,13 +29,11 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 type trackingListener struct {
 	net.Listener
 	s     *Server
-	short atomic.Bool // the last Accept failed for want of a local resource
+	short *acceptShortage
 }
 
 // Accept also says, once per episode, when the daemon cannot accept for
-// want of file descriptors or memory: net/http retries (5 ms to 1 s
-// apart) and logs each retry at debug only, while clients wait in the
-// listen queue with no answer.
+// want of file descriptors or memory (acceptShortage).
 func (l *trackingListener) Accept() (net.Conn, error) {
 	// Counted from before the accept, so that AwaitAccepted, after the
 	// listener closed, cannot miss a connection accepted a moment
@@ -46,15 +42,15 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		l.s.fresh.add(&l.s.mu, -1)
-		if nsenter.Shortage(err) != 0 && l.short.CompareAndSwap(false, true) {
-			l.s.log.Warn("cannot accept connections: out of file descriptors or memory; clients wait until some are free", "err", err)
-		}
+		l.short.failed(err)
 		return nil, err
 	}
-	if l.short.CompareAndSwap(true, false) {
-		l.s.log.Info("accepting connections again")
-	}
 	return &trackedConn{Conn: c, s: l.s}, nil
+}
+
+func (l *trackingListener) Close() error {
+	l.short.close()
+	return l.Listener.Close()
 }
 
 // trackedConn notices the ends net/http gives a request it never hands to

@@ -172,7 +172,9 @@ func startCRIProxy(o options, act *activation, tokens *cri.Tokens, srv *server.S
 	})
 	cp := &criProxy{srv: p.NewServer(), upstream: upstream, errc: make(chan error, 1)}
 	go func() {
-		if err := cp.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		// gRPC retries a failed accept silently: the kubelet's calls
+		// would wait with nothing in the log.
+		if err := cp.srv.Serve(server.WarnAcceptShortage(ln, log, "--cri-listen")); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			cp.errc <- fmt.Errorf("serve --cri-listen: %w", err)
 		}
 	}()

@@ -393,7 +393,7 @@ func serve(o options, log *slog.Logger, sigc <-chan os.Signal) error {
 	var metricsSrv *http.Server
 	if mln != nil {
 		metricsSrv = srv.NewMetricsHTTPServer()
-		go func() { errc <- serveListener(metricsSrv, mln, "metrics-listen") }()
+		go func() { errc <- serveListener(metricsSrv, srv.MetricsListener(mln), "metrics-listen") }()
 		log.Info("serving metrics", "addr", mln.Addr().String())
 	}
 	srv.MarkServing()
