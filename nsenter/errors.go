@@ -10,7 +10,9 @@ var (
 	// ErrNotNetns means a path exists but is not a network namespace: an
 	// unmounted leftover file, another namespace type, or a regular file.
 	ErrNotNetns = errors.New("not a network namespace")
-	// ErrNetnsGone means the namespace file disappeared (the pod went away)
-	// between resolving and dialing.
+	// ErrNetnsGone means the namespace a Target was bound to is no longer
+	// at its path: the file disappeared (the pod went away) between
+	// resolving and dialing, or it now holds another namespace (a pod
+	// created again under the same name, a PID taken by another process).
 	ErrNetnsGone = errors.New("network namespace is gone")
 )
