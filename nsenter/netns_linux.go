@@ -48,18 +48,9 @@ func checkNetnsFD(fd int) error {
 	return nil
 }
 
-// CheckNetns reports whether path is a network namespace file. A missing
-// file gives an error for which errors.Is(err, fs.ErrNotExist) holds.
-func CheckNetns(path string) error {
-	h, err := openNetns(path)
-	if err != nil {
-		return err
-	}
-	return h.Close()
-}
-
-// Identify checks that path is a network namespace file, as CheckNetns,
-// and returns a Target bound to the namespace it names now.
+// Identify checks that path is a network namespace file and returns a
+// Target bound to the namespace it names now. A missing file gives an
+// error for which errors.Is(err, fs.ErrNotExist) holds.
 func Identify(path string) (Target, error) {
 	h, err := openNetns(path)
 	if err != nil {

@@ -42,10 +42,10 @@ func TestResolveRejectsFilesThatAreNotNetns(t *testing.T) {
 		t.Fatalf("Resolve(regular file): got %v, want ErrNotNetns", err)
 	}
 	// An nsfs file of another namespace type is not a network namespace.
-	if err := CheckNetns("/proc/self/ns/uts"); !errors.Is(err, ErrNotNetns) {
-		t.Fatalf("CheckNetns(uts namespace): got %v, want ErrNotNetns", err)
+	if _, err := Identify("/proc/self/ns/uts"); !errors.Is(err, ErrNotNetns) {
+		t.Fatalf("Identify(uts namespace): got %v, want ErrNotNetns", err)
 	}
-	if err := CheckNetns("/proc/self/ns/net"); err != nil {
-		t.Fatalf("CheckNetns(own netns): %v", err)
+	if _, err := Identify("/proc/self/ns/net"); err != nil {
+		t.Fatalf("Identify(own netns): %v", err)
 	}
 }

@@ -28,9 +28,6 @@ func (Dialer) Dial(context.Context, Target, uint16) (*net.TCPConn, error) {
 // Prepare always fails outside Linux.
 func Prepare() error { return errUnsupported }
 
-// CheckNetns always fails outside Linux.
-func CheckNetns(string) error { return errUnsupported }
-
 // Identify always fails outside Linux.
 func Identify(string) (Target, error) { return Target{}, errUnsupported }
 
