@@ -42,9 +42,9 @@ func newPairTable(max int) *pairTable {
 	return &pairTable{pending: map[string]*pair{}, max: max}
 }
 
-// add files s under its requestID. It returns the pair when s completed it
-// (the pair then leaves the table), created=true when s opened a new pair,
-// or an error when s cannot be taken.
+// add files s under its requestID. It returns the pair s went into, which
+// has left the table when s completed it, created=true when s opened a new
+// pair, or an error when s cannot be taken.
 func (t *pairTable) add(s Stream, info streamInfo) (p *pair, created bool, err error) {
 	p, ok := t.pending[info.requestID]
 	if !ok {
@@ -60,7 +60,6 @@ func (t *pairTable) add(s Stream, info streamInfo) (p *pair, created bool, err e
 	}
 	if p.complete() {
 		delete(t.pending, p.requestID)
-		return p, created, nil
 	}
 	return p, created, nil
 }
