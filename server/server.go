@@ -462,7 +462,7 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 		Log:             log, // its lines add "session"
 	})
 	l := s.cfg.Limits
-	sc, err := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{
+	sc := streams.ServeSPDY(conn, sess.Accept, streams.SPDYOptions{
 		IdleTimeout:  s.cfg.StreamIdleTimeout,
 		StreamBuffer: l.StreamBufferBytes,
 		ConnBuffer:   l.SessionBufferBytes,
@@ -472,11 +472,6 @@ func (s *Server) runSPDY(conn net.Conn, buffered io.Reader, protocol string, pod
 		OnRefuse:     sess.Refused,
 		Reader:       buffered,
 	})
-	if err != nil {
-		s.m.upgradeFailures.WithLabelValues("engine").Inc()
-		log.Warn("start spdy session", "err", err)
-		return
-	}
 	s.runSession(sess.Drain, protocol, log.With("session", sess.ID()), func(ctx context.Context) { sess.Run(ctx, sc) })
 }
 

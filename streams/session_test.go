@@ -101,10 +101,7 @@ func newSessionRigWith(t *testing.T, cfg Config, opts SPDYOptions) *sessionRig {
 		cfg.Observer = r.obs
 	}
 	r.session = NewSession(cfg)
-	conn, err := ServeSPDY(s, r.session.Accept, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := ServeSPDY(s, r.session.Accept, opts)
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop = stop
 	go func() {

@@ -67,8 +67,8 @@ const (
 // for every stream the client opens; a stream it accepts gets its
 // SYN_REPLY at once, a stream it refuses an RST_STREAM. Pings are
 // answered. The engine is package spdy.
-func ServeSPDY(c net.Conn, accept AcceptFunc, opts SPDYOptions) (Conn, error) {
-	sc := spdy.Serve(c, func(s *spdy.Stream) error { return accept(s) }, spdy.Options{
+func ServeSPDY(c net.Conn, accept AcceptFunc, opts SPDYOptions) Conn {
+	return spdy.Serve(c, func(s *spdy.Stream) error { return accept(s) }, spdy.Options{
 		IdleTimeout:  opts.IdleTimeout,
 		StreamBuffer: opts.StreamBuffer,
 		ConnBuffer:   opts.ConnBuffer,
@@ -79,7 +79,6 @@ func ServeSPDY(c net.Conn, accept AcceptFunc, opts SPDYOptions) (Conn, error) {
 		OnLimit:      opts.OnLimit,
 		OnRefuse:     opts.OnRefuse,
 	})
-	return sc, nil
 }
 
 var (

@@ -14,10 +14,7 @@ func spdyPeer(t *testing.T, opts SPDYOptions) (*spdystream.Connection, Conn) {
 	t.Helper()
 	c, s := tcpPair(t)
 	sess := NewSession(Config{Dial: loopbackDial})
-	conn, err := ServeSPDY(s, sess.Accept, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := ServeSPDY(s, sess.Accept, opts)
 	done := make(chan struct{})
 	go func() {
 		sess.Run(context.Background(), conn)
