@@ -171,11 +171,11 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 
 // closeIdle closes the connection, unless it has been active since its
 // idle timer fired.
-func (t *trackedConn) closeIdle() {
-	t.idleMu.Lock()
-	defer t.idleMu.Unlock()
-	if !t.gone {
-		t.Conn.Close()
+func (c *trackedConn) closeIdle() {
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	if !c.gone {
+		c.Conn.Close()
 	}
 }
 
