@@ -25,8 +25,8 @@ const logStopGrace = 2 * time.Second
 // The queue holds at most max bytes. A line that finds it full is dropped
 // and counted, and so are the lines after it until the reader has taken
 // half the queue; where the gap is, the line notice(n) formats says how
-// many were lost. A line that cannot be
-// written (a reader gone: EPIPE) is lost, as before.
+// many were lost. A line that cannot be written (a reader gone: EPIPE) is
+// lost, as it would be by a synchronous write.
 type logQueue struct {
 	w      io.Writer
 	max    int

@@ -218,7 +218,7 @@ func newHandler(format string, w io.Writer, level slog.Level) (slog.Handler, err
 }
 
 // dropNotice formats, in the log's format and whatever --log-level says,
-// the warning a logSink writes where it dropped lines.
+// the warning a logQueue writes where it dropped lines.
 func dropNotice(format string) func(uint64) []byte {
 	return func(n uint64) []byte {
 		var b bytes.Buffer
