@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/portforwardd/portforwardd/server"
@@ -148,55 +147,4 @@ func newSecurity(o options, m *server.Metrics, log *slog.Logger) (security, erro
 		sec.mode = "none"
 	}
 	return sec, nil
-}
-
-// stringList is a comma-separated flag value.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	for s := range strings.SplitSeq(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
-}
-
-// byteSize is a flag of a byte count: a number with an optional Ki, Mi or
-// Gi suffix, stored in i64 or i.
-type byteSize struct {
-	i64 *int64
-	i   *int
-}
-
-func (b byteSize) String() string {
-	switch {
-	case b.i64 != nil:
-		return strconv.FormatInt(*b.i64, 10)
-	case b.i != nil:
-		return strconv.Itoa(*b.i)
-	}
-	return "0"
-}
-
-func (b byteSize) Set(v string) error {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
-		if rest, ok := strings.CutSuffix(v, suffix); ok {
-			v, mult = rest, m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 || n > (1<<40)/mult {
-		return errors.New("want a byte count such as 8388608, 8Mi or 1Gi (at most 1Ti)")
-	}
-	if b.i64 != nil {
-		*b.i64 = n * mult
-	} else {
-		*b.i = int(n * mult)
-	}
-	return nil
 }
