@@ -244,6 +244,13 @@ func (s *Stream) Reset() error {
 	return nil
 }
 
+// wmuLocalDone marks a refused stream as finished on our side.
+func (s *Stream) wmuLocalDone() {
+	s.c.wmu.Lock()
+	s.localDone, s.ended = true, true
+	s.c.wmu.Unlock()
+}
+
 // errPeerReset is what reads return after the peer's RST_STREAM.
 var errPeerReset = fmt.Errorf("peer: %w", ErrReset)
 
