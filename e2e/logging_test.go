@@ -240,7 +240,6 @@ func TestDebugLogFollowsEachForward(t *testing.T) {
 	type session struct {
 		protocol             string
 		started, ended, done int
-		port                 float64
 		up, down             float64
 		result               any
 	}
