@@ -2,8 +2,11 @@
 // direct loopback connection in one run: bulk throughput each way, 8 and
 // 64 concurrent streams, setup latency (p50, p99), head-of-line blocking,
 // and the servers' CPU per GiB and RSS. Clients are client-go's
-// port-forward as kubectl builds it (SPDY, and the WebSocket tunnel) and a
-// v4 WebSocket client. Bulk and latency figures are medians of interleaved
+// port-forward as kubectl builds it (SPDY, and the WebSocket tunnel), a
+// v4 WebSocket client, and connect-tcp and HTTP/2 clients of
+// portforwardd's own transports; a plain relay and client-go's floor (a
+// SPDY server answering from memory) are measured too, and -paths picks
+// which of them run. Bulk and latency figures are medians of interleaved
 // runs. It prints a Markdown table and writes a PNG chart.
 //
 //	go run ./hack/bench -size 1GiB -runs 3 -chart bench.png
