@@ -17,12 +17,9 @@ import (
 // client allows 16 MiB; the proxy must never be the tighter bound.
 const MaxMessageSize = 16 << 20
 
-// Method names the proxy treats specially.
-const (
-	methodPortForward      = "/runtime.v1.RuntimeService/PortForward"
-	methodPodSandboxStatus = "/runtime.v1.RuntimeService/PodSandboxStatus"
-	methodListPodSandbox   = "/runtime.v1.RuntimeService/ListPodSandbox"
-)
+// methodPortForward is the one method the proxy answers itself (when the
+// stream server is ready); every other goes to the upstream as it is.
+const methodPortForward = "/runtime.v1.RuntimeService/PortForward"
 
 // ProxyConfig configures a Proxy.
 type ProxyConfig struct {
@@ -110,7 +107,7 @@ func outgoing(ctx context.Context) context.Context {
 // forward relays one call of any shape to the upstream: client messages
 // up until the client half-closes, the upstream's header, messages and
 // trailer down, and its status as the call's status.
-func (p *Proxy) forward(ss grpc.ServerStream, method string, first ...*frame) error {
+func (p *Proxy) forward(ss grpc.ServerStream, method string) error {
 	ctx, cancel := context.WithCancel(outgoing(ss.Context()))
 	defer cancel()
 	cs, err := p.cfg.Upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method,
@@ -122,11 +119,6 @@ func (p *Proxy) forward(ss grpc.ServerStream, method string, first ...*frame) er
 	// call, and its status (read below) says why; the goroutine ends at the
 	// latest when the handler returns and gRPC ends the server stream.
 	go func() {
-		for _, f := range first {
-			if cs.SendMsg(f) != nil {
-				return
-			}
-		}
 		for {
 			f := new(frame)
 			if err := ss.RecvMsg(f); err != nil {
