@@ -330,7 +330,7 @@ func (s *chanSession) putMessage(ctx context.Context, p *chanPort, ch int, r io.
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
+			if !errors.Is(err, io.EOF) {
 				s.log.Debug("message dropped", "channel", ch, "err", err)
 			}
 			return true

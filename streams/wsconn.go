@@ -52,7 +52,7 @@ func (c *wsNetConn) Read(p []byte) (int, error) {
 			c.r = r
 		}
 		n, err := c.r.Read(p)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			c.r = nil
 			if n == 0 {
 				continue
