@@ -102,10 +102,10 @@ type Authenticator struct {
 // New returns an Authenticator; it needs ClientCAs or a Webhook.
 func New(cfg Config) (*Authenticator, error) {
 	if cfg.ClientCAs == nil && cfg.Webhook == nil {
-		return nil, fmt.Errorf("auth: neither a client CA nor a webhook is configured")
+		return nil, errors.New("auth: neither a client CA nor a webhook is configured")
 	}
 	if cfg.Webhook != nil && cfg.NodeName == "" {
-		return nil, fmt.Errorf("auth: the webhook authorizer needs the node name")
+		return nil, errors.New("auth: the webhook authorizer needs the node name")
 	}
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = DefaultCacheTTL
