@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -43,7 +44,7 @@ func (t *tokenFile) get() (string, error) {
 		if b, err = os.ReadFile(t.path); err == nil {
 			tok := strings.TrimSpace(string(b))
 			if tok == "" {
-				err = fmt.Errorf("no token in it")
+				err = errors.New("no token in it")
 			} else {
 				t.token, t.seen = tok, fi
 			}
