@@ -44,6 +44,11 @@ if go list -deps ./cmd/portforwardd | grep -qx 'os/exec'; then
 	exit 1
 fi
 
+echo "== the portforward CLI builds for macOS and Windows, where operators run it"
+for target in darwin/arm64 windows/amd64; do
+	GOOS=${target%/*} GOARCH=${target#*/} go build -o /dev/null ./cmd/portforward
+done
+
 echo "== go test -race"
 export PORTFORWARDD_REQUIRE_ROOT="${PORTFORWARDD_REQUIRE_ROOT:-1}"
 export PORTFORWARDD_E2E_RACE="${PORTFORWARDD_E2E_RACE:-1}"

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // PodConn is the pod side of a forwarded connection. *net.TCPConn and
@@ -137,19 +135,6 @@ func (p *pump) abort(result string, err error) {
 		p.pod.Close()
 		p.client.Reset()
 	}
-}
-
-// unsent reports whether bytes wait in tc's send queue. Closed with bytes
-// queued, a socket stays in the kernel, holding up to its send buffer,
-// until its peer reads them: a pod that never reads would pin it for good.
-func unsent(tc *net.TCPConn) bool {
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	queued := 0
-	rc.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
-	return queued > 0
 }
 
 // PodResetting is a client Stream whose forward, when it aborts, resets

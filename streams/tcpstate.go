@@ -8,13 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
-
-// tcpClose is TCP_CLOSE of the kernel's TCP states (tcp_states.h): the
-// connection was reset, or timed out, and will carry nothing more.
-const tcpClose = 7
 
 // tcpConn returns the *net.TCPConn under c, unwrapping TLS and other
 // wrappers with a NetConn method, or nil when there is none.
@@ -44,19 +38,13 @@ func connGone(c net.Conn) bool {
 		return true // closed
 	}
 	info, ok := tcpInfo(rc)
-	return ok && info.State == tcpClose
+	return ok && info.closed
 }
 
-// tcpInfo returns the TCP_INFO of a TCP socket's RawConn.
-func tcpInfo(rc syscall.RawConn) (*unix.TCPInfo, bool) {
-	var info *unix.TCPInfo
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}); err != nil || gerr != nil {
-		return nil, false
-	}
-	return info, true
+// tcpState is what the watches read of a TCP socket's TCP_INFO (Linux).
+type tcpState struct {
+	closed          bool   // TCP_CLOSE: reset, or timed out
+	acked, received uint64 // bytes_acked, bytes_received
 }
 
 // AckedBytes returns the bytes the TCP connection under c (unwrapping TLS
@@ -82,7 +70,7 @@ func rawAckedBytes(rc syscall.RawConn) (uint64, bool) {
 	if !ok {
 		return 0, false
 	}
-	return info.Bytes_acked, true
+	return info.acked, true
 }
 
 // goneWatchEvery is how often WatchGone looks whether a peer has reset,
@@ -113,8 +101,8 @@ type Watched struct {
 // or writes a connection only while its peer or the other peer acts: a
 // peer that resets after its FIN, or while the other does not read, is
 // noticed by nothing else. stop waits for a look under way: no gone is
-// called after it returns. Without a connection over TCP nothing is
-// watched.
+// called after it returns. Without a connection over TCP, or off Linux,
+// nothing is watched.
 func WatchGone(ws ...Watched) (stop func()) {
 	return Watch(0, nil, ws...)
 }
@@ -130,7 +118,9 @@ func WatchGone(ws ...Watched) (stop func()) {
 func Watch(idle time.Duration, idled func(), ws ...Watched) (stop func()) {
 	g := &watch{idle: idle, idled: idled}
 	for _, w := range ws {
-		if tc := tcpConn(w.Conn); tc != nil {
+		// Off Linux there is no TCP_INFO to look at: a socket would never
+		// move, and look idle.
+		if tc := tcpConn(w.Conn); tc != nil && haveTCPInfo {
 			if rc, err := tc.SyscallConn(); err == nil {
 				g.ws = append(g.ws, watchedTCP{w, rc})
 			}
@@ -176,12 +166,12 @@ func (g *watch) look() {
 		if !ok {
 			continue // closed under us: the forward is ending
 		}
-		if !w.FinSent.Load() && info.State == tcpClose {
+		if !w.FinSent.Load() && info.closed {
 			g.stopped = true
 			w.Gone()
 			return
 		}
-		moved += info.Bytes_acked + info.Bytes_received
+		moved += info.acked + info.received
 	}
 	if g.idle > 0 {
 		now := time.Now()
