@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,38 +22,6 @@ import (
 
 	"github.com/portforwardd/portforwardd/streams"
 )
-
-// portPair is one LOCAL:REMOTE forward.
-type portPair struct{ local, remote uint16 }
-
-// parsePortSpecs reads kubectl's port forms with client-go's messages.
-func parsePortSpecs(specs []string) ([]portPair, error) {
-	var out []portPair
-	for _, s := range specs {
-		local, remote, found := strings.Cut(s, ":")
-		switch {
-		case !found:
-			remote = local
-		case strings.Contains(remote, ":"):
-			return nil, fmt.Errorf("invalid port format '%s'", s)
-		case local == "":
-			local = "0"
-		}
-		l, err := strconv.ParseUint(local, 10, 16)
-		if err != nil {
-			return nil, fmt.Errorf("error parsing local port '%s': %s", local, err)
-		}
-		r, err := strconv.ParseUint(remote, 10, 16)
-		if err != nil {
-			return nil, fmt.Errorf("error parsing remote port '%s': %s", remote, err)
-		}
-		if r == 0 {
-			return nil, errors.New("remote port must be > 0")
-		}
-		out = append(out, portPair{uint16(l), uint16(r)})
-	}
-	return out, nil
-}
 
 // rawForwarder forwards each local connection over its own connect-tcp
 // upgrade, spliced in the kernel on both hops, or (with h2 set) over its
