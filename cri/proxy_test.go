@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -29,7 +28,7 @@ import (
 // it echoes metadata into its header and trailer, reports the deadline it
 // sees, and serves every call shape.
 type upstream struct {
-	testgrpc.UnimplementedTestServiceServer
+	testpb.UnimplementedTestServiceServer
 	canceled chan struct{} // a FullDuplexCall saw its context end
 }
 
@@ -124,7 +123,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{up: &upstream{canceled: make(chan struct{})}, rt: &runtimeUpstream{sandboxes: map[string]*runtimeapi.PodSandboxStatusResponse{}}, tokens: NewTokens(0)}
 	h.ready.Store(true)
 	upSrv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
-	testgrpc.RegisterTestServiceServer(upSrv, h.up)
+	testpb.RegisterTestServiceServer(upSrv, h.up)
 	runtimeapi.RegisterRuntimeServiceServer(upSrv, h.rt)
 	serveUnix(t, upSrv, filepath.Join(dir, "upstream.sock"))
 
@@ -170,7 +169,7 @@ func TestProxyUnaryKeepsMetadataDeadlineAndLargeMessages(t *testing.T) {
 	ctx = metadata.AppendToOutgoingContext(ctx, "x-test-initial", "hello", "x-test-trailing-bin", "\x00\x01bin")
 	const big = 15 << 20 // both ways, under the 16 MiB limit with framing
 	var header, trailer metadata.MD
-	resp, err := testgrpc.NewTestServiceClient(h.proxied).UnaryCall(ctx,
+	resp, err := testpb.NewTestServiceClient(h.proxied).UnaryCall(ctx,
 		&testpb.SimpleRequest{ResponseSize: big, Payload: &testpb.Payload{Body: make([]byte, big)}},
 		grpc.Header(&header), grpc.Trailer(&trailer))
 	if err != nil {
@@ -193,7 +192,7 @@ func TestProxyUnaryKeepsMetadataDeadlineAndLargeMessages(t *testing.T) {
 func TestProxyPassesStatusCodesAndUnknownMethods(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	_, err := testgrpc.NewTestServiceClient(h.proxied).UnaryCall(ctx, &testpb.SimpleRequest{
+	_, err := testpb.NewTestServiceClient(h.proxied).UnaryCall(ctx, &testpb.SimpleRequest{
 		ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "sandbox is not ready"}})
 	if s := status.Convert(err); s.Code() != codes.FailedPrecondition || s.Message() != "sandbox is not ready" {
 		t.Errorf("status through the proxy: %v, want FailedPrecondition \"sandbox is not ready\"", err)
@@ -212,7 +211,7 @@ func TestProxyPassesStatusCodesAndUnknownMethods(t *testing.T) {
 
 func TestProxyStreams(t *testing.T) {
 	h := newHarness(t)
-	client := testgrpc.NewTestServiceClient(h.proxied)
+	client := testpb.NewTestServiceClient(h.proxied)
 	ctx := context.Background()
 
 	// Server streaming: 100 messages.
@@ -453,7 +452,7 @@ func TestProxyReconnectsPromptlyToARestartedUpstream(t *testing.T) {
 	upPath := filepath.Join(dir, "up.sock")
 	serve := func() *grpc.Server {
 		srv := grpc.NewServer()
-		testgrpc.RegisterTestServiceServer(srv, &upstream{canceled: make(chan struct{})})
+		testpb.RegisterTestServiceServer(srv, &upstream{canceled: make(chan struct{})})
 		ln, err := net.Listen("unix", upPath)
 		if err != nil {
 			t.Fatal(err)
@@ -470,7 +469,7 @@ func TestProxyReconnectsPromptlyToARestartedUpstream(t *testing.T) {
 	defer upConn.Close()
 	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: NewTokens(0), StreamURL: func() (string, bool) { return "", false }})
 	serveUnix(t, p.NewServer(), filepath.Join(dir, "proxy.sock"))
-	client := testgrpc.NewTestServiceClient(dialTest(t, filepath.Join(dir, "proxy.sock")))
+	client := testpb.NewTestServiceClient(dialTest(t, filepath.Join(dir, "proxy.sock")))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {

@@ -51,9 +51,7 @@ func restartedWith(units map[string]unitDeps, unit string) []string {
 				requiredBy[other] = append(requiredBy[other], name)
 			}
 		}
-		for _, other := range d["RequiredBy"] {
-			requiredBy[name] = append(requiredBy[name], other)
-		}
+		requiredBy[name] = append(requiredBy[name], d["RequiredBy"]...)
 	}
 	var out []string
 	todo := []string{unit}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/tools/portforward"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // idleConn is a connection that never carries a stream: enough for
@@ -39,7 +39,7 @@ func kubectlListen(t *testing.T, addresses string, ports []string) (stdout, stde
 	t.Helper()
 	stop, ready := make(chan struct{}), make(chan struct{})
 	out, errOut := newOutBuf(), newOutBuf()
-	pf, err := portforward.NewOnAddresses(idleDialer{}, strings.Split(addresses, ","), ports, stop, ready, out, errOut)
+	pf, err := portforward.NewOnAddressesForStreaming(idleDialer{}, strings.Split(addresses, ","), ports, stop, ready, out, errOut)
 	if err != nil {
 		t.Fatal(err)
 	}
