@@ -131,7 +131,8 @@ var errStuck = errors.New("cannot return to the daemon's network namespace")
 // connected to itself; it does so up to twice, and by then the thread
 // has left the pod's namespace, so that socket would be the daemon's and
 // connect to the node's own loopback. Control refuses it (errOutside), and
-// dialIn tries again itself, inside target, as often as Go would.
+// dialIn tries again itself, inside target, as often as Go would. The
+// dialer makes no MPTCP socket, whose failure Go follows with a plain one.
 func dialIn(ctx context.Context, target, own netns.NsHandle, network, addr string, timeout time.Duration) (*net.TCPConn, error) {
 	const tries = 3 // Go's dialer: the first connect and two more
 	for try := 1; ; try++ {
@@ -190,6 +191,10 @@ func dialOnce(ctx context.Context, target, own netns.NsHandle, network, addr str
 			return leave()
 		},
 	}
+	// With MPTCP (GODEBUG=multipathtcp=1 or 3), a failed connect is
+	// tried again with a plain TCP socket, a second one, which Control
+	// refuses: a port the pod does not serve would not be "refused".
+	d.SetMultipathTCP(false)
 	c, err := d.DialContext(ctx, network, addr)
 	if inside && stuck == nil {
 		// socket(2) itself failed, so Control never ran.

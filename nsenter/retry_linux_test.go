@@ -112,3 +112,27 @@ func TestDialRetryStaysInThePodsNamespace(t *testing.T) {
 		}
 	})
 }
+
+// TestDialWithMultipathTCPIsOneSocket: with GODEBUG=multipathtcp=1 (or
+// 3), Go's dialer makes an MPTCP socket and, when its connect fails for
+// any reason, a plain TCP one: a second socket, which Control refuses
+// (outside the pod's namespace), so that a port nothing serves in the pod
+// was reported as "cannot assign requested address" ("unreachable"), not
+// refused. The dial is one plain TCP socket, whatever GODEBUG says.
+func TestDialWithMultipathTCPIsOneSocket(t *testing.T) {
+	t.Setenv("GODEBUG", "multipathtcp=1")
+	_, path := newNetns(t)
+	port, reached := hostService(t, "tcp4", "127.0.0.1:0")
+	c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
+	if c != nil {
+		c.Close()
+		t.Fatalf("Dial to a port nothing serves in the pod connected to %v (reached from %v)", c.RemoteAddr(), <-reached)
+	}
+	var le *LoopbackError
+	if !errors.As(err, &le) || !errors.Is(le.IPv4, syscall.ECONNREFUSED) || !errors.Is(le.IPv6, syscall.ECONNREFUSED) {
+		t.Errorf("Dial: %v; want both addresses refused", err)
+	}
+	if got := Reason(err); got != "refused" {
+		t.Errorf("Reason: %q, want refused", got)
+	}
+}
