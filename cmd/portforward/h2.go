@@ -16,10 +16,10 @@ import (
 
 // h2IdleTimeout closes the shared HTTP/2 connection once it has carried
 // no stream for this long: before the daemon does (after 90 s, by
-// closing it), so that a local connection that comes just then never
-// sends its stream into a connection the server is closing. Such a stream
-// is sent again (see h2Body), but only if its local client has not sent
-// much yet.
+// closing it, with no GOAWAY), so that a local connection that comes
+// just then never sends its stream into a connection the server is
+// closing: such a stream fails, and is not sent again (h2Body sends again
+// only a stream a GOAWAY or REFUSED_STREAM says the server did not take).
 const h2IdleTimeout = 60 * time.Second
 
 // h2Config lets the server send large DATA frames (Go's default is 16 KiB)
