@@ -39,11 +39,31 @@ func newAcceptShortage(log *slog.Logger, listener string) *acceptShortage {
 	return &acceptShortage{log: log, listener: listener}
 }
 
-// failed records a failed accept.
-func (a *acceptShortage) failed(err error) {
+// failed records a failed accept, and returns the error for the server:
+// a shortage as a temporary error, so that the server waits and accepts
+// again. Go marks EMFILE and ENFILE temporary, but not ENOBUFS or ENOMEM,
+// on which net/http's and gRPC's Serve return and the listener stops for
+// good, though the kernel has memory again a moment later.
+func (a *acceptShortage) failed(err error) error {
 	if nsenter.Shortage(err) == 0 {
-		return
+		return err
 	}
+	defer a.note(err)
+	return shortageError{err}
+}
+
+// shortageError is an accept's failure for want of a resource: temporary,
+// as net/http and gRPC ask of a net.Error (by a type assertion, so it
+// cannot be wrapped further).
+type shortageError struct{ error }
+
+func (shortageError) Temporary() bool { return true }
+func (shortageError) Timeout() bool   { return false }
+func (e shortageError) Unwrap() error { return e.error }
+
+// note counts a failed accept in its episode, and starts one if none is
+// under way.
+func (a *acceptShortage) note(err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
@@ -102,9 +122,9 @@ func WarnAcceptShortage(ln net.Listener, log *slog.Logger, listener string) net.
 func (l *shortageListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
-		l.a.failed(err)
+		return nil, l.a.failed(err)
 	}
-	return c, err
+	return c, nil
 }
 
 func (l *shortageListener) Close() error {

@@ -42,8 +42,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		l.s.fresh.add(&l.s.mu, -1)
-		l.short.failed(err)
-		return nil, err
+		return nil, l.short.failed(err)
 	}
 	return &trackedConn{Conn: c, s: l.s}, nil
 }
