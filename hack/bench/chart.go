@@ -20,22 +20,25 @@ type chartRow struct {
 	values []float64
 }
 
-var palette = []color.RGBA{
-	{0x55, 0x55, 0x55, 0xff}, // direct
-	{0xd6, 0x27, 0x28, 0xff}, // reference
-	{0x1f, 0x77, 0xb4, 0xff}, // portforwardd SPDY
-	{0x2c, 0xa0, 0x2c, 0xff}, // tunnel
-	{0xff, 0x7f, 0x0e, 0xff}, // v4
-	{0x94, 0x67, 0xbd, 0xff}, // raw
-	{0x8c, 0x56, 0x4b, 0xff}, // h2
-	{0xe3, 0x77, 0xc2, 0xff}, // plain relay
-	{0xbc, 0xbd, 0x22, 0xff}, // client-go floor
-	{0x17, 0xbe, 0xcf, 0xff}, // client-go floor, tunnel
+// palette gives each path (its -paths key) its color, whichever paths
+// are measured.
+var palette = map[string]color.RGBA{
+	"direct":       {0x55, 0x55, 0x55, 0xff},
+	"reference":    {0xd6, 0x27, 0x28, 0xff},
+	"spdy":         {0x1f, 0x77, 0xb4, 0xff},
+	"tunnel":       {0x2c, 0xa0, 0x2c, 0xff},
+	"v4":           {0xff, 0x7f, 0x0e, 0xff},
+	"raw":          {0x94, 0x67, 0xbd, 0xff},
+	"h2":           {0x8c, 0x56, 0x4b, 0xff},
+	"relay":        {0xe3, 0x77, 0xc2, 0xff},
+	"floor":        {0xbc, 0xbd, 0x22, 0xff},
+	"floor-tunnel": {0x17, 0xbe, 0xcf, 0xff},
 }
 
 // writeChart draws grouped horizontal bars: one group per workload, one
-// bar per path, with the rates written next to the bars.
-func writeChart(file string, names []string, rows []chartRow) error {
+// bar per path (names, with their -paths keys for their colors), with the
+// rates written next to the bars.
+func writeChart(file string, names, keys []string, rows []chartRow) error {
 	const (
 		width, left, barH, gap, top = 900, 10, 14, 22, 40
 	)
@@ -67,14 +70,14 @@ func writeChart(file string, names []string, rows []chartRow) error {
 				continue
 			}
 			w := int(v / maxV * barMax)
-			draw.Draw(img, image.Rect(left+150, y, left+150+w, y+barH-3), image.NewUniform(palette[i%len(palette)]), image.Point{}, draw.Src)
+			draw.Draw(img, image.Rect(left+150, y, left+150+w, y+barH-3), image.NewUniform(palette[keys[i]]), image.Point{}, draw.Src)
 			text(left+155+w, y+barH-4, formatRate(v), color.Black)
 			y += barH
 		}
 		y += gap
 	}
 	for i, n := range names {
-		draw.Draw(img, image.Rect(left, y, left+12, y+12), image.NewUniform(palette[i%len(palette)]), image.Point{}, draw.Src)
+		draw.Draw(img, image.Rect(left, y, left+12, y+12), image.NewUniform(palette[keys[i]]), image.Point{}, draw.Src)
 		text(left+18, y+10, n, color.Black)
 		y += 16
 	}

@@ -335,6 +335,7 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			// The direct connection and the reference stack are the
 			// baselines every ratio needs: always measured.
 			if a.key == "direct" || a.key == "reference" || columns[a.key] {
+				a.p.key = a.key
 				ps = append(ps, a.p)
 			}
 		}
@@ -503,11 +504,11 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			}
 			series = append(series, cr)
 		}
-		names := make([]string, len(paths))
+		names, keys := make([]string, len(paths)), make([]string, len(paths))
 		for i, p := range paths {
-			names[i] = p.name
+			names[i], keys[i] = p.name, p.key
 		}
-		if err := writeChart(chartFile, names, series); err != nil {
+		if err := writeChart(chartFile, names, keys, series); err != nil {
 			return err
 		}
 		fmt.Printf("\nchart: %s\n", chartFile)

@@ -33,6 +33,7 @@ const holdBytes = 8 << 20
 // behind it (nil for a direct connection).
 type path struct {
 	name       string
+	key        string // its -paths name
 	proc       *proc
 	upload     func(size int64) (time.Duration, error)
 	download   func(size int64) (time.Duration, error)
