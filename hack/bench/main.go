@@ -4,10 +4,13 @@
 // and the servers' CPU per GiB and RSS. Clients are client-go's
 // port-forward as kubectl builds it (SPDY, and the WebSocket tunnel), a
 // v4 WebSocket client, and connect-tcp and HTTP/2 clients of
-// portforwardd's own transports; a plain relay and client-go's floor (a
-// SPDY server answering from memory) are measured too, and -paths picks
-// which of them run. Bulk and latency figures are medians of interleaved
-// runs. It prints a Markdown table and writes a PNG chart.
+// portforwardd's own transports; the portforward CLI, run as its own
+// process with its spdy, raw and h2 transports, reached through the local
+// port it listens on, as a user's clients reach it; a plain relay and
+// client-go's floor (a SPDY server answering from memory) are measured
+// too, and -paths picks which of them run. Bulk and latency figures are
+// medians of interleaved runs. It prints a Markdown table and writes a PNG
+// chart.
 //
 //	go run ./hack/bench -size 1GiB -runs 3 -chart bench.png
 //
@@ -50,6 +53,7 @@ func main() {
 	runs := flag.Int("runs", 3, "interleaved runs per measurement (the median is reported)")
 	pings := flag.Int("pings", 300, "connections per setup-latency measurement")
 	daemon := flag.String("daemon", "", "portforwardd binary (default: build ./cmd/portforwardd)")
+	cli := flag.String("cli", "", "portforward CLI binary, for the cli-* paths (default: build ./cmd/portforward)")
 	daemonFlags := flag.String("daemon-flags", "", "more flags for portforwardd, space-separated (e.g. \"--metrics-listen 127.0.0.1:10351 --pprof\" to profile it while the bench runs)")
 	chart := flag.String("chart", "", "write a PNG chart to this file (needs the bulk and parallel sections)")
 	only := flag.String("only", "bulk,parallel,setup,hol", "comma list of sections to run: bulk, parallel, setup, hol")
@@ -109,7 +113,7 @@ func main() {
 	} else if err == nil {
 		var columns map[string]bool
 		if columns, err = pathKeys(*pathList); err == nil {
-			err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *chart, sections(*only), columns)
+			err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *cli, *chart, sections(*only), columns)
 		}
 	}
 	if err != nil {
@@ -145,7 +149,7 @@ type result struct {
 
 // sections parses -only.
 // pathNames are the -paths keys, in the table's column order.
-var pathNames = []string{"spdy", "tunnel", "v4", "raw", "h2", "relay", "floor", "floor-tunnel"}
+var pathNames = []string{"spdy", "tunnel", "v4", "raw", "h2", "cli-spdy", "cli-raw", "cli-h2", "relay", "floor", "floor-tunnel"}
 
 // pathKeys parses -paths.
 func pathKeys(s string) (map[string]bool, error) {
@@ -171,11 +175,14 @@ func sections(s string) map[string]bool {
 // path), and a running portforwardd.
 type benchEnv struct {
 	netns  string // the pod's netns file
+	pod    string // the pod's name, in the namespace "bench"
 	route  string // the pod's port-forward route
 	remote int    // the bench server's port in the pod
 	host   string // the bench server's address on the host
 	daemon *proc
 	self   string // this program, for its helper modes
+	tmp    string // a directory for built binaries, removed by close
+	cli    string // the portforward CLI built into tmp, once built
 	stops  []func()
 }
 
@@ -191,6 +198,7 @@ func newBenchEnv(daemonBin string, daemonFlags []string) (_ *benchEnv, err error
 		return nil, err
 	}
 	e.stops = append(e.stops, func() { os.RemoveAll(tmp) })
+	e.tmp = tmp
 	if daemonBin == "" {
 		daemonBin = filepath.Join(tmp, "portforwardd")
 		if out, err := exec.Command("go", "build", "-o", daemonBin, "./cmd/portforwardd").CombinedOutput(); err != nil {
@@ -222,6 +230,7 @@ func newBenchEnv(daemonBin string, daemonFlags []string) (_ *benchEnv, err error
 	go serveBench(hostLn)
 	e.host = hostLn.Addr().String()
 	e.remote = podLn.Addr().(*net.TCPAddr).Port
+	e.pod = pod
 	e.route = "/portForward/bench/" + pod
 
 	if e.daemon, err = startDaemon(daemonBin, daemonFlags); err != nil {
@@ -253,7 +262,7 @@ func (e *benchEnv) relay(copyName string, sockBuf int) (*proc, error) {
 	return p, nil
 }
 
-func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, chartFile string, only, columns map[string]bool) error {
+func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cliBin, chartFile string, only, columns map[string]bool) error {
 	e, err := newBenchEnv(daemonBin, daemonFlags)
 	if err != nil {
 		return err
@@ -274,6 +283,11 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 		return err
 	}
 	defer nullProc.stop()
+	if columns["cli-spdy"] || columns["cli-raw"] || columns["cli-h2"] {
+		if cliBin, err = e.cliBinary(cliBin); err != nil {
+			return err
+		}
+	}
 
 	newPaths := func() ([]path, func(), error) {
 		var stops []func()
@@ -315,6 +329,35 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			stopAll()
 			return nil, nil, err
 		}
+		// The CLI's paths: a CLI process each, started only when measured.
+		cliPath := func(key, name, transport string) (path, error) {
+			if !columns[key] {
+				return path{}, nil
+			}
+			c, err := startCLI(cliBin, "http://"+d.addr, transport, "bench", e.pod, remote)
+			if err != nil {
+				return path{}, err
+			}
+			stops = append(stops, c.stop)
+			p := tcpPath(name, tcpDialer(c.addr), d)
+			p.client = c
+			return p, nil
+		}
+		cliSPDY, err := cliPath("cli-spdy", "portforward CLI, SPDY (client-go)", "spdy")
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		cliRaw, err := cliPath("cli-raw", "portforward CLI, raw (connect-tcp)", "raw")
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		cliH2, err := cliPath("cli-h2", "portforward CLI, HTTP/2 streams", "h2")
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
 		all := []struct {
 			key string
 			p   path
@@ -326,6 +369,9 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			{"v4", v4Path("portforwardd WS v4", d.addr, route, remote, d)},
 			{"raw", tcpPath("portforwardd raw (connect-tcp)", rawDialer(d.addr, route, remote), d)},
 			{"h2", h2Path("portforwardd HTTP/2 streams", d.addr, route, remote, d)},
+			{"cli-spdy", cliSPDY},
+			{"cli-raw", cliRaw},
+			{"cli-h2", cliH2},
 			{"relay", tcpPath("plain relay (read/write, no framing)", tcpDialer(relayProc.addr), relayProc)},
 			{"floor", tcpPath("client-go floor (SPDY server answering from memory)", tcpDialer(nullAddr), nullProc)},
 			{"floor-tunnel", tcpPath("client-go floor, WS tunnel", tcpDialer(nullTunAddr), nullProc)},
@@ -353,21 +399,23 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 	}
 	var rows []row
 	cpu := make([]float64, len(paths))
+	clientCPU := make([]float64, len(paths)) // the CLI's, on its paths
 	moved := make([]int64, len(paths))
 	measure := func(name string, fn func(p path) (time.Duration, int64, error)) error {
 		times := make([][]time.Duration, len(paths))
 		var bytes []int64 = make([]int64, len(paths))
 		for range runs {
 			for i, p := range paths {
-				c0 := p.cpu()
+				c0, cc0 := p.cpu(), p.clientCPU()
 				t, n, err := fn(p)
 				if errors.Is(err, errNotApplicable) {
 					continue
 				}
 				if err != nil {
-					return fmt.Errorf("%s, %s: %w", name, p.name, err)
+					return fmt.Errorf("%s, %s: %w", name, p.name, p.explain(err))
 				}
 				cpu[i] += p.cpu() - c0
+				clientCPU[i] += p.clientCPU() - cc0
 				moved[i] += n
 				bytes[i] = n
 				times[i] = append(times[i], t)
@@ -412,7 +460,7 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 		for i, p := range paths {
 			t, err := p.setup()
 			if err != nil {
-				return fmt.Errorf("setup, %s: %w", p.name, err)
+				return fmt.Errorf("setup, %s: %w", p.name, p.explain(err))
 			}
 			lat[i] = append(lat[i], t)
 		}
@@ -446,7 +494,7 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("head-of-line, %s: %w", p.name, err)
+			return fmt.Errorf("head-of-line, %s: %w", p.name, p.explain(err))
 		}
 		hol.cells = append(hol.cells, r)
 	}
@@ -462,6 +510,17 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 	stopPaths = func() {}
 	time.Sleep(rssSettle)
 	cpuRow, rssRow := row{name: "server CPU per GiB moved"}, row{name: "server RSS after the suite (at rest)"}
+	// On the kubectl paths client-go runs in the bench, unmeasured; the
+	// CLI's paths have a client process of their own.
+	clientRow, clients := row{name: "portforward CLI CPU per GiB moved"}, false
+	for i, p := range paths {
+		if p.client == nil || moved[i] == 0 {
+			clientRow.cells = append(clientRow.cells, result{})
+			continue
+		}
+		clients = true
+		clientRow.cells = append(clientRow.cells, result{ok: true, note: fmt.Sprintf("%.2f s", clientCPU[i]/(float64(moved[i])/(1<<30)))})
+	}
 	for i, p := range paths {
 		if p.proc == nil || moved[i] == 0 {
 			cpuRow.cells = append(cpuRow.cells, result{})
@@ -471,7 +530,11 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, ch
 		cpuRow.cells = append(cpuRow.cells, result{ok: true, note: fmt.Sprintf("%.2f s", cpu[i]/(float64(moved[i])/(1<<30)))})
 		rssRow.cells = append(rssRow.cells, result{ok: true, note: fmt.Sprintf("%d MiB", p.proc.rssMiB())})
 	}
-	rows = append(rows, cpuRow, rssRow)
+	rows = append(rows, cpuRow)
+	if clients {
+		rows = append(rows, clientRow)
+	}
+	rows = append(rows, rssRow)
 
 	// The table: each cell's value, then its ratio to the reference stack
 	// (column 1) where both exist.
@@ -537,10 +600,12 @@ func formatCell(c, ref result, ratio bool) string {
 	}
 }
 
-// proc is a server process whose CPU and memory the bench reads.
+// proc is a server process whose CPU and memory the bench reads, or a
+// client process (the CLI) whose CPU it reads.
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
+	log  *tailBuffer // the tail of its standard error, if kept
 }
 
 func startDaemon(bin string, more []string) (*proc, error) {

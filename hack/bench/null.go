@@ -26,6 +26,11 @@ func serveNull(listen string) error {
 		return err
 	}
 	fmt.Println(ln.Addr().String()) // the parent reads the address
+	return serveNullOn(ln)
+}
+
+// serveNullOn serves the null SPDY server on ln until ln is closed.
+func serveNullOn(ln net.Listener) error {
 	tunnel := websocket.Upgrader{
 		ReadBufferSize:  64 << 10,
 		WriteBufferSize: 64 << 10,

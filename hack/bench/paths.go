@@ -35,6 +35,7 @@ type path struct {
 	name       string
 	key        string // its -paths name
 	proc       *proc
+	client     *proc // the client process in front of it (the CLI), or nil: the client runs in the bench
 	upload     func(size int64) (time.Duration, error)
 	download   func(size int64) (time.Duration, error)
 	parallel   func(n int, size int64) (time.Duration, error)
@@ -47,6 +48,13 @@ func (p path) cpu() float64 {
 		return 0
 	}
 	return p.proc.cpuSeconds()
+}
+
+func (p path) clientCPU() float64 {
+	if p.client == nil {
+		return 0
+	}
+	return p.client.cpuSeconds()
 }
 
 // dialer opens a connection to the bench server along one path.
