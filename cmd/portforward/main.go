@@ -24,9 +24,10 @@
 // forwarding L -> R: …"; the CLI then stops listening and exits once the
 // connections under way are done. Other HTTP errors (503: the server is
 // at its limits, or draining), and a dial that fails for want of a local
-// resource (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM), fail only
-// that connection; their listener, out of
-// descriptors or memory, says so once and accepts again when it can. With
+// resource (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM; on Windows
+// Winsock's WSAEMFILE, WSAEADDRNOTAVAIL, WSAENOBUFS and
+// WSA_NOT_ENOUGH_MEMORY), fail only that connection; their listener, out
+// of descriptors or memory, says so once and accepts again when it can. With
 // raw, a local client's reset resets its connection to the server. With
 // h2, a stream the server refused unprocessed (a draining daemon's GOAWAY
 // crossed it) is sent again on a new connection, with what its local

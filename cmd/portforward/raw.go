@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -363,21 +362,6 @@ func handshake(conn net.Conn, cfg *tls.Config, serverName string) (net.Conn, err
 		return nil, fmt.Errorf("tls handshake with %s: %w", conn.RemoteAddr(), err)
 	}
 	return tc, nil
-}
-
-// localShortage reports whether a dial or an accept failed for want of
-// something of this host's (file descriptors, ephemeral ports, memory)
-// rather than because the server could not be reached or the listener was
-// closed: a dial's connection fails, as for a 503, and the forward goes
-// on; an accept is tried again. Many local connections at once, each with
-// its own connection to the server (raw), can run short of these.
-func localShortage(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-	return false
 }
 
 func (f *rawForwarder) path() string { return podURL(f.base, f.namespace, f.pod).EscapedPath() }
