@@ -26,8 +26,9 @@
 // at its limits, or draining), and a dial that fails for want of a local
 // resource (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM; on Windows
 // Winsock's WSAEMFILE, WSAEADDRNOTAVAIL, WSAENOBUFS and
-// WSA_NOT_ENOUGH_MEMORY), fail only that connection; their listener, out
-// of descriptors or memory, says so once and accepts again when it can. With
+// WSA_NOT_ENOUGH_MEMORY), fail only that connection; a listener whose
+// accept fails (out of descriptors or memory, or for any reason but its
+// close) says so once and accepts again when it can. With
 // raw, a local client's reset resets its connection to the server. With
 // h2, a stream the server refused unprocessed (a draining daemon's GOAWAY
 // crossed it) is sent again on a new connection, with what its local

@@ -135,16 +135,23 @@ func rawForward(o options, base *url.URL, cfg *rest.Config, bearer func() (strin
 	return portforward.ErrLostConnectionToPod
 }
 
-// accept serves ln until it is closed. When the process is out of file
-// descriptors or memory, it says so once on stderr and tries again, from
-// 5 ms up to 1 s apart, as net/http's server does: kubectl's listener
-// stops accepting for good, leaving the port dead while the CLI runs.
+// accept serves ln until it is closed. When an accept fails otherwise
+// (the process is out of file descriptors or memory, or a connection
+// failed before it was accepted), it says so once on stderr and tries
+// again, from 5 ms up to 1 s apart, as net/http's server does for the
+// errors it knows: kubectl's listener stops accepting for good, leaving
+// the port dead (and its connections queued unanswered) while the CLI
+// runs. Go retries an accept only after EINTR, EAGAIN and ECONNABORTED
+// (internal/poll/fd_unix.go's Accept), and on Windows after
+// ERROR_NETNAME_DELETED and WSAECONNRESET (internal/poll/fd_windows.go's
+// Accept); accept(2) on Linux also reports a pending network error of the
+// new connection, or a firewall's EPERM, which its manual says to retry.
 func (f *rawForwarder) accept(ln net.Listener, local, remote uint16, stdout io.Writer) {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if !localShortage(err) {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			if delay == 0 {

@@ -265,3 +265,43 @@ func TestH2ClosesIdleConnectionBeforeTheServer(t *testing.T) {
 		t.Fatalf("the CLI keeps an idle HTTP/2 connection %v, the daemon %v: the daemon closes it first", h2IdleTimeout, server.DefaultIdleConnTimeout)
 	}
 }
+
+// failingListener's Accept returns errs in turn, and then net.ErrClosed.
+type failingListener struct {
+	net.Listener // nil: only Accept is called
+	errs         []error
+	calls        int
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	l.calls++
+	if len(l.errs) == 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}
+	}
+	err := l.errs[0]
+	l.errs = l.errs[1:]
+	return nil, err
+}
+
+// TestAcceptRetriesAfterAnUnknownError: an accept that fails for a reason
+// that is neither a shortage nor a closed listener (Linux's accept(2)
+// reports a firewall's EPERM, or a pending network error of the new
+// connection) is reported once and tried again; only a closed listener
+// ends the loop. The loop returned at once, silently, leaving the port
+// dead and its connections queued unanswered.
+func TestAcceptRetriesAfterAnUnknownError(t *testing.T) {
+	var stderr strings.Builder
+	f := &rawForwarder{stderr: &stderr}
+	ln := &failingListener{errs: []error{
+		&net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EPERM)},
+		&net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EPROTO)},
+	}}
+	f.accept(ln, 5000, 80, io.Discard)
+	if ln.calls != 3 {
+		t.Errorf("%d accepts, want 3: two failed, then the listener was closed", ln.calls)
+	}
+	want := "error accepting connection on port 5000: accept tcp: accept4: operation not permitted; trying again\n"
+	if stderr.String() != want {
+		t.Errorf("stderr %q, want %q", stderr.String(), want)
+	}
+}
