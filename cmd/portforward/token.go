@@ -40,6 +40,13 @@ func (t *tokenFile) get() (string, error) {
 		return t.token, nil
 	}
 	if err == nil {
+		// On Windows, Stat of a file that is no link leaves its ID to the
+		// first SameFile, which opens the path again then
+		// (os/stat_windows.go's stat, os/types_windows.go's loadFileId):
+		// fi, kept as seen, would take the ID of whatever file has the
+		// path at the next get, and a file renamed over it with the same
+		// size and time would look the same. This loads it now.
+		os.SameFile(fi, fi)
 		var b []byte
 		if b, err = os.ReadFile(t.path); err == nil {
 			tok := strings.TrimSpace(string(b))
