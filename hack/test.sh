@@ -44,9 +44,10 @@ if go list -deps ./cmd/portforwardd | grep -qx 'os/exec'; then
 	exit 1
 fi
 
-echo "== the portforward CLI builds for macOS and Windows, where operators run it"
+echo "== the portforward CLI builds for macOS and Windows, where operators run it (and its tests, vetted there)"
 for target in darwin/arm64 windows/amd64; do
 	GOOS=${target%/*} GOARCH=${target#*/} go build -o /dev/null ./cmd/portforward
+	GOOS=${target%/*} GOARCH=${target#*/} go vet ./cmd/portforward
 done
 
 echo "== go test -race"
