@@ -40,11 +40,12 @@ const (
 
 // winsockShortages are the shortages' errnos on Windows. There Go's
 // syscall package defines EMFILE, ENOBUFS and the others as numbers of its
-// own (APPLICATION_ERROR + n: syscall/zerrors_windows.go), which no
-// socket call returns: the net package hands on WSAGetLastError's number
-// as a syscall.Errno (internal/syscall/windows/zsyscall_windows.go's
-// errnoErr returns it unchanged), wrapped in an *os.SyscallError
-// ("socket" for the socket an accept or a dial makes, net/sock_windows.go's
-// sysSocket; "acceptex"; "bind" and "connectex" for a dial,
-// net/fd_windows.go) and a *net.OpError.
+// own (APPLICATION_ERROR + n: syscall/zerrors_windows.go), which no system
+// call returns (net/error_windows_test.go says as much of ENOBUFS): the
+// net package hands on the call's last-error number as a syscall.Errno
+// (errnoErr, in syscall/zsyscall_windows.go and
+// internal/syscall/windows/zsyscall_windows.go, returns it unchanged),
+// wrapped in an *os.SyscallError ("socket" for the socket an accept or a
+// dial makes, net/sock_windows.go's sysSocket; "acceptex"; "bind" and
+// "connectex" for a dial, net/fd_windows.go) and a *net.OpError.
 var winsockShortages = []syscall.Errno{wsaEMFILE, wsaEADDRNOTAVAIL, wsaENOBUFS, errNotEnoughMemory}
