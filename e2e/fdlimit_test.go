@@ -214,6 +214,11 @@ func TestOutOfFDsAtCRIAcceptIsAWarning(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "cri.sock")
 	d := startDaemon(t, "--cri-listen", "unix://"+sock, "--cri-upstream", "unix://"+filepath.Join(dir, "runtime.sock"))
+	// startDaemon waits for the forwarding listener; the CRI proxy's
+	// listens after it, and says so once it does.
+	eventually(t, 10*time.Second, func() (bool, string) {
+		return d.logged("serving CRI proxy") > 0, "no line saying the CRI proxy serves"
+	})
 	restore := d.limitFDs(t, 0)
 	c, err := net.Dial("unix", sock) // waits in the listen queue
 	if err != nil {
