@@ -113,9 +113,12 @@ func TestOutOfFDsAtAcceptIsAWarning(t *testing.T) {
 		}
 		resp <- r
 	}()
+	// The forwarding listener's warnings: the metrics listener has an
+	// episode of its own when its first accept comes after the limit
+	// (accept(2) takes a descriptor before it looks at the queue).
 	warned := func() (n int) {
 		for _, r := range d.records() {
-			if r.Level == "WARN" && strings.Contains(r.Err, "too many open files") {
+			if r.Level == "WARN" && r.Listener == "--listen" && strings.Contains(r.Err, "too many open files") {
 				n++
 			}
 		}
@@ -135,11 +138,11 @@ func TestOutOfFDsAtAcceptIsAWarning(t *testing.T) {
 	// is written behind a queue.
 	eventually(t, 20*time.Second, func() (bool, string) {
 		for _, r := range d.records() {
-			if r.Level == "INFO" && strings.Contains(r.Msg, "accepting connections again") {
+			if r.Level == "INFO" && r.Listener == "--listen" && strings.Contains(r.Msg, "accepting connections again") {
 				return true, ""
 			}
 		}
-		return false, "no line saying the listener accepts again"
+		return false, "no line saying --listen accepts again"
 	})
 }
 
