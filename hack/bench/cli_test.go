@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -89,13 +91,7 @@ func TestStartCLI(t *testing.T) {
 // the CLI's words.
 func TestStartCLIFails(t *testing.T) {
 	bin := buildCLI(t)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c, err := startCLI(bin, "http://"+addr, "raw", "bench", "pod", 8080)
+	c, err := startCLI(bin, "http://"+refusingAddr(t), "raw", "bench", "pod", 8080)
 	if err == nil {
 		c.stop()
 		t.Fatal("startCLI against no server succeeded")
@@ -115,4 +111,25 @@ func buildCLI(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// refusingAddr returns a loopback address that refuses connections while
+// the test runs: a socket bound to it that never listens holds its port,
+// so that no test running beside this one can take it, as it could a port
+// a closed listener gave back.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
