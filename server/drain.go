@@ -74,6 +74,14 @@ func (s *Server) Ready() bool {
 	return s.serving && !s.draining
 }
 
+// isDraining reports whether Drain has begun, or the Shutdown of an
+// http.Server from NewHTTPServer.
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining || s.shutDown
+}
+
 // Sessions returns the number of sessions being served.
 func (s *Server) Sessions() int {
 	s.mu.Lock()

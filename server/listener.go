@@ -82,7 +82,11 @@ type trackedConn struct {
 
 	idleMu     sync.Mutex
 	idleTimer  *time.Timer // closes it once idle for the idle timeout
+	idleUntil  time.Time   // when idleTimer is due, as last armed
+	idle       bool        // no request or stream in progress
+	top        net.Conn    // the connection net/http serves: c, or a *tls.Conn over it
 	seenActive bool        // net/http has said StateActive once
+	goneAway   bool        // HTTP/2: our GOAWAY is sent, the close follows
 	gone       bool        // closed or hijacked: never idle again
 
 	notFresh atomic.Bool // uncounted from Server.fresh
@@ -111,7 +115,7 @@ func (c *trackedConn) leaveFresh() {
 // streams' queued writes with the daemon's copy buffers in them) for the
 // idle timeout: a client dropping connections with streams open made the
 // daemon hold megabytes per connection, counted by no session or limit,
-// for 90 s.
+// for 90 s. An idle HTTP/2 connection is told first (closeIdle).
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	nc := c
 	if tc, ok := c.(*tls.Conn); ok {
@@ -123,6 +127,7 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	}
 	t.idleMu.Lock()
 	defer t.idleMu.Unlock()
+	t.top = c
 	switch {
 	case st == http.StateHijacked, st == http.StateClosed:
 		t.leaveFresh()
@@ -155,27 +160,78 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	case http.StateHijacked, http.StateClosed:
 		t.gone = true
 	}
-	if !idle || t.gone {
+	t.idle = idle && !t.gone
+	if !t.idle {
 		if t.idleTimer != nil {
 			t.idleTimer.Stop()
 		}
 		return
 	}
+	wait := s.idleConnTimeout()
+	if t.goneAway {
+		// The client was told to open no more streams: the streams that
+		// crossed our GOAWAY have ended.
+		wait = goAwayGrace
+	}
+	t.idleUntil = time.Now().Add(wait)
 	if t.idleTimer == nil {
-		t.idleTimer = time.AfterFunc(s.idleConnTimeout(), func() { t.closeIdle() })
+		t.idleTimer = time.AfterFunc(wait, func() { t.closeIdle() })
 		return
 	}
-	t.idleTimer.Reset(s.idleConnTimeout())
+	t.idleTimer.Reset(wait)
 }
 
-// closeIdle closes the connection, unless it has been active since its
-// idle timer fired.
+// goAwayGrace is how long an idle HTTP/2 connection stays open after our
+// GOAWAY, for a stream the client opened before the GOAWAY reached it:
+// Go's server waits as long after its own GOAWAY (its goAwayTimeout, one
+// round trip and then some).
+const goAwayGrace = time.Second
+
+// goAwayFrame is an HTTP/2 GOAWAY (RFC 9113 §6.8) with NO_ERROR and the
+// last stream identifier 2^31-1, the first of a graceful shutdown: open
+// no more streams; any you have opened will be served.
+var goAwayFrame = []byte{
+	0, 0, 8, // length
+	0x7,        // type GOAWAY
+	0,          // flags
+	0, 0, 0, 0, // stream 0
+	0x7f, 0xff, 0xff, 0xff, // last stream identifier
+	0, 0, 0, 0, // NO_ERROR
+}
+
+// closeIdle closes the connection once it has been idle for the idle
+// timeout. An HTTP/2 connection is sent a GOAWAY first and closed
+// goAwayGrace later if it is idle still: a client that opens a stream as
+// the connection closes under it (Go's transport cannot resend a stream
+// whose body it has begun to send) would lose that forwarded connection,
+// while one that has the GOAWAY opens its next stream on a new connection.
+// Go's server, which does not know of our GOAWAY, serves the streams that
+// cross it. The frame goes in one write while net/http has no stream
+// open: the connection's own writes, then, are whole control frames, and
+// a stream that opens waits for idleMu before its first frame (connState).
+// In a drain, Go's server has sent its own GOAWAY, whose last stream
+// identifier ours must not raise: the connection just closes.
 func (c *trackedConn) closeIdle() {
 	c.idleMu.Lock()
 	defer c.idleMu.Unlock()
-	if !c.gone {
-		c.Conn.Close()
+	if c.gone || !c.idle {
+		return
 	}
+	if wait := time.Until(c.idleUntil); wait > 0 {
+		c.idleTimer.Reset(wait) // active and idle again since it fired
+		return
+	}
+	if !c.goneAway && c.top != nil && isHTTP2(c.top, c) && !c.s.isDraining() {
+		c.goneAway = true
+		c.top.SetWriteDeadline(time.Now().Add(goAwayGrace))
+		if _, err := c.top.Write(goAwayFrame); err == nil {
+			c.top.SetWriteDeadline(time.Time{})
+			c.idleUntil = time.Now().Add(goAwayGrace)
+			c.idleTimer.Reset(goAwayGrace)
+			return
+		}
+	}
+	c.Conn.Close()
 }
 
 // isHTTP2 reports whether c, the connection under net/http, is HTTP/2.

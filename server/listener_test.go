@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portforwardd/portforwardd/server/certs/certstest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -185,17 +187,71 @@ func TestForwardingListenerClosesIdleConnections(t *testing.T) {
 		}
 		waitClosed(t, c, br, 5*time.Second, "keep-alive connection idle past the idle timeout")
 	})
+	// goAway reads c's frames until the server's GOAWAY, which must say
+	// NO_ERROR and promise to serve every stream the client has opened
+	// (the last stream identifier 2^31-1), and come before the close.
+	goAway := func(t *testing.T, c net.Conn, fr *http2.Framer) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("no GOAWAY before the idle connection ended: %v", err)
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1<<31-1 {
+					t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR, last stream 2^31-1", g.ErrCode, g.LastStreamID)
+				}
+				return
+			}
+		}
+	}
 	t.Run("HTTP/2 that never opened a stream", func(t *testing.T) {
 		c, fr := h2c(t)
+		goAway(t, c, fr)
 		if !closedWithin(t, c, fr, 5*time.Second) {
-			t.Fatal("HTTP/2 connection with no stream still open 5s past the idle timeout")
+			t.Fatal("HTTP/2 connection with no stream still open 5s past its GOAWAY")
 		}
 	})
 	t.Run("HTTP/2 whose streams ended", func(t *testing.T) {
 		c, fr := h2c(t)
 		request(t, fr, 1, http.MethodOptions, "/portForward/default/web", true)
+		goAway(t, c, fr)
 		if !closedWithin(t, c, fr, 5*time.Second) {
-			t.Fatal("HTTP/2 connection whose stream ended still open 5s past the idle timeout")
+			t.Fatal("HTTP/2 connection whose stream ended still open 5s past its GOAWAY")
+		}
+	})
+	t.Run("HTTP/2 stream that crosses the GOAWAY", func(t *testing.T) {
+		// A stream the client opened before our GOAWAY reached it is
+		// served, and the connection closes once it has ended.
+		c, fr := h2c(t)
+		goAway(t, c, fr)
+		request(t, fr, 1, http.MethodPost, "/portForward/default/web?port=80", false)
+		if err := fr.WriteData(1, true, []byte("crossed")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var echoed []byte
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("stream opened after the GOAWAY: connection ended having echoed %q: %v", echoed, err)
+			}
+			if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+				echoed = append(echoed, d.Data()...)
+				if d.StreamEnded() {
+					break
+				}
+			}
+			if r, ok := f.(*http2.RSTStreamFrame); ok {
+				t.Fatalf("stream opened after the GOAWAY reset: %v", r.ErrCode)
+			}
+		}
+		if string(echoed) != "crossed" {
+			t.Fatalf("stream opened after the GOAWAY echoed %q, want %q", echoed, "crossed")
+		}
+		if !closedWithin(t, c, fr, 5*time.Second) {
+			t.Fatal("HTTP/2 connection still open 5s after the stream that crossed its GOAWAY ended")
 		}
 	})
 	t.Run("HTTP/2 with a forward open", func(t *testing.T) {
@@ -217,4 +273,55 @@ func TestForwardingListenerClosesIdleConnections(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Over TLS our GOAWAY goes through the tls.Conn that net/http's HTTP/2
+// server writes to, as one record of its own.
+func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
+	ca := certstest.NewCA(t, "ca")
+	leaf := ca.Server(t, "portforwardd")
+	cfg := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, NextProtos: []string{"h2", "http/1.1"}}
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: gatedDialer{}, TLS: cfg, IdleConnTimeout: 200 * time.Millisecond})
+	s.MarkServing()
+	hs := s.NewHTTPServer()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(s.Listener(ln))
+	t.Cleanup(func() { hs.Close() })
+	c, err := tls.Dial("tcp4", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN chose %q, want h2", p)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var frames []string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended with no GOAWAY after %v: %v", frames, err)
+		}
+		frames = append(frames, f.Header().Type.String())
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			fr.WriteSettingsAck()
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1<<31-1 {
+				t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR, last stream 2^31-1", g.ErrCode, g.LastStreamID)
+			}
+			break
+		}
+	}
+	if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the GOAWAY: %v, want the connection closed", err)
+	}
 }

@@ -105,6 +105,7 @@ type Server struct {
 	sessions map[*sessionEntry]struct{}
 	serving  bool // the listener is up
 	draining bool
+	shutDown bool // an http.Server from NewHTTPServer began its Shutdown
 	// inflight counts the requests entered and the sessions running, for
 	// Drain; fresh, the connections accepted whose first request has not
 	// come, for AwaitAccepted.
@@ -157,7 +158,7 @@ func (s *Server) NewHTTPServer() *http.Server {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	protocols.SetHTTP2(true)            // h2 over TLS, by ALPN
-	return &http.Server{
+	hs := &http.Server{
 		Handler:           s,
 		Protocols:         &protocols,
 		HTTP2:             s.h2,
@@ -175,6 +176,14 @@ func (s *Server) NewHTTPServer() *http.Server {
 		MaxHeaderBytes: s.cfg.Limits.MaxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	// Its HTTP/2 connections get Go's GOAWAY from now on, not ours
+	// (closeIdle).
+	hs.RegisterOnShutdown(func() {
+		s.mu.Lock()
+		s.shutDown = true
+		s.mu.Unlock()
+	})
+	return hs
 }
 
 // DefaultReadHeaderTimeout is Config.ReadHeaderTimeout's default.
