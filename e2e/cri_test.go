@@ -18,8 +18,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/portforwardd/portforwardd/nsenter/nsentertest"
 )
@@ -182,6 +184,71 @@ func TestCRIProxyWithContainerd(t *testing.T) {
 			c.expectPrefixes(remote)
 			c.write(0, []byte("through containerd's sandbox"))
 			if got := c.readData(0, len("through containerd's sandbox")); got != "through containerd's sandbox" {
+				t.Fatalf("echo: got %q", got)
+			}
+		})
+	})
+
+	t.Run("through the kubelet's streaming proxy", func(t *testing.T) {
+		// kubectl's connection reaches the daemon through the kubelet,
+		// which asks the CRI (the daemon's proxy) for a URL and proxies
+		// the upgrade to it byte for byte.
+		kubelet := startKubelet(t, proxy, "e2e", "web", sandbox)
+		cfg := &rest.Config{Host: "http://" + kubelet}
+		const route = "/portForward/e2e/web"
+		for _, tr := range []struct {
+			name, protocol string
+			dialer         streamhttp.Dialer
+		}{
+			{"spdy", "spdy", spdyDialerFor(t, cfg, route)},
+			// A kubelet takes no WebSocket tunnel: a WebSocket request
+			// without ?port= is a 400 at NewV4Options, so kubectl ≥ 1.31
+			// falls back to SPDY there. (The API server, which kubectl
+			// talks to, turns the tunnel into SPDY toward the kubelet.)
+			{"websocket falls back to spdy", "spdy", portforward.NewFallbackDialerForStreaming(tunnelDialerFor(t, cfg, route), spdyDialerFor(t, cfg, route), streamhttp.IsUpgradeFailure)},
+		} {
+			t.Run(tr.name, func(t *testing.T) {
+				series := fmt.Sprintf(`portforwardd_sessions_total{protocol=%q,result="closed"}`, tr.protocol)
+				before := d.metric(t, series)
+				f := startForwardWith(t, tr.dialer, remote)
+				for _, size := range []int{1, 64 << 10, 4 << 20} {
+					if err := echoRandom(f.local, size); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// The session ran over the protocol expected, in the
+				// daemon behind the kubelet, and ended with the forward.
+				f.close()
+				eventually(t, 10*time.Second, func() (bool, string) {
+					after := d.metric(t, series)
+					return after == before+1, fmt.Sprintf("%s went from %v to %v, want one more", series, before, after)
+				})
+			})
+		}
+		t.Run("nothing listening", func(t *testing.T) {
+			gone, err := nsentertest.Listen(netns, "tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := port(gone)
+			gone.Close()
+			f := startForwardWith(t, spdyDialerFor(t, cfg, route), closed)
+			if err := echoRandom(f.local, 16); err == nil {
+				t.Fatal("a forward to a port nothing listens on carried data")
+			}
+			want := fmt.Sprintf("error forwarding port %d to pod ", closed)
+			if msgs := forwardErrors.wait(t, f.local); !hasSubstring(msgs, want) {
+				t.Fatalf("errors %q: want the kubelet's text %q", msgs, want)
+			}
+		})
+		t.Run("websocket v4, ports from the kubelet's request", func(t *testing.T) {
+			c, resp, err := dialV4At(t, kubelet, route, []int{remote}, "v4.channel.k8s.io")
+			if err != nil {
+				t.Fatalf("v4 through the kubelet: %v (%v)", err, resp)
+			}
+			c.expectPrefixes(remote)
+			c.write(0, []byte("through the kubelet"))
+			if got := c.readData(0, len("through the kubelet")); got != "through the kubelet" {
 				t.Fatalf("echo: got %q", got)
 			}
 		})

@@ -40,11 +40,17 @@ type v4Client struct {
 
 func dialV4(t *testing.T, d *daemon, route string, ports []int, subprotocols ...string) (*v4Client, *http.Response, error) {
 	t.Helper()
+	return dialV4At(t, d.addr, route, ports, subprotocols...)
+}
+
+// dialV4At is dialV4 to the server at addr.
+func dialV4At(t *testing.T, addr, route string, ports []int, subprotocols ...string) (*v4Client, *http.Response, error) {
+	t.Helper()
 	q := url.Values{}
 	for _, p := range ports {
 		q.Add("port", strconv.Itoa(p))
 	}
-	u := url.URL{Scheme: "ws", Host: d.addr, Path: route, RawQuery: q.Encode()}
+	u := url.URL{Scheme: "ws", Host: addr, Path: route, RawQuery: q.Encode()}
 	dialer := websocket.Dialer{Subprotocols: subprotocols, HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := dialer.Dial(u.String(), nil)
 	if err != nil {
