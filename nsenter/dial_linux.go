@@ -224,3 +224,7 @@ func (e *LoopbackError) Error() string {
 
 // Unwrap lets errors.Is see both causes (for example syscall.ECONNREFUSED).
 func (e *LoopbackError) Unwrap() []error { return []error{e.IPv4, e.IPv6} }
+
+// outOfPorts reports whether 127.0.0.1 failed for want of an ephemeral
+// port: connect(2)'s EADDRNOTAVAIL, as the address itself is always there.
+func (e *LoopbackError) outOfPorts() bool { return errors.Is(e.IPv4, syscall.EADDRNOTAVAIL) }

@@ -15,7 +15,11 @@ import (
 // whatever the other loopback address answered: a pod listening on
 // 127.0.0.1 only refuses [::1], and "refused" is the users' business. So
 // is a dial one address of which timed out "timeout" (a pod dropping SYNs
-// on 127.0.0.1, its accept queue full, refuses [::1] all the same).
+// on 127.0.0.1, its accept queue full, refuses [::1] all the same). A
+// pod out of ephemeral ports toward 127.0.0.1 (connect(2) says
+// EADDRNOTAVAIL, there being no other reason it can on 127.0.0.1) is
+// "other" too: the ports are the daemon's own connections into the pod,
+// not a port the pod fails to serve, whatever [::1] answered.
 func Reason(err error) string {
 	switch {
 	case err == nil:
@@ -28,7 +32,7 @@ func Reason(err error) string {
 		return "not_netns"
 	case errors.Is(err, ErrInvalidPod):
 		return "invalid_pod"
-	case Shortage(err) != 0:
+	case Shortage(err) != 0, outOfPorts(err):
 		return "other"
 	case timedOut(err):
 		return "timeout"
@@ -41,6 +45,13 @@ func Reason(err error) string {
 	default:
 		return "other"
 	}
+}
+
+// outOfPorts reports whether err is a dial whose connect to 127.0.0.1
+// found no ephemeral port free.
+func outOfPorts(err error) bool {
+	var e interface{ outOfPorts() bool }
+	return errors.As(err, &e) && e.outOfPorts()
 }
 
 // timedOut reports whether any error in err's tree timed out. errors.As

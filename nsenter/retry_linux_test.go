@@ -105,6 +105,14 @@ func TestDialRetryStaysInThePodsNamespace(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Dial with the pod's ephemeral ports all taken: %q; want IPv4 %q", err, want)
 		}
+		// [::1] refused (nothing listens there): the pod serves the
+		// port, the daemon's own connections took the ports.
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("Dial with the pod's ephemeral ports all taken: %q; want [::1] refused", err)
+		}
+		if got := Reason(err); got != "other" {
+			t.Errorf("Reason(%q) = %q, want other: not the users' refused port", err, got)
+		}
 		select {
 		case from := <-reached:
 			t.Errorf("the node's own 127.0.0.1:%d was reached from %v", port, from)
