@@ -63,6 +63,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
+
+	"github.com/portforwardd/portforwardd/cmd/internal/buildinfo"
 )
 
 func main() {
@@ -86,9 +88,13 @@ type options struct {
 	caFile, certFile, keyFile    string
 	insecure                     bool
 	token, tokenFile             string
+	showVersion                  bool
 	pod                          string
 	ports                        []string
 }
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
 
 const usage = "usage: portforward [flags] [-n NAMESPACE] POD [LOCAL_PORT:]REMOTE_PORT [...]"
 
@@ -98,6 +104,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.showVersion {
+		return o, nil
 	}
 	if fs.NArg() < 2 {
 		return o, errors.New("a pod and at least one port are required; " + usage)
@@ -140,6 +149,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.keyFile, "client-key", "", "client key file for TLS")
 	fs.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "do not verify the server's certificate")
 	fs.StringVar(&o.token, "token", "", "bearer token for the server (checked by its --auth-kubeconfig TokenReview)")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token, read again when it changes (a rotated service account token), as kubeconfig's tokenFile")
 	return fs
 }
@@ -153,6 +163,10 @@ func run(args []string, stdout, stderr io.Writer, stop <-chan struct{}) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 1
+	}
+	if o.showVersion {
+		fmt.Fprintln(stdout, "portforward", buildinfo.Version(version))
+		return 0
 	}
 	if err := forward(o, stdout, stderr, stop); err != nil {
 		fmt.Fprintln(stderr, "error:", err)

@@ -61,3 +61,20 @@ func TestHelpGoesToStdout(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion: --version prints the version on standard output and exits
+// 0, with no pod or port needed, and without reaching any server.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"--version", "--server", "http://127.0.0.1:1", "web", "80"}} {
+		var stdout, stderr strings.Builder
+		if code := run(args, &stdout, &stderr, nil); code != 0 {
+			t.Errorf("%q: exit %d, want 0; stderr %q", args, code, stderr.String())
+		}
+		if got := stdout.String(); got != "portforward dev\n" {
+			t.Errorf("%q: stdout %q, want %q", args, got, "portforward dev\n")
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("%q: stderr %q, want nothing", args, stderr.String())
+		}
+	}
+}

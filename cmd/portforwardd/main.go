@@ -16,10 +16,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
+	"github.com/portforwardd/portforwardd/cmd/internal/buildinfo"
 	"github.com/portforwardd/portforwardd/cri"
 	"github.com/portforwardd/portforwardd/nsenter"
 	"github.com/portforwardd/portforwardd/server"
@@ -68,15 +68,7 @@ func dropNotice(format string) func(uint64) []byte {
 	}
 }
 
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+func buildVersion() string { return buildinfo.Version(version) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args, stderr)
