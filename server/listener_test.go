@@ -3,9 +3,12 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -13,9 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portforwardd/portforwardd/server/certs/certstest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/portforwardd/portforwardd/nsenter"
+	"github.com/portforwardd/portforwardd/server/certs/certstest"
 )
 
 // countingConn is a connection whose reads come from a buffer, counted.
@@ -99,37 +104,10 @@ func TestTrackedConnBuffersCleartextHTTP2Only(t *testing.T) {
 // forward open stays.
 func TestForwardingListenerClosesIdleConnections(t *testing.T) {
 	const timeout = 200 * time.Millisecond
-	pod, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pod.Close()
-	go func() {
-		for {
-			c, err := pod.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	dialer := gatedDialer{addr: pod.Addr().String(), started: make(chan struct{}, 16), gate: make(chan struct{})}
-	close(dialer.gate)
-	s := New(Config{Resolver: fuzzResolver{}, Dialer: dialer, ReadHeaderTimeout: timeout, IdleConnTimeout: timeout})
-	s.MarkServing()
-	hs := s.NewHTTPServer()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hs.Serve(s.Listener(ln))
-	t.Cleanup(func() { hs.Close() })
+	addr := serveEchoing(t, Config{ReadHeaderTimeout: timeout, IdleConnTimeout: timeout})
 	dial := func(t *testing.T) net.Conn {
 		t.Helper()
-		c, err := net.Dial("tcp4", ln.Addr().String())
+		c, err := net.Dial("tcp4", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,18 +119,7 @@ func TestForwardingListenerClosesIdleConnections(t *testing.T) {
 	h2c := func(t *testing.T) (net.Conn, *http2.Framer) {
 		t.Helper()
 		c := dial(t)
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, http2.ClientPreface)
-		fr := http2.NewFramer(c, c)
-		if err := fr.WriteSettings(); err != nil {
-			t.Fatal(err)
-		}
-		if f, err := fr.ReadFrame(); err != nil {
-			t.Fatal(err)
-		} else if _, ok := f.(*http2.SettingsFrame); !ok {
-			t.Fatalf("first frame %v, want SETTINGS", f)
-		}
-		return c, fr
+		return c, h2Preface(t, c)
 	}
 	request := func(t *testing.T, fr *http2.Framer, id uint32, method, path string, end bool) {
 		t.Helper()
@@ -281,16 +248,8 @@ func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
 	ca := certstest.NewCA(t, "ca")
 	leaf := ca.Server(t, "portforwardd")
 	cfg := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, NextProtos: []string{"h2", "http/1.1"}}
-	s := New(Config{Resolver: fuzzResolver{}, Dialer: gatedDialer{}, TLS: cfg, IdleConnTimeout: 200 * time.Millisecond})
-	s.MarkServing()
-	hs := s.NewHTTPServer()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hs.Serve(s.Listener(ln))
-	t.Cleanup(func() { hs.Close() })
-	c, err := tls.Dial("tcp4", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"h2"}})
+	addr := serveEchoing(t, Config{TLS: cfg, IdleConnTimeout: 200 * time.Millisecond})
+	c, err := tls.Dial("tcp4", addr, &tls.Config{RootCAs: ca.Pool(), NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,12 +257,7 @@ func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN chose %q, want h2", p)
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, http2.ClientPreface)
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := h2Preface(t, c)
 	var frames []string
 	for {
 		f, err := fr.ReadFrame()
@@ -311,9 +265,6 @@ func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
 			t.Fatalf("connection ended with no GOAWAY after %v: %v", frames, err)
 		}
 		frames = append(frames, f.Header().Type.String())
-		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
-			fr.WriteSettingsAck()
-		}
 		if g, ok := f.(*http2.GoAwayFrame); ok {
 			if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1<<31-1 {
 				t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR, last stream 2^31-1", g.ErrCode, g.LastStreamID)
@@ -324,4 +275,110 @@ func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
 	if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the GOAWAY: %v, want the connection closed", err)
 	}
+}
+
+// Go's own HTTP/2 client, sending requests as its idle connection reaches
+// the daemon's idle timeout, loses none: each finds a connection the
+// daemon either serves or has told (GOAWAY) to take no more.
+func TestHTTP2RequestsAtTheIdleTimeoutAreServed(t *testing.T) {
+	const timeout = 20 * time.Millisecond
+	addr := serveEchoing(t, Config{IdleConnTimeout: timeout})
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protocols}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	url := "http://" + addr + "/portForward/default/web?port=80"
+	failed := 0
+	const n = 200
+	for i := range n {
+		// Around the idle timeout: some requests come before it, some
+		// as it fires, some after.
+		time.Sleep(timeout - 5*time.Millisecond + rand.N(10*time.Millisecond)) // the timing is the test's subject
+		body := fmt.Appendf(nil, "request %d", i)
+		resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			failed++
+			t.Logf("request %d: %v", i, err)
+			continue
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			failed++
+			t.Logf("request %d: echoed %q, %v", i, got, err)
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d requests failed", failed, n)
+	}
+}
+
+// serveEchoing serves a Server with cfg, whose every pod is a host
+// listener that echoes each connection until the client's FIN, on a
+// loopback listener; it returns the listener's address.
+func serveEchoing(t *testing.T, cfg Config) string {
+	t.Helper()
+	pod, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pod.Close() })
+	go func() {
+		for {
+			c, err := pod.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	cfg.Resolver, cfg.Dialer = fuzzResolver{}, hostDialer(pod.Addr().String())
+	s := New(cfg)
+	s.MarkServing()
+	hs := s.NewHTTPServer()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(s.Listener(ln))
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().String()
+}
+
+// hostDialer dials its address on the host for every pod and port.
+type hostDialer string
+
+func (d hostDialer) Dial(ctx context.Context, _ nsenter.Target, _ uint16) (*net.TCPConn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, "tcp4", string(d))
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// h2Preface opens HTTP/2 on c, as a client with prior knowledge (or
+// after ALPN) does: the preface, our SETTINGS, and the server's SETTINGS
+// read (and acknowledged). It returns c's framer.
+func h2Preface(t *testing.T, c net.Conn) *http2.Framer {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := fr.ReadFrame(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := f.(*http2.SettingsFrame); !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }
