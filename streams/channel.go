@@ -124,6 +124,7 @@ type chanSession struct {
 
 	wmu     sync.Mutex // one message writer at a time; guards scratch
 	scratch []byte     // the message being written, reused
+	pongs   pongs      // the answers to pings, written beside the messages
 	ports   []*chanPort
 
 	// clientClosed is set when the client's close frame arrives, before
@@ -141,11 +142,11 @@ func (s *chanSession) run(ctx context.Context) {
 		s.ws.SetReadLimit(maxWSMessage)
 	}
 	s.touch()
+	s.pongs = pongs{ws: s.ws, deadline: s.writeDeadline}
 	s.ws.SetPingHandler(func(data string) error {
 		s.touch()
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-		return s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		s.pongs.ping(data)
+		return nil
 	})
 	answerClose := s.ws.CloseHandler()
 	s.ws.SetCloseHandler(func(code int, text string) error {
@@ -187,6 +188,7 @@ func (s *chanSession) run(ctx context.Context) {
 
 	select {
 	case <-allDone:
+		s.pongs.flush(time.Second)
 		s.wmu.Lock()
 		s.ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
@@ -445,7 +447,7 @@ func (s *chanSession) write(ch byte, payload []byte) error {
 		// A message either way keeps the connection alive, as the
 		// kubelet's resetTimeout does on writes too: a download whose
 		// client sends nothing is not idle.
-		s.ws.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		s.ws.SetWriteDeadline(s.writeDeadline())
 		s.touch()
 	}
 	typ := websocket.BinaryMessage
@@ -459,6 +461,15 @@ func (s *chanSession) write(ch byte, payload []byte) error {
 		s.scratch = append(append(s.scratch[:0], ch), payload...)
 	}
 	return s.ws.WriteMessage(typ, s.scratch)
+}
+
+// writeDeadline is the deadline of a write begun now: the idle timeout
+// away, or none.
+func (s *chanSession) writeDeadline() time.Time {
+	if s.cfg.IdleTimeout > 0 {
+		return time.Now().Add(s.cfg.IdleTimeout)
+	}
+	return time.Time{}
 }
 
 // chanPort is one port of a v4 WebSocket; it is the Stream its pump reads
