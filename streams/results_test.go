@@ -1,0 +1,135 @@
+// How forwards end and what they count, as the daemon's metrics see
+// them: each test here was written against a mutation of the package
+// that the other tests let through (the review of the package's tests).
+package streams
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+)
+
+// byteObserver sums Transferred by direction.
+type byteObserver struct {
+	NopObserver
+	mu    sync.Mutex
+	bytes [2]int64
+}
+
+func (o *byteObserver) Transferred(d Direction, n int) {
+	o.mu.Lock()
+	o.bytes[d] += int64(n)
+	o.mu.Unlock()
+}
+
+func (o *byteObserver) get(d Direction) int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bytes[d]
+}
+
+// TestForwardsCountBytesToTheObserver: what a forward moves each way
+// reaches its Observer (the daemon's bytes_total) as well as its result,
+// for Pump and for Splice. Kills Pump not telling the observer, and
+// Splice's copies not counting.
+func TestForwardsCountBytesToTheObserver(t *testing.T) {
+	const up, down = 100 << 10, 300 << 10
+	for _, name := range []string{"pump", "splice"} {
+		t.Run(name, func(t *testing.T) {
+			obs := &byteObserver{}
+			r := newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+				if name == "splice" {
+					return Splice(context.Background(), serverSide, podSide, obs, 0)
+				}
+				return Pump(context.Background(), tcpStream{serverSide}, podSide, obs, 0)
+			})
+			send := func(c *net.TCPConn, n int64) {
+				io.CopyN(c, rand.Reader, n)
+				c.CloseWrite()
+			}
+			go send(r.client, up)
+			go send(r.pod, down)
+			for _, side := range []struct {
+				c    *net.TCPConn
+				want int64
+			}{{r.pod, up}, {r.client, down}} {
+				got, err := readAllTimeout(t, side.c)
+				if err != nil || int64(len(got)) != side.want {
+					t.Fatalf("read %d bytes (%v), want %d", len(got), err, side.want)
+				}
+			}
+			res := r.result(t)
+			if res.Result != ResultOK || res.Up != up || res.Down != down {
+				t.Fatalf("forward: %+v, want ok with %d up and %d down", res, up, down)
+			}
+			if u, d := obs.get(ClientToPod), obs.get(PodToClient); u != up || d != down {
+				t.Fatalf("observer counted %d client→pod and %d pod→client, want %d and %d", u, d, up, down)
+			}
+		})
+	}
+}
+
+// TestPumpResultFollowsItsContextsCause: a Pump ended by its context is
+// a reset when the cause wraps ErrReset (the client reset the stream),
+// but aborted when it wraps ErrConnClosed (the connection under the
+// stream ended: no one reset anything) or is anything else. Kills
+// causeResult taking every ErrReset for a reset.
+func TestPumpResultFollowsItsContextsCause(t *testing.T) {
+	for _, tc := range []struct {
+		cause error
+		want  string
+	}{
+		{fmt.Errorf("data stream: %w", ErrReset), ResultReset},
+		{fmt.Errorf("data stream: %w", ErrConnClosed), ResultAborted},
+		{errors.New("session closed"), ResultAborted},
+	} {
+		t.Run(tc.cause.Error(), func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			r := newPumpRig(t, ctx)
+			cancel(tc.cause)
+			if res := r.result(t); res.Result != tc.want || !errors.Is(res.Err, tc.cause) {
+				t.Fatalf("Pump: %+v, want %s with the cause", res, tc.want)
+			}
+		})
+	}
+}
+
+// connStream is a tcpStream whose connection is the client's multiplexed
+// connection: a failure is the connection's end (ErrConnClosed), as a
+// SPDY stream reports once its connection breaks.
+type connStream struct{ tcpStream }
+
+func (s connStream) Read(p []byte) (int, error) {
+	n, err := s.tcpStream.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read: %w", ErrConnClosed)
+	}
+	return n, err
+}
+
+func (s connStream) Write(p []byte) (int, error) {
+	n, err := s.tcpStream.Write(p)
+	if err != nil {
+		err = fmt.Errorf("write: %w", ErrConnClosed)
+	}
+	return n, err
+}
+
+// TestPumpOnABrokenConnectionIsAborted: a stream whose connection broke
+// under it ends its Pump as aborted, as the session's end does, not as
+// a reset. Kills errResult taking ErrConnClosed for a reset.
+func TestPumpOnABrokenConnectionIsAborted(t *testing.T) {
+	r := newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+		return Pump(context.Background(), connStream{tcpStream{serverSide}}, podSide, NopObserver{}, 0)
+	})
+	r.client.SetLinger(0)
+	r.client.Close() // the connection breaks: an RST
+	if res := r.result(t); res.Result != ResultAborted || !errors.Is(res.Err, ErrConnClosed) {
+		t.Fatalf("Pump: %+v, want aborted with ErrConnClosed", res)
+	}
+}
