@@ -315,8 +315,9 @@ func TestMaxHeadersAreAccepted(t *testing.T) {
 
 // TestDataOnUnopenedStreamIsInvalid: DATA on a stream the client never
 // opened gets RST_STREAM INVALID_STREAM; DATA still in flight on a
-// stream the server reset (its id at most the last opened) gets nothing,
-// it is dropped. Kills dropping the INVALID_STREAM reset.
+// stream the server reset (Stream.Reset: CANCEL) gets nothing, it is
+// dropped. Kills dropping the INVALID_STREAM reset, and Stream.Reset
+// sending another status than CANCEL.
 func TestDataOnUnopenedStreamIsInvalid(t *testing.T) {
 	p := newWirePeer(t, Options{}, func(s *Stream) error {
 		go s.Reset()
@@ -824,4 +825,41 @@ func TestSilentConnectionClosesAtItsIdleTimeout(t *testing.T) {
 	if took := time.Since(start); took < idle || took > 2*idle {
 		t.Fatalf("a silent connection closed after %v, want its idle timeout %v (within one more)", took, idle)
 	}
+}
+
+// TestFinishedStreamLeavesTheTableOnceRead: a stream ended both ways
+// whose consumer reads the last of its bytes after the client's FIN
+// leaves the connection's streams at that read, Reset or not, and no
+// longer counts against MaxStreams. Kills the read not forgetting it.
+func TestFinishedStreamLeavesTheTableOnceRead(t *testing.T) {
+	read := make(chan struct{})
+	done := make(chan error, 1)
+	p := newWirePeer(t, Options{MaxStreams: 1}, func(s *Stream) error {
+		if s.ID() != 1 {
+			return nil
+		}
+		go func() {
+			err := s.CloseWrite() // the pod's EOF
+			<-read
+			if b, rerr := io.ReadAll(s); err == nil && (rerr != nil || string(b) != "last") {
+				err = fmt.Errorf("read %q, %v", b, rerr)
+			}
+			done <- err
+		}()
+		return nil
+	})
+	p.send(syn(1, false), &spdyframe.DataFrame{StreamId: 1, Flags: spdyframe.DataFlagFin, Data: []byte("last")})
+	p.barrier() // the FIN is in, its bytes unread
+	close(read)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	p.send(syn(3, false))
+	p.collect(func(fr spdyframe.Frame) bool {
+		if r, ok := fr.(*spdyframe.RstStreamFrame); ok && r.StreamId == 3 {
+			t.Fatalf("stream 3 refused (status %d): the finished stream 1 still counts against MaxStreams 1", r.Status)
+		}
+		r, ok := fr.(*spdyframe.SynReplyFrame)
+		return ok && r.StreamId == 3
+	}, "SYN_REPLY for stream 3")
 }
