@@ -3,6 +3,7 @@ package nsenter
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,8 @@ func TestPodValidate(t *testing.T) {
 		{"name label too long", Pod{Namespace: "a", Name: strings.Repeat("a", 64)}, false},
 		{"nul byte", Pod{Namespace: "a", Name: "b\x00c"}, false},
 		{"uid with slash", Pod{Namespace: "a", Name: "b", UID: "../x"}, false},
+		{"uid of 128 bytes", Pod{Namespace: "a", Name: "b", UID: strings.Repeat("a", 128)}, true},
+		{"uid of 129 bytes", Pod{Namespace: "a", Name: "b", UID: strings.Repeat("a", 129)}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,5 +70,44 @@ func TestResolveNameTooLongForAFile(t *testing.T) {
 	}
 	if got := Reason(err); got != "not_found" {
 		t.Errorf("Reason: got %q, want not_found", got)
+	}
+}
+
+// TestResolveFileNameOneByteTooLong: a <namespace>_<name> of 256 bytes,
+// one more than a file name may hold, is not found, as a longer one is:
+// open(2) would fail with ENAMETOOLONG, the daemon's 500, not a 404.
+func TestResolveFileNameOneByteTooLong(t *testing.T) {
+	name := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 56)
+	pod := Pod{Namespace: "default", Name: name}
+	if err := pod.Validate(); err != nil {
+		t.Fatalf("Validate(%d-byte name): %v", len(name), err)
+	}
+	r := DirResolver{Dir: t.TempDir()}
+	if n := len(filepath.Base(r.Path(pod))); n != maxFileName+1 {
+		t.Fatalf("the file name has %d bytes, want %d", n, maxFileName+1)
+	}
+	_, err := r.Resolve(context.Background(), pod)
+	if !errors.Is(err, ErrPodNotFound) {
+		t.Fatalf("Resolve(%d-byte file name): got %v, want ErrPodNotFound", maxFileName+1, err)
+	}
+}
+
+// TestNetnsIDSame: two IDs with one inode number are the same namespace
+// only if their kernel namespace IDs agree where both have one: the inode
+// number of a freed namespace is reused, its namespace ID never.
+func TestNetnsIDSame(t *testing.T) {
+	for _, tt := range []struct {
+		a, b NetnsID
+		same bool
+	}{
+		{NetnsID{Inode: 7, Kernel: 40}, NetnsID{Inode: 7, Kernel: 40}, true},
+		{NetnsID{Inode: 7, Kernel: 40}, NetnsID{Inode: 7, Kernel: 41}, false},
+		{NetnsID{Inode: 7, Kernel: 40}, NetnsID{Inode: 8, Kernel: 40}, false},
+		{NetnsID{Inode: 7}, NetnsID{Inode: 7, Kernel: 41}, true}, // one kernel without NS_GET_ID: inodes only
+		{NetnsID{Inode: 7, Kernel: 40}, NetnsID{Inode: 7}, true},
+	} {
+		if got := tt.a.same(tt.b); got != tt.same {
+			t.Errorf("%+v.same(%+v) = %v, want %v", tt.a, tt.b, got, tt.same)
+		}
 	}
 }

@@ -144,3 +144,46 @@ func TestDialWithMultipathTCPIsOneSocket(t *testing.T) {
 		t.Errorf("Reason: %q, want refused", got)
 	}
 }
+
+// TestDialUnreachableBothWays: a pod with no ::1 whose ephemeral ports
+// toward its own 127.0.0.1:port are all taken can be reached on neither
+// address: EADDRNOTAVAIL twice, which dial_errors_total counts as
+// "unreachable", not as the pod refusing or as the daemon's own failure.
+func TestDialUnreachableBothWays(t *testing.T) {
+	name, path := newNetns(t)
+	inNetns(t, name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1")
+	ln := listenIn(t, path, "tcp4", "127.0.0.1:0")
+	if p := ln.Addr().(*net.TCPAddr).Port; p == 40000 || p == 40001 {
+		t.Skipf("the pod's port %d is one of the two ephemeral ports the test leaves it", p)
+	}
+	inNetns(t, name, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	for range 2 { // the pod's two ephemeral ports, taken
+		c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, port)
+		if err != nil {
+			t.Fatalf("Dial with ephemeral ports free: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, port)
+	if c != nil {
+		c.Close()
+		t.Fatalf("Dial connected to %v from %v, want no address reachable", c.RemoteAddr(), c.LocalAddr())
+	}
+	var le *LoopbackError
+	if !errors.As(err, &le) || !errors.Is(le.IPv4, syscall.EADDRNOTAVAIL) || !errors.Is(le.IPv6, syscall.EADDRNOTAVAIL) {
+		t.Fatalf("Dial: %v; want both addresses to say they cannot be assigned", err)
+	}
+	if got := Reason(err); got != "unreachable" {
+		t.Errorf("Reason(%v) = %q, want unreachable", err, got)
+	}
+}
