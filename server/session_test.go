@@ -1,0 +1,173 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/portforwardd/portforwardd/nsenter"
+)
+
+// portDialer dials a host listener standing in for every pod, and says
+// which pod port each dial asked for.
+type portDialer struct {
+	addr  string
+	ports chan uint16
+}
+
+func (d portDialer) Dial(ctx context.Context, _ nsenter.Target, port uint16) (*net.TCPConn, error) {
+	d.ports <- port
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, "tcp4", d.addr)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// echoPods is a host listener that echoes each of its connections until
+// the client's FIN.
+func echoPods(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln
+}
+
+// serveWith serves s on a loopback listener through s.Listener and
+// returns its address.
+func serveWith(t *testing.T, s *Server) string {
+	t.Helper()
+	hs := s.NewHTTPServer()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hs.Serve(s.Listener(ln))
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().String()
+}
+
+// TestTokenWebSocketPorts: a v4 WebSocket on a CRI token's URL forwards
+// the ports of its query when it names any, as the kubelet's streaming
+// server does, and the ports of the CRI request only when it names none.
+func TestTokenWebSocketPorts(t *testing.T) {
+	d := portDialer{addr: echoPods(t).Addr().String(), ports: make(chan uint16, 4)}
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: d, Tokens: fuzzTokens{}}) // grants Ports: 8080
+	addr := serveWith(t, s)
+	for _, tc := range []struct {
+		query string
+		want  uint16
+	}{
+		{"", 8080},
+		{"?port=9090", 9090},
+	} {
+		t.Run("query "+tc.query, func(t *testing.T) {
+			ws, resp, err := (&websocket.Dialer{Subprotocols: []string{ProtocolV4Binary}, HandshakeTimeout: 30 * time.Second}).
+				Dial("ws://"+addr+"/portforward/AbCd_-12"+tc.query, nil)
+			if err != nil {
+				t.Fatalf("v4 WebSocket upgrade: %v (%v)", err, resp)
+			}
+			defer ws.Close()
+			select {
+			case got := <-d.ports:
+				if got != tc.want {
+					t.Errorf("dialed the pod's port %d, want %d", got, tc.want)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the pod was not dialed")
+			}
+		})
+	}
+}
+
+// sessionsEnded reads portforwardd_sessions_total{protocol, result}.
+func sessionsEnded(t *testing.T, s *Server, protocol, result string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := s.m.sessionsTotal.WithLabelValues(protocol, result).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// TestSessionResultSaysShutdown: portforwardd_sessions_total counts a
+// session that ends while the server drains as result="shutdown", and one
+// that ends before as "closed", so that a dashboard tells the sessions a
+// rollout ended from those their clients did.
+func TestSessionResultSaysShutdown(t *testing.T) {
+	d := portDialer{addr: echoPods(t).Addr().String(), ports: make(chan uint16, 4)}
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: d})
+	s.MarkServing()
+	addr := serveWith(t, s)
+	forward := func() net.Conn {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(c, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("connect-tcp upgrade: %v, %v", resp, err)
+		}
+		io.WriteString(c, "ping")
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo: %q, %v", buf, err)
+		}
+		return c
+	}
+	ended := func(result string, want float64) {
+		t.Helper()
+		waitFor(t, func() bool { return sessionsEnded(t, s, protocolRaw, result) == want }, func() string {
+			return fmt.Sprintf("sessions_total{raw,%s} = %v, want %v", result, sessionsEnded(t, s, protocolRaw, result), want)
+		})
+	}
+
+	forward().Close()
+	ended("closed", 1)
+
+	c := forward()
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		drained <- s.Drain(ctx)
+	}()
+	waitFor(t, func() bool { return !s.Ready() }, func() string { return "the drain did not begin" })
+	c.Close()
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if got := sessionsEnded(t, s, protocolRaw, "shutdown"); got != 1 {
+		t.Errorf("sessions_total{raw,shutdown} = %v after a session ended during the drain, want 1", got)
+	}
+	if got := sessionsEnded(t, s, protocolRaw, "closed"); got != 1 {
+		t.Errorf("sessions_total{raw,closed} = %v, want the 1 that ended before the drain", got)
+	}
+}
