@@ -108,6 +108,13 @@ func TestH2StreamRefusedAfterTooMuchIsNotSentAgain(t *testing.T) {
 	}
 }
 
+// TestH2StreamRefusedAtTheReplayCapIsSentAgain: a local client that sent
+// exactly as much as the CLI keeps (h2ReplayMax) before the stream was
+// refused has it all sent again; only a byte more is too much.
+func TestH2StreamRefusedAtTheReplayCapIsSentAgain(t *testing.T) {
+	h2RefusalCaseOf(t, h2ReplayMax, "", sentSome, refuseAfter(h2ReplayMax))
+}
+
 // scriptFront listens in front of a server; the first len(scripts)
 // HTTP/2 connections it takes are answered by scripts[i] (with a Framer
 // whose SETTINGS it has sent), every other goes through to the server.
@@ -245,8 +252,14 @@ const (
 // when says), and must read the greeting and its bytes back, once and in
 // order, through one stream that reached the daemon.
 func h2RefusalCase(t *testing.T, greeting string, when before, scripts ...func(t *testing.T, fr *http2.Framer, c net.Conn)) {
+	h2RefusalCaseOf(t, 100<<10, greeting, when, scripts...)
+}
+
+// h2RefusalCaseOf is h2RefusalCase with a local client that sends size
+// bytes.
+func h2RefusalCaseOf(t *testing.T, size int, greeting string, when before, scripts ...func(t *testing.T, fr *http2.Framer, c net.Conn)) {
 	h := startH2Front(t, greeting, scripts...)
-	msg := make([]byte, 100<<10)
+	msg := make([]byte, size)
 	for i := range msg {
 		msg[i] = byte(rand.IntN(256))
 	}
