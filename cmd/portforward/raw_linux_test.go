@@ -178,3 +178,72 @@ func TestLocalGoneAfterItsFINWhileServerSilent(t *testing.T) {
 		})
 	}
 }
+
+// TestH2LocalDialShortageFailsOneConnection: an h2 forward whose dial of
+// the server fails for want of a local resource (here a file descriptor:
+// EMFILE) fails that connection only; the server is not lost, and the
+// next connection, once descriptors are free, is forwarded. (The raw
+// transport's case is e2e's TestCLIRawLocalDialFailureFailsOneConnection.)
+func TestH2LocalDialShortageFailsOneConnection(t *testing.T) {
+	d := startFakeDaemon(t, "hi\n")
+	c, pid := startCLIProcess(t, "--server", d.URL, "--transport", "h2", "--address", "127.0.0.1", "pod", ":22")
+	port := c.localPort(t)
+	// The lowest free descriptor is left to the accept; the dial of the
+	// HTTP/2 connection (the first: the probe had a client of its own)
+	// needs the next one, which the limit forbids.
+	var free []int
+	for fd := 0; len(free) < 2; fd++ {
+		if _, err := os.Lstat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); os.IsNotExist(err) {
+			free = append(free, fd)
+		}
+	}
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free[1]), Max: old.Max}, nil); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil)
+		}
+	}
+	defer restore()
+	failed, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer failed.Close()
+	failed.SetDeadline(time.Now().Add(failAfter))
+	if _, err := io.ReadAll(failed); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the connection whose dial failed is still open")
+	}
+	want := "an error occurred forwarding " + port + " -> 22: "
+	_, ok := c.stderr.waitFor(t, want+"…too many open files", c.exited, func(s string) bool {
+		return strings.Contains(s, want) && strings.Contains(s, "too many open files")
+	})
+	restore()
+	if !ok {
+		t.Fatalf("the CLI exited (%d); stderr %q", c.code, c.stderr)
+	}
+	echoOnce(t, port, "hi\n", "after the shortage")
+	c.stop()
+	if code := c.exitCode(t, "SIGINT"); code != 0 {
+		t.Errorf("exit %d after SIGINT, want 0; stderr %q", code, c.stderr)
+	}
+	// The accept may itself have run short (the descriptor numbers can
+	// move between the scan and the limit): the CLI then says so and
+	// accepts again, and the dial fails as wanted.
+	var errLines []string
+	for _, l := range lines(c.stderr.String()) {
+		if !strings.HasPrefix(l, "error accepting connection on port "+port+": ") {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 || !strings.HasPrefix(errLines[0], want) {
+		t.Errorf("stderr %q, want one line %q…too many open files (besides accept retries)", c.stderr, want)
+	}
+}
