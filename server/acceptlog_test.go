@@ -1,11 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -72,4 +75,45 @@ func TestAcceptShortOfMemoryIsRetried(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestAcceptShortageEpisodeGoesOnWhileAcceptsFail: when the calm timer of
+// an episode fires while accepts are still failing (the last failure is
+// newer than acceptCalm), the episode goes on: no "accepting connections
+// again" while clients still wait, and no second warning for the same
+// shortage when the next accept fails. The timer's run is made here by
+// calling settle, as the timer would, right after a failure.
+func TestAcceptShortageEpisodeGoesOnWhileAcceptsFail(t *testing.T) {
+	var logs syncBuffer
+	a := newAcceptShortage(slog.New(slog.NewTextHandler(&logs, nil)), "--listen")
+	defer a.close()
+	emfile := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	a.failed(emfile)
+	a.settle() // the calm timer, with the last failure just now
+	a.failed(emfile)
+	if got := strings.Count(logs.String(), "cannot accept connections"); got != 1 {
+		t.Errorf("%d warnings for one episode, want 1; log:\n%s", got, logs.String())
+	}
+	if strings.Contains(logs.String(), "accepting connections again") {
+		t.Errorf("the episode was said to be over while accepts still failed; log:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a timer's goroutine may write while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -169,5 +170,57 @@ func TestSessionResultSaysShutdown(t *testing.T) {
 	}
 	if got := sessionsEnded(t, s, protocolRaw, "closed"); got != 1 {
 		t.Errorf("sessions_total{raw,closed} = %v, want the 1 that ended before the drain", got)
+	}
+}
+
+// gatedResolver resolves every pod once the test opens its gate, and
+// says when a resolve has begun.
+type gatedResolver struct {
+	started chan struct{}
+	gate    chan struct{}
+}
+
+func (r gatedResolver) Resolve(context.Context, nsenter.Pod) (nsenter.Target, error) {
+	r.started <- struct{}{}
+	<-r.gate
+	return nsenter.Target{Path: "/nonexistent/netns/pod"}, nil
+}
+
+// TestDrainEndsSPDYSessionSetUpDuringIt: a SPDY session whose request was
+// being resolved when the drain began is drained as it starts: with no
+// stream open it ends at once, and the drain with it, rather than
+// keeping the drain until its deadline and being cut then.
+func TestDrainEndsSPDYSessionSetUpDuringIt(t *testing.T) {
+	res := gatedResolver{started: make(chan struct{}, 1), gate: make(chan struct{})}
+	s := New(Config{Resolver: res, Dialer: refusingDialer{}})
+	addr := serveWith(t, s)
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "POST /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
+	<-res.started
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- s.Drain(ctx)
+	}()
+	for draining := false; !draining; {
+		s.mu.Lock()
+		draining = s.draining
+		s.mu.Unlock()
+		runtime.Gosched()
+	}
+	close(res.gate)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade while the drain began: %v, %v", resp, err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v; want the idle session drained as it started", err)
 	}
 }
