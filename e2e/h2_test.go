@@ -302,10 +302,11 @@ func TestH2DrainTimeoutClosesStuckStream(t *testing.T) {
 // TestH2WindowsFollowBufferFlags: the daemon's HTTP/2 flow control holds
 // a client to --stream-buffer-bytes per stream (SETTINGS_INITIAL_WINDOW_SIZE)
 // and --session-buffer-bytes per connection (the connection's window), as
-// the SPDY engine's buffers are bounded.
+// the SPDY engine's buffers are bounded. Neither is 1 MiB, Go's default
+// for both: a window the daemon failed to set would pass as set.
 func TestH2WindowsFollowBufferFlags(t *testing.T) {
-	const stream, session = 1 << 20, 3 << 20
-	d := startDaemon(t, "--stream-buffer-bytes", "1Mi", "--session-buffer-bytes", "3Mi")
+	const stream, session = 2 << 20, 5 << 20
+	d := startDaemon(t, "--stream-buffer-bytes", "2Mi", "--session-buffer-bytes", "5Mi")
 	c, err := net.Dial("tcp4", d.addr)
 	if err != nil {
 		t.Fatal(err)
