@@ -39,6 +39,10 @@ func TestProbeTransport(t *testing.T) {
 			w.Header().Set(server.HeaderTransports, "h2, spdy")
 			w.WriteHeader(http.StatusNoContent)
 		}, "h2", ""},
+		{"200, not 204", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(server.HeaderTransports, "connect-tcp, h2")
+			w.WriteHeader(http.StatusOK)
+		}, "raw", ""},
 		{"a kubelet", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
 		}, "", ""},

@@ -2,7 +2,9 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -142,4 +144,23 @@ func TestAcceptRetriesAfterAnUnknownError(t *testing.T) {
 	if stderr.String() != want {
 		t.Errorf("stderr %q, want %q", stderr.String(), want)
 	}
+}
+
+// TestRawHTTPSServerWithoutPort: an https --server that names no port is
+// dialed on 443, as the probe and the h2 transport (net/http) dial it,
+// not on http's 80.
+func TestRawHTTPSServerWithoutPort(t *testing.T) {
+	host := fmt.Sprintf("127.0.%d.%d", 1+rand.IntN(254), 1+rand.IntN(254))
+	ln, err := net.Listen("tcp4", host+":443")
+	if err != nil {
+		t.Skipf("listen on %s:443: %v", host, err)
+	}
+	d := &fakeDaemon{greeting: "hi\n", uris: make(chan string, 100)}
+	d.Server = httptest.NewUnstartedServer(http.HandlerFunc(d.serve))
+	d.Listener.Close()
+	d.Listener = ln
+	d.StartTLS()
+	t.Cleanup(d.Close)
+	c := startCLI(t, "--server", "https://"+host, "--insecure-skip-tls-verify", "--transport", "raw", "--address", "127.0.0.1", "pod", ":22")
+	echoOnce(t, c.localPort(t), "hi\n", "over 443")
 }
