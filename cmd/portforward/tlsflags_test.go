@@ -60,8 +60,8 @@ func TestClientCertificateFlags(t *testing.T) {
 			name, want string
 			flags      []string
 		}{
-			{"certificate without key", "--client-key", []string{"--client-certificate", certFile}},
-			{"key without certificate", "--client-certificate", []string{"--client-key", keyFile}},
+			{"certificate without key", "--client-key is needed too", []string{"--client-certificate", certFile}},
+			{"key without certificate", "--client-certificate is needed too", []string{"--client-key", keyFile}},
 			{"key of another certificate", "private key does not match public key", []string{"--client-certificate", certFile, "--client-key", otherKey}},
 		} {
 			t.Run(transport+"/"+tt.name, func(t *testing.T) {
