@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"testing"
 	"time"
@@ -222,5 +223,22 @@ func TestDrainEndsSPDYSessionSetUpDuringIt(t *testing.T) {
 	}
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v; want the idle session drained as it started", err)
+	}
+}
+
+// TestTokenRefusalNamesTheSandbox: a forward on a CRI token's URL names
+// its pod by the sandbox ID in its answers and log lines, as the kubelet's
+// streaming library does: a pod dial that fails is a 502 saying which
+// sandbox could not be reached.
+func TestTokenRefusalNamesTheSandbox(t *testing.T) {
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: refusingDialer{}, Tokens: fuzzTokens{}})
+	r := httptest.NewRequest(http.MethodGet, "/portforward/AbCd_-12?port=80", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", UpgradeConnectTCP)
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	want := "error forwarding port 80 to pod 0123abcd, uid : connect: connection refused\n"
+	if w.Code != http.StatusBadGateway || w.Body.String() != want {
+		t.Errorf("%d %q, want 502 %q", w.Code, w.Body.String(), want)
 	}
 }
