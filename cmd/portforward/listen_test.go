@@ -91,6 +91,8 @@ func TestListenLikeKubectl(t *testing.T) {
 		{"one port busy", "localhost", []string{free + ":80", busy + ":81"}, ""},
 		{"one port twice", "localhost", []string{free + ":80", free + ":81", free2 + ":82"}, ""},
 		{"every port busy", "127.0.0.1", []string{busy + ":80"}, ""},
+		// Two "Unable to listen" lines; the error is still one line.
+		{"every port busy, two ports", "127.0.0.1", []string{busy + ":80", busy + ":81"}, ""},
 		{"explicit address busy", "127.0.0.1,::1", []string{busy + ":80", free + ":81"}, ""},
 	} {
 		for _, transport := range []string{"raw", "h2"} {

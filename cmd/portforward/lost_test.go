@@ -103,17 +103,24 @@ func TestServerBusyFailsOneConnection(t *testing.T) {
 }
 
 // TestExplicitTransportChecksServer: --transport raw or h2 asks the server
-// first, as auto does, so a server that is down or a pod that does not
-// exist fails before anything listens.
+// first, as auto does, so a server that is down, a pod that does not
+// exist, or a forward the server forbids (which auto alone tolerates in
+// the probe, for a kubelet's sake) fails before anything listens.
 func TestExplicitTransportChecksServer(t *testing.T) {
 	noPod := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "pod does not exist", http.StatusNotFound)
 	}))
 	defer noPod.Close()
+	const refusal = "Forbidden (user=bob, verb=create, resource=nodes, subresource(s)=[proxy])"
+	forbidden := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, refusal, http.StatusForbidden)
+	}))
+	defer forbidden.Close()
 	for _, transport := range []string{"raw", "h2"} {
 		for _, tc := range []struct{ name, server, want string }{
 			{"server down", "http://127.0.0.1:" + freePorts(t, 1)[0], "connection refused"},
 			{"no such pod", noPod.URL, "pod does not exist"},
+			{"forbidden", forbidden.URL, refusal},
 		} {
 			t.Run(transport+"/"+tc.name, func(t *testing.T) {
 				c := startCLI(t, "--server", tc.server, "--transport", transport, "--address", "127.0.0.1", "pod", ":80")

@@ -46,6 +46,9 @@ func TestProbeTransport(t *testing.T) {
 		{"a kubelet", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
 		}, "", ""},
+		{"a server without the route", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "404 page not found", http.StatusNotFound)
+		}, "", ""},
 		{"unknown pod", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "pod does not exist", http.StatusNotFound)
 		}, "", "pod does not exist"},
