@@ -242,3 +242,36 @@ func TestTokenRefusalNamesTheSandbox(t *testing.T) {
 		t.Errorf("%d %q, want 502 %q", w.Code, w.Body.String(), want)
 	}
 }
+
+// TestRawForwardOutlivesTheAnswerDeadline: the 101 of a connect-tcp
+// upgrade is written with a deadline (the read-header timeout); the
+// forward then has none, and carries bytes both ways after it passed.
+func TestRawForwardOutlivesTheAnswerDeadline(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	d := portDialer{addr: echoPods(t).Addr().String(), ports: make(chan uint16, 1)}
+	s := New(Config{Resolver: fuzzResolver{}, Dialer: d, ReadHeaderTimeout: timeout})
+	addr := serveWith(t, s)
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("connect-tcp upgrade: %v, %v", resp, err)
+	}
+	upgraded := time.Now()
+	for i := 0; time.Since(upgraded) < 5*timeout; i++ {
+		msg := fmt.Sprintf("echo %d", i)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatalf("write %v after the 101: %v", time.Since(upgraded), err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("%v after the 101: read %q, %v; want %q", time.Since(upgraded), got, err, msg)
+		}
+	}
+}
