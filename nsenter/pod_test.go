@@ -26,6 +26,9 @@ func TestPodValidate(t *testing.T) {
 		{"leading dash", Pod{Namespace: "-a", Name: "web"}, false},
 		{"trailing dash", Pod{Namespace: "a", Name: "web-"}, false},
 		{"namespace too long", Pod{Namespace: strings.Repeat("a", 64), Name: "web"}, false},
+		{"dotted namespace", Pod{Namespace: "kube.system", Name: "web"}, false}, // a label, not a subdomain
+		{"name of 253 bytes", Pod{Namespace: "a", Name: strings.Repeat("a.", 126) + "a"}, true},
+		{"name of 254 bytes", Pod{Namespace: "a", Name: strings.Repeat("a.", 126) + "ab"}, false},
 		{"name too long", Pod{Namespace: "a", Name: strings.Repeat("a.", 127) + "a"}, false},
 		{"name label too long", Pod{Namespace: "a", Name: strings.Repeat("a", 64)}, false},
 		{"nul byte", Pod{Namespace: "a", Name: "b\x00c"}, false},
