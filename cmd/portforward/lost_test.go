@@ -233,3 +233,50 @@ func TestServerThatNeverHandshakes(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerThatForwardsNothingFailsTheConnection: a server that answers
+// a forward with a status that is not the transport's own (raw: a 200 to
+// the upgrade, from a server that ignores Upgrade; h2: a redirect, which
+// the CLI does not follow) forwards nothing: the local connection gets no
+// byte of that answer, and the error says what the server said.
+func TestAnswerThatForwardsNothingFailsTheConnection(t *testing.T) {
+	for _, tc := range []struct {
+		transport string
+		status    int
+	}{
+		{"raw", http.StatusOK},
+		{"h2", http.StatusTemporaryRedirect},
+	} {
+		t.Run(tc.transport, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodOptions {
+					w.Header().Set(server.HeaderTransports, "connect-tcp, h2")
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+				w.Header().Set("Location", "/elsewhere")
+				w.WriteHeader(tc.status)
+				io.WriteString(w, "not a forward\n")
+			}))
+			srv.Config.Protocols = new(http.Protocols)
+			srv.Config.Protocols.SetHTTP1(true)
+			srv.Config.Protocols.SetUnencryptedHTTP2(true)
+			srv.Start()
+			t.Cleanup(srv.Close)
+			c := startCLI(t, "--server", srv.URL, "--transport", tc.transport, "--address", "127.0.0.1", "pod", ":80")
+			port := c.localPort(t)
+			conn, err := net.Dial("tcp4", "127.0.0.1:"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(failAfter))
+			got, err := io.ReadAll(conn)
+			if errors.Is(err, os.ErrDeadlineExceeded) || len(got) > 0 {
+				t.Errorf("the local connection read %q, %v; want it closed with nothing", got, err)
+			}
+			want := "an error occurred forwarding " + port + " -> 80: not a forward\n"
+			c.stderr.waitFor(t, want, c.exited, func(s string) bool { return s == want })
+		})
+	}
+}
