@@ -35,6 +35,7 @@ func TestReasonLocalShortageIsTheDaemons(t *testing.T) {
 		{"IPv4 timed out, IPv6 refused", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", context.DeadlineExceeded), IPv6: refused}, "timeout"},
 		{"IPv4 refused, IPv6 timed out", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: timedOut}, "timeout"},
 		{"IPv4 refused, IPv6 unreachable", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: dial("tcp6", "::1", "connect", syscall.EADDRNOTAVAIL)}, "refused"},
+		{"IPv4 forbidden by a firewall, no IPv6", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.EPERM), IPv6: dial("tcp6", "::1", "connect", syscall.EADDRNOTAVAIL)}, "unreachable"},
 		{"IPv4 out of ephemeral ports, IPv6 refused", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.EADDRNOTAVAIL), IPv6: refused}, "other"},
 		{"both refused", &LoopbackError{Port: 8080, IPv4: dial("tcp4", "127.0.0.1", "connect", syscall.ECONNREFUSED), IPv6: refused}, "refused"},
 		{"netns open out of fds", fmt.Errorf("open netns /run/netns/a_b: %w", syscall.EMFILE), "other"},

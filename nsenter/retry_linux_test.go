@@ -145,11 +145,12 @@ func TestDialWithMultipathTCPIsOneSocket(t *testing.T) {
 	}
 }
 
-// TestDialUnreachableBothWays: a pod with no ::1 whose ephemeral ports
+// TestDialOutOfPortsWithoutIPv6: a pod with no ::1 whose ephemeral ports
 // toward its own 127.0.0.1:port are all taken can be reached on neither
 // address: EADDRNOTAVAIL twice, which dial_errors_total counts as
-// "unreachable", not as the pod refusing or as the daemon's own failure.
-func TestDialUnreachableBothWays(t *testing.T) {
+// "other", the daemon's own connections having taken the ports, not as
+// the pod refusing or its network being unreachable.
+func TestDialOutOfPortsWithoutIPv6(t *testing.T) {
 	name, path := newNetns(t)
 	inNetns(t, name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.lo.disable_ipv6=1")
 	ln := listenIn(t, path, "tcp4", "127.0.0.1:0")
@@ -183,7 +184,7 @@ func TestDialUnreachableBothWays(t *testing.T) {
 	if !errors.As(err, &le) || !errors.Is(le.IPv4, syscall.EADDRNOTAVAIL) || !errors.Is(le.IPv6, syscall.EADDRNOTAVAIL) {
 		t.Fatalf("Dial: %v; want both addresses to say they cannot be assigned", err)
 	}
-	if got := Reason(err); got != "unreachable" {
-		t.Errorf("Reason(%v) = %q, want unreachable", err, got)
+	if got := Reason(err); got != "other" {
+		t.Errorf("Reason(%v) = %q, want other", err, got)
 	}
 }
