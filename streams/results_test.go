@@ -4,6 +4,7 @@
 package streams
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // byteObserver sums Transferred by direction.
@@ -131,5 +133,88 @@ func TestPumpOnABrokenConnectionIsAborted(t *testing.T) {
 	r.client.Close() // the connection breaks: an RST
 	if res := r.result(t); res.Result != ResultAborted || !errors.Is(res.Err, ErrConnClosed) {
 		t.Fatalf("Pump: %+v, want aborted with ErrConnClosed", res)
+	}
+}
+
+// TestDownloadOutlivesThePodsOrderlyClose: a download cut short by
+// nothing. The client half-closes and then does not read; the forward
+// passes its FIN on to the pod, which answers with its data and its FIN.
+// The daemon's pod socket, FIN sent and FIN received, is then in
+// TCP_CLOSE, while the forward still holds the pod's bytes (in the
+// socket's queue and the copy's buffer or pipe) for a client that reads
+// slowly. That TCP_CLOSE is an orderly end, not a reset: the watch must
+// let the forward deliver everything, for Pump and for Splice. Kills
+// Watch ignoring FinSent, which took the socket for reset and cut the
+// client off with a reset and less than the pod sent.
+func TestDownloadOutlivesThePodsOrderlyClose(t *testing.T) {
+	if !haveTCPInfo {
+		t.Skip("no TCP_INFO here: nothing watches the sockets")
+	}
+	const size = 2 << 20 // over Splice's pipe (1 MiB) and the client's buffers
+	for name, forward := range idleForwards {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			podSides := make(chan *net.TCPConn, 1)
+			r := newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+				// The client's path holds little (its socket's own
+				// buffer is left alone: in Linux one shrunk once
+				// connected and left unread for a while stalls for
+				// longer than the test waits); the daemon's pod socket
+				// takes all the pod sends, so the pod's FIN gets in
+				// while the client has not read.
+				serverSide.SetWriteBuffer(4 << 10)
+				podSide.SetReadBuffer(4 << 20)
+				podSides <- podSide
+				return forward(0)(serverSide, podSide)
+			})
+			podSide := <-podSides
+
+			// The client's FIN reaches the pod: the forward has sent our
+			// FIN on the pod's connection.
+			if err := r.client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := readAllTimeout(t, r.pod); err != nil || len(got) != 0 {
+				t.Fatalf("pod read %d bytes, %v; want EOF", len(got), err)
+			}
+			want := make([]byte, size)
+			rand.Read(want)
+			sent := make(chan error, 1)
+			go func() {
+				_, err := r.pod.Write(want)
+				if err == nil {
+					err = r.pod.CloseWrite()
+				}
+				sent <- err
+			}()
+			rc, err := podSide.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the daemon's pod socket in TCP_CLOSE after both FINs", func() bool {
+				info, ok := tcpInfo(rc)
+				return ok && info.closed
+			})
+			if err := <-sent; err != nil {
+				t.Fatalf("pod write: %v", err)
+			}
+			// The time is the subject: Watch looks every goneWatchEvery,
+			// and must look at the socket in this state, at least twice
+			// unless a timer is late by half a look, while the client
+			// does not read.
+			select {
+			case res := <-r.done:
+				t.Fatalf("forward ended while the client had not read: %+v", res)
+			case <-time.After(2*goneWatchEvery + goneWatchEvery/2):
+			}
+
+			got, err := readAllTimeout(t, r.client)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("client read %d bytes (%v), want the pod's %d then EOF", len(got), err, size)
+			}
+			if res := r.result(t); res.Result != ResultOK || res.Up != 0 || res.Down != size {
+				t.Fatalf("forward: %+v, want ok with 0 up and %d down", res, size)
+			}
+		})
 	}
 }
