@@ -223,19 +223,45 @@ func rawClient(t *testing.T, opts Options) (*spdyframe.Framer, net.Conn, *Conn) 
 	return f, a, srv
 }
 
+// frameWait is how long a test waits for the server's next frame: a
+// regression fails the test, saying what it waited for, instead of
+// hanging it until the package's timeout.
+const frameWait = 10 * time.Second
+
+// readUntil reads the server's frames from f, whose connection is nc,
+// until done returns true for one, and returns that one. It fails the
+// test, saying it waited for what and which frames came last, when the
+// connection ends or no frame comes for frameWait. It leaves nc with no
+// read deadline.
+func readUntil(t *testing.T, f *spdyframe.Framer, nc net.Conn, what string, done func(spdyframe.Frame) bool) spdyframe.Frame {
+	t.Helper()
+	defer nc.SetReadDeadline(time.Time{})
+	var last []spdyframe.Frame // the last few frames read, for the failure
+	for {
+		nc.SetReadDeadline(time.Now().Add(frameWait))
+		fr, err := f.ReadFrame()
+		if err != nil {
+			t.Fatalf("no %s: %v; the last frames before: %s", what, err, describe(last))
+		}
+		if done(fr) {
+			return fr
+		}
+		if len(last) == 16 {
+			last = last[1:]
+		}
+		last = append(last, fr)
+	}
+}
+
 func TestWireSettingsRepliesAndWindowUpdates(t *testing.T) {
-	f, _, _ := rawClient(t, Options{StreamBuffer: 64 << 10})
+	f, nc, _ := rawClient(t, Options{StreamBuffer: 64 << 10})
 	go func() {
 		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"Port": {"80"}}})
 		f.WriteFrame(&spdyframe.PingFrame{Id: 7})
 		f.WriteFrame(&spdyframe.DataFrame{StreamId: 1, Data: make([]byte, 40<<10)})
 	}()
 	var sawSettings, sawReply, sawPing, sawWindow bool
-	for !(sawSettings && sawReply && sawPing && sawWindow) {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	readUntil(t, f, nc, "SETTINGS, SYN_REPLY 1, PING 7 and a WINDOW_UPDATE of 32 KiB or more for stream 1", func(fr spdyframe.Frame) bool {
 		switch fr := fr.(type) {
 		case *spdyframe.SettingsFrame:
 			sawSettings = len(fr.FlagIdValues) == 1 && fr.FlagIdValues[0].Id == spdyframe.SettingsInitialWindowSize && fr.FlagIdValues[0].Value == 64<<10
@@ -247,7 +273,8 @@ func TestWireSettingsRepliesAndWindowUpdates(t *testing.T) {
 			// Half the 64 KiB budget consumed: the stream gets its window back.
 			sawWindow = sawWindow || fr.StreamId == 1 && fr.DeltaWindowSize >= 32<<10
 		}
-	}
+		return sawSettings && sawReply && sawPing && sawWindow
+	})
 }
 
 func TestWireProtocolErrors(t *testing.T) {
@@ -255,26 +282,27 @@ func TestWireProtocolErrors(t *testing.T) {
 		name   string
 		frames []spdyframe.Frame
 		raw    []byte
+		what   string // the frame wanted
 		want   func(spdyframe.Frame) bool
 	}{
 		{"stream id goes backwards", []spdyframe.Frame{
 			&spdyframe.SynStreamFrame{StreamId: 5, Headers: http.Header{"A": {"b"}}},
 			&spdyframe.SynStreamFrame{StreamId: 3, Headers: http.Header{"A": {"b"}}},
-		}, nil, func(fr spdyframe.Frame) bool {
+		}, nil, "RST_STREAM 3 PROTOCOL_ERROR", func(fr spdyframe.Frame) bool {
 			r, ok := fr.(*spdyframe.RstStreamFrame)
 			return ok && r.StreamId == 3 && r.Status == spdyframe.ProtocolError
 		}},
 		{"even stream id", []spdyframe.Frame{
 			&spdyframe.SynStreamFrame{StreamId: 2, Headers: http.Header{"A": {"b"}}},
-		}, nil, func(fr spdyframe.Frame) bool {
+		}, nil, "RST_STREAM 2 PROTOCOL_ERROR", func(fr spdyframe.Frame) bool {
 			r, ok := fr.(*spdyframe.RstStreamFrame)
 			return ok && r.StreamId == 2 && r.Status == spdyframe.ProtocolError
 		}},
-		{"oversized control frame", nil, []byte{0x80, 3, 0, 4, 0, 0x10, 0, 0}, func(fr spdyframe.Frame) bool {
+		{"oversized control frame", nil, []byte{0x80, 3, 0, 4, 0, 0x10, 0, 0}, "GOAWAY PROTOCOL_ERROR", func(fr spdyframe.Frame) bool {
 			g, ok := fr.(*spdyframe.GoAwayFrame)
 			return ok && g.Status == spdyframe.GoAwayProtocolError
 		}},
-		{"data on stream 0", nil, []byte{0, 0, 0, 0, 0, 0, 0, 1, 'x'}, func(fr spdyframe.Frame) bool {
+		{"data on stream 0", nil, []byte{0, 0, 0, 0, 0, 0, 0, 1, 'x'}, "GOAWAY PROTOCOL_ERROR", func(fr spdyframe.Frame) bool {
 			g, ok := fr.(*spdyframe.GoAwayFrame)
 			return ok && g.Status == spdyframe.GoAwayProtocolError
 		}},
@@ -288,15 +316,7 @@ func TestWireProtocolErrors(t *testing.T) {
 				}
 				raw.Write(tt.raw)
 			}()
-			for {
-				fr, err := f.ReadFrame()
-				if err != nil {
-					t.Fatalf("no matching frame before %v", err)
-				}
-				if tt.want(fr) {
-					return
-				}
-			}
+			readUntil(t, f, raw, tt.what, tt.want)
 		})
 	}
 }

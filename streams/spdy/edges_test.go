@@ -21,7 +21,7 @@ import (
 // bug it sees neither and client-go's remote→local copy hangs forever.
 func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 	got := make(chan *Stream, 2)
-	f, _, srv := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
+	f, nc, srv := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
 	go func() {
 		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
 		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 3, Headers: http.Header{"A": {"b"}}})
@@ -30,15 +30,13 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 	if s1.ID() != 1 {
 		s1, s3 = s3, s1
 	}
-	for replies := 0; replies < 2; {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	replies := 0
+	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
 		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
 			replies++
 		}
-	}
+		return replies == 2
+	})
 	// The writer is busy with stream 1 (the client does not read now).
 	const size = 1 << 20
 	wrote := make(chan error, 1)
@@ -63,11 +61,7 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 	var ended bool
 	n := 0
 	pinged := false
-	for {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	readUntil(t, f, nc, "stream 1's data, then the echo of PING 99", func(fr spdyframe.Frame) bool {
 		switch fr := fr.(type) {
 		case *spdyframe.DataFrame:
 			if fr.StreamId == 3 && fr.Flags&spdyframe.DataFlagFin != 0 {
@@ -85,7 +79,7 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 				if !ended {
 					t.Fatal("stream 3 got neither FIN nor RST_STREAM: the client never sees it end")
 				}
-				return
+				return true
 			}
 		}
 		if n == size && !pinged {
@@ -95,7 +89,8 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 			}
 			go f.WriteFrame(&spdyframe.PingFrame{Id: 99})
 		}
-	}
+		return false
+	})
 }
 
 // TestResetWakesReaderWaitingForConnBudget: the reader
@@ -203,7 +198,7 @@ func TestSessionWindowReplenished(t *testing.T) {
 }
 
 // rawClientWith is rawClient with a chosen consumer.
-func rawClientWith(t *testing.T, opts Options, consume func(*Stream)) (*spdyframe.Framer, io.ReadWriteCloser, *Conn) {
+func rawClientWith(t *testing.T, opts Options, consume func(*Stream)) (*spdyframe.Framer, net.Conn, *Conn) {
 	t.Helper()
 	a, b := net.Pipe()
 	srv := Serve(b, func(s *Stream) error { go consume(s); return nil }, opts)
@@ -238,7 +233,7 @@ func TestFreedBudgetResetsNoStream(t *testing.T) {
 // stream is over: a later Write fails, and no DATA follows the reset.
 func TestDataAfterFINResetsTheStream(t *testing.T) {
 	got := make(chan *Stream, 1)
-	f, _, _ := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
+	f, nc, _ := rawClientWith(t, Options{}, func(s *Stream) { got <- s })
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)
@@ -246,17 +241,12 @@ func TestDataAfterFINResetsTheStream(t *testing.T) {
 		f.WriteFrame(&spdyframe.DataFrame{StreamId: 1, Data: []byte("late")})
 	}()
 	s := <-got
-	for rst := false; !rst; {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r, ok := fr.(*spdyframe.RstStreamFrame); ok && r.StreamId == 1 {
-			if r.Status != spdyframe.StreamAlreadyClosed {
-				t.Fatalf("RST_STREAM status %d, want STREAM_ALREADY_CLOSED", r.Status)
-			}
-			rst = true
-		}
+	fr := readUntil(t, f, nc, "RST_STREAM 1", func(fr spdyframe.Frame) bool {
+		r, ok := fr.(*spdyframe.RstStreamFrame)
+		return ok && r.StreamId == 1
+	})
+	if r := fr.(*spdyframe.RstStreamFrame); r.Status != spdyframe.StreamAlreadyClosed {
+		t.Fatalf("RST_STREAM status %d, want STREAM_ALREADY_CLOSED", r.Status)
 	}
 	werr := make(chan error, 1)
 	go func() { _, err := s.Write([]byte("after reset")); werr <- err }()
@@ -268,18 +258,15 @@ func TestDataAfterFINResetsTheStream(t *testing.T) {
 	// written at once would interleave on the pipe.
 	<-wrote
 	go f.WriteFrame(&spdyframe.PingFrame{Id: 7})
-	for {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	readUntil(t, f, nc, "the echo of PING 7", func(fr spdyframe.Frame) bool {
 		switch fr := fr.(type) {
 		case *spdyframe.DataFrame:
 			t.Fatalf("server sent DATA %q on stream %d after its RST_STREAM", fr.Data, fr.StreamId)
 		case *spdyframe.PingFrame:
-			return // everything the server had queued came before the echo
+			return true // everything the server had queued came before the echo
 		}
-	}
+		return false
+	})
 }
 
 // TestEmptyWriteReturns: Write of an empty slice when it cannot go
@@ -334,8 +321,12 @@ func TestCloseDuringSynStreams(t *testing.T) {
 			}
 		}
 	}()
-	for range 20 { // the reader is busy with the SYN_STREAM flood
-		<-refused
+	for i := range 20 { // the reader is busy with the SYN_STREAM flood
+		select {
+		case <-refused:
+		case <-time.After(frameWait):
+			t.Fatalf("%d RST_STREAMs for the flood of refused SYN_STREAMs, then none for %v", i, frameWait)
+		}
 	}
 	srv.Close()
 	<-srv.Done()
@@ -402,27 +393,27 @@ func socketClient(t *testing.T, opts Options, consume func(*Stream)) (*spdyframe
 // held the pod connection for a stream the client had dropped.
 func TestDuplicateSynStreamEndsTheOpenStream(t *testing.T) {
 	got := make(chan *Stream, 2)
-	f, _, _ := socketClient(t, Options{}, func(s *Stream) { got <- s })
+	f, nc, _ := socketClient(t, Options{}, func(s *Stream) { got <- s })
 	wrote := make(chan error, 1)
 	go func() {
 		wrote <- f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
 	}()
-	s := <-got
+	var s *Stream
+	select {
+	case s = <-got:
+	case <-time.After(frameWait):
+		t.Fatalf("stream 1 not accepted within %v", frameWait)
+	}
 	if err := <-wrote; err != nil { // the framer is not safe for concurrent writes
 		t.Fatal(err)
 	}
 	go f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"again"}}})
-	for rst := false; !rst; {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r, ok := fr.(*spdyframe.RstStreamFrame); ok {
-			if r.StreamId != 1 || r.Status != spdyframe.ProtocolError {
-				t.Fatalf("RST_STREAM for stream %d status %d, want stream 1 PROTOCOL_ERROR", r.StreamId, r.Status)
-			}
-			rst = true
-		}
+	fr := readUntil(t, f, nc, "RST_STREAM 1 PROTOCOL_ERROR for the duplicate SYN_STREAM", func(fr spdyframe.Frame) bool {
+		_, ok := fr.(*spdyframe.RstStreamFrame)
+		return ok
+	})
+	if r := fr.(*spdyframe.RstStreamFrame); r.StreamId != 1 || r.Status != spdyframe.ProtocolError {
+		t.Fatalf("RST_STREAM for stream %d status %d, want stream 1 PROTOCOL_ERROR", r.StreamId, r.Status)
 	}
 	select {
 	case <-s.Aborted():

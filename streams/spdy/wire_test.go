@@ -519,7 +519,7 @@ func TestDataFramesAtMostMaxFrame(t *testing.T) {
 	const maxFrame = 16 << 10
 	const size = 256 << 10
 	streams := make(chan *Stream, 2)
-	f, _ := tcpFramer(t, Options{MaxFrame: maxFrame}, func(s *Stream) error { streams <- s; return nil })
+	f, nc, _ := tcpFramer(t, Options{MaxFrame: maxFrame}, func(s *Stream) error { streams <- s; return nil })
 	if err := f.WriteFrame(syn(1, false)); err != nil {
 		t.Fatal(err)
 	}
@@ -536,36 +536,28 @@ func TestDataFramesAtMostMaxFrame(t *testing.T) {
 	}
 	// Both SYN_REPLYs are read first: the writer is idle, and the
 	// spliced chunks go direct.
-	for replies := 0; replies < 2; {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	replies := 0
+	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
 		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
 			replies++
 		}
-	}
+		return replies == 2
+	})
 	got := map[spdyframe.StreamId][]byte{}
 	// readStream reads frames until id's FIN.
 	readStream := func(id spdyframe.StreamId) {
 		t.Helper()
-		for {
-			fr, err := f.ReadFrame()
-			if err != nil {
-				t.Fatal(err)
-			}
+		readUntil(t, f, nc, fmt.Sprintf("stream %d's data and FIN", id), func(fr spdyframe.Frame) bool {
 			d, ok := fr.(*spdyframe.DataFrame)
 			if !ok {
-				continue
+				return false
 			}
 			if len(d.Data) > maxFrame {
 				t.Fatalf("DATA on stream %d of %d bytes, MaxFrame is %d", d.StreamId, len(d.Data), maxFrame)
 			}
 			got[d.StreamId] = append(got[d.StreamId], d.Data...)
-			if d.StreamId == id && d.Flags&spdyframe.DataFlagFin != 0 {
-				return
-			}
-		}
+			return d.StreamId == id && d.Flags&spdyframe.DataFlagFin != 0
+		})
 	}
 	daemon, pod := podPair(t)
 	go func() {
@@ -652,8 +644,9 @@ func TestReclaimResetsTheFullestStaleStream(t *testing.T) {
 }
 
 // tcpFramer serves a loopback TCP connection (whose streams can splice)
-// with accept, and returns spdystream's framer on the client's side.
-func tcpFramer(t *testing.T, opts Options, accept func(*Stream) error) (*spdyframe.Framer, *Conn) {
+// with accept, and returns spdystream's framer on the client's side and
+// the client's connection.
+func tcpFramer(t *testing.T, opts Options, accept func(*Stream) error) (*spdyframe.Framer, net.Conn, *Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -682,7 +675,7 @@ func tcpFramer(t *testing.T, opts Options, accept func(*Stream) error) (*spdyfra
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f, srv
+	return f, nc, srv
 }
 
 // TestWriterSharesTheConnectionFairly: three streams with bulk writes
@@ -694,7 +687,7 @@ func tcpFramer(t *testing.T, opts Options, accept func(*Stream) error) (*spdyfra
 // others 3.
 func TestWriterSharesTheConnectionFairly(t *testing.T) {
 	streams := make(chan *Stream, 3)
-	f, srv := tcpFramer(t, Options{}, func(s *Stream) error { streams <- s; return nil })
+	f, nc, srv := tcpFramer(t, Options{}, func(s *Stream) error { streams <- s; return nil })
 	for _, id := range []uint32{1, 3, 5} {
 		if err := f.WriteFrame(syn(id, false)); err != nil {
 			t.Fatal(err)
@@ -718,14 +711,11 @@ func TestWriterSharesTheConnectionFairly(t *testing.T) {
 	const window = 240 // frames: 30 batches, 30 MiB
 	got := map[spdyframe.StreamId]int{}
 	counting := false
-	for n := 0; n < window; {
-		fr, err := f.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
+	n := 0
+	readUntil(t, f, nc, fmt.Sprintf("%d DATA frames from the third stream's first on", window), func(fr spdyframe.Frame) bool {
 		d, ok := fr.(*spdyframe.DataFrame)
 		if !ok {
-			continue
+			return false
 		}
 		if d.StreamId == spdyframe.StreamId(ss[2].ID()) {
 			counting = true // from here on every stream is in each batch
@@ -734,7 +724,8 @@ func TestWriterSharesTheConnectionFairly(t *testing.T) {
 			got[d.StreamId] += len(d.Data)
 			n++
 		}
-	}
+		return n == window
+	})
 	least, most := -1, 0
 	for _, s := range ss {
 		n := got[spdyframe.StreamId(s.ID())]
