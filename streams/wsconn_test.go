@@ -7,11 +7,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
 
-// wsPair returns a server-side WebSocketNetConn and the client WebSocket.
+// wsPair returns a server-side WebSocketNetConn and the client WebSocket,
+// whose reads fail 10 s on rather than hang the test.
 func wsPair(t *testing.T) (server *wsNetConn, client *websocket.Conn) {
 	t.Helper()
 	ch := make(chan *websocket.Conn, 1)
@@ -29,8 +31,16 @@ func wsPair(t *testing.T) (server *wsNetConn, client *websocket.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	server = WebSocketNetConn(<-ch).(*wsNetConn)
+	select {
+	case ws := <-ch:
+		server = WebSocketNetConn(ws).(*wsNetConn)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not upgrade")
+	}
 	t.Cleanup(func() { server.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	client.SetReadDeadline(deadline)
+	server.SetReadDeadline(deadline)
 	return server, client
 }
 
