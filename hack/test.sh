@@ -49,6 +49,9 @@ for target in darwin/arm64 windows/amd64; do
 	GOOS=${target%/*} GOARCH=${target#*/} go build -o /dev/null ./cmd/portforward
 	GOOS=${target%/*} GOARCH=${target#*/} go vet ./cmd/portforward
 done
+# The streams packages under the CLI, and their tests, on another Unix
+# (their socket tests are Unix's: socket pairs, SO_LINGER).
+GOOS=darwin GOARCH=arm64 go vet ./streams/...
 
 echo "== go test -race"
 export PORTFORWARDD_REQUIRE_ROOT="${PORTFORWARDD_REQUIRE_ROOT:-1}"

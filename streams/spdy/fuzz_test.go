@@ -334,10 +334,12 @@ func checkServerOutput(t *testing.T, out []byte, run *echoRun, model *cleanModel
 // straight from Write (writeDirect), which a plain net.Conn never gets.
 func socketPair(t *testing.T) (server, client *net.UnixConn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	syscall.CloseOnExec(fds[0]) // SOCK_CLOEXEC is Linux's
+	syscall.CloseOnExec(fds[1])
 	conn := func(fd int) *net.UnixConn {
 		f := os.NewFile(uintptr(fd), "socketpair")
 		defer f.Close()

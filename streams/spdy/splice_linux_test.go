@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/moby/spdystream"
+	spdyframe "github.com/moby/spdystream/spdy"
 	"golang.org/x/sys/unix"
 )
 
@@ -319,4 +320,84 @@ func TestSpliceWithoutPipes(t *testing.T) {
 		spliced <- err
 	}()
 	expectSpliced(t, cs, size, sum, spliced)
+}
+
+// TestDataFramesAtMostMaxFrame: whichever way a stream's bytes leave (a
+// Write queued for the writer, a chunk spliced direct from a socket),
+// the DATA frames carry at most Options.MaxFrame bytes each, in order.
+// Kills a chunk spliced direct sent as one frame.
+func TestDataFramesAtMostMaxFrame(t *testing.T) {
+	const maxFrame = 16 << 10
+	const size = 256 << 10
+	streams := make(chan *Stream, 2)
+	f, nc, _ := tcpFramer(t, Options{MaxFrame: maxFrame}, func(s *Stream) error { streams <- s; return nil })
+	if err := f.WriteFrame(syn(1, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteFrame(syn(3, false)); err != nil {
+		t.Fatal(err)
+	}
+	s1, s3 := <-streams, <-streams
+	if !s3.CanSplice() {
+		t.Fatal("a stream on a TCP connection cannot splice")
+	}
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i * 7 / 5)
+	}
+	// Both SYN_REPLYs are read first: the writer is idle, and the
+	// spliced chunks go direct.
+	replies := 0
+	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
+		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
+			replies++
+		}
+		return replies == 2
+	})
+	got := map[spdyframe.StreamId][]byte{}
+	// readStream reads frames until id's FIN.
+	readStream := func(id spdyframe.StreamId) {
+		t.Helper()
+		readUntil(t, f, nc, fmt.Sprintf("stream %d's data and FIN", id), func(fr spdyframe.Frame) bool {
+			d, ok := fr.(*spdyframe.DataFrame)
+			if !ok {
+				return false
+			}
+			if len(d.Data) > maxFrame {
+				t.Fatalf("DATA on stream %d of %d bytes, MaxFrame is %d", d.StreamId, len(d.Data), maxFrame)
+			}
+			got[d.StreamId] = append(got[d.StreamId], d.Data...)
+			return d.StreamId == id && d.Flags&spdyframe.DataFlagFin != 0
+		})
+	}
+	daemon, pod := podPair(t)
+	go func() {
+		pod.Write(want)
+		pod.CloseWrite()
+	}()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := spliceAll(s3, daemon)
+		errs <- err
+	}()
+	readStream(3)
+	if err := <-errs; err != nil {
+		t.Fatalf("splice: %v", err)
+	}
+	go func() {
+		_, err := s1.Write(want)
+		if err == nil {
+			err = s1.CloseWrite()
+		}
+		errs <- err
+	}()
+	readStream(1)
+	if err := <-errs; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	for _, id := range []spdyframe.StreamId{1, 3} {
+		if string(got[id]) != string(want) {
+			t.Fatalf("stream %d: %d bytes, not the %d sent", id, len(got[id]), size)
+		}
+	}
 }
