@@ -7,7 +7,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// maxPendingPongs bounds the pings a v4 WebSocket keeps to answer: past
+// maxPendingPongs bounds the pings a WebSocket keeps to answer: past
 // it the oldest is dropped, as RFC 6455 §5.5.3 lets an endpoint answer
 // only the most recent ping.
 const maxPendingPongs = 16
@@ -16,9 +16,9 @@ const maxPendingPongs = 16
 // when there is one to answer, so that the reading goroutine never waits
 // for the connection's writer. A write to a client that is not reading
 // holds the writer until the client reads; a pong written on the reading
-// goroutine waited for it, and stopped every port's client→pod direction
-// meanwhile: a client that uploads before it reads the answer, and pings
-// while it uploads, never read again.
+// goroutine waited for it, and stopped everything the client sends
+// meanwhile: on a v4 WebSocket, a client that uploads before it reads the
+// answer, and pings while it uploads, never read again.
 type pongs struct {
 	ws       *websocket.Conn
 	deadline func() time.Time // of each pong's write; zero for none

@@ -19,9 +19,21 @@ import (
 //
 // Read returns io.EOF after a close frame with status 1000 and an error for
 // a text message. Each Write sends one binary message. Close sends a close
-// frame with status 1000, then closes the connection.
+// frame with status 1000, then closes the connection. Pings are answered
+// beside the messages, never by Read, so a write waiting for a client that
+// does not read holds up neither what the client sends nor its pongs
+// (gorilla's own handler waited a second for it, on Read, then dropped the
+// pong).
 func WebSocketNetConn(ws *websocket.Conn) net.Conn {
-	return &wsNetConn{ws: ws}
+	c := &wsNetConn{ws: ws}
+	// No deadline of its own: the session's idle timeout closes a
+	// connection whose client never reads, which ends the pong's write.
+	c.pongs = pongs{ws: ws, deadline: func() time.Time { return time.Time{} }}
+	ws.SetPingHandler(func(data string) error {
+		c.pongs.ping(data)
+		return nil
+	})
+	return c
 }
 
 var errTextMessage = errors.New("websocket tunnel: text message received, binary expected")
@@ -32,6 +44,7 @@ type wsNetConn struct {
 	r io.Reader // the message being read; owned by the reading goroutine
 
 	wmu       sync.Mutex // one message writer at a time, as gorilla requires
+	pongs     pongs      // the answers to pings, written beside the messages
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -74,6 +87,7 @@ func (c *wsNetConn) Write(p []byte) (int, error) {
 
 func (c *wsNetConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.pongs.flush(time.Second)
 		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 		c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		c.closeErr = c.ws.Close()

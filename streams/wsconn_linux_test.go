@@ -1,0 +1,68 @@
+package streams
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+)
+
+// TestWebSocketNetConnAnswersPingsWhileAWriteWaits: a tunnel client that
+// pings while it is not reading gets its pong once it reads again, and
+// what it sent after the ping is read at once. gorilla's own ping handler
+// waited on the reading goroutine, up to a second, for the write to the
+// client to finish, and then dropped the pong.
+func TestWebSocketNetConnAnswersPingsWhileAWriteWaits(t *testing.T) {
+	server, client := wsPair(t)
+	// One message far larger than the sockets hold: the server's write
+	// of it waits for the client, who reads nothing yet.
+	big := make([]byte, 64<<20)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := server.Write(big)
+		wrote <- err
+	}()
+	raw, err := client.UnderlyingConn().(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the message's first bytes at the client", func() bool {
+		queued := 0
+		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return queued > 0
+	})
+	var pongs []string
+	client.SetPongHandler(func(data string) error {
+		pongs = append(pongs, data)
+		return nil
+	})
+	if err := client.WriteControl(websocket.PingMessage, []byte("still there?"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WriteMessage(websocket.BinaryMessage, []byte("after the ping")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("after the ping"))
+	if _, err := io.ReadFull(server, got); err != nil || string(got) != "after the ping" {
+		t.Fatalf("the server read %q, %v; want what the client sent after its ping", got, err)
+	}
+	// The client reads again: the message, then the pong; then the
+	// server closes.
+	if _, msg, err := client.ReadMessage(); err != nil || len(msg) != len(big) {
+		t.Fatalf("client read %d bytes, %v; want the %d-byte message", len(msg), err, len(big))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after the message: %v, want the close", err)
+	}
+	if len(pongs) != 1 || pongs[0] != "still there?" {
+		t.Fatalf("pongs %q, want one for the ping", pongs)
+	}
+}
