@@ -90,49 +90,18 @@ func TestDrainWaitsForSessionsBeingSetUp(t *testing.T) {
 	dialer := newGatedDialer(echoPod(t, nil))
 	s, _, ln := serveGated(t, dialer, nil)
 
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	fmt.Fprintf(c, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
+	c := sendRequest(t, ln.Addr().String(), connectTCPRequest)
 	<-dialer.started
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		drained <- s.Drain(ctx)
-	}()
 	// The dial goes on once Drain has begun: otherwise the session may
 	// end before Drain looks, and the case is not tested.
-	for draining := false; !draining; {
-		s.mu.Lock()
-		draining = s.draining
-		s.mu.Unlock()
-		runtime.Gosched()
-	}
+	drained := startDrain(t, s, 30*time.Second)
 	close(dialer.gate)
 
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade while draining began: %v, %v", resp, err)
-	}
-	io.WriteString(c, "ping")
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("echo: %q, %v", buf, err)
-	}
+	br := rawEcho(t, c, "upgrade while draining began")
 	drainWaitsFor(t, drained, c, br, "a session it had not seen")
 	// And once draining, a new session is refused before it is dialed.
-	c2, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	fmt.Fprintf(c2, "GET /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
-	resp, err = http.ReadResponse(bufio.NewReader(c2), nil)
+	c2 := sendRequest(t, ln.Addr().String(), "GET /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("request after the drain: %v, %v; want 503", resp, err)
 	}
@@ -204,20 +173,11 @@ func TestDrainServesConnectionsAcceptedBeforeIt(t *testing.T) {
 	default:
 	}
 	raw, spdy := conns[0], conns[1]
-	fmt.Fprintf(raw, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
-	br := bufio.NewReader(raw)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("connect-tcp on a connection accepted before the drain: %v, %v; want 101", resp, err)
-	}
-	io.WriteString(raw, "ping")
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("echo: %q, %v", buf, err)
-	}
+	io.WriteString(raw, connectTCPRequest)
+	br := rawEcho(t, raw, "connect-tcp on a connection accepted before the drain")
 
 	fmt.Fprintf(spdy, "GET /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
-	resp, err = http.ReadResponse(bufio.NewReader(spdy), nil)
+	resp, err := http.ReadResponse(bufio.NewReader(spdy), nil)
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("SPDY on a connection accepted before the drain: %v, %v; want 503", resp, err)
 	}
@@ -383,4 +343,58 @@ func TestAwaitAcceptedWaitsForHTTP2FirstStream(t *testing.T) {
 	if err := s.Drain(ctx); err != nil {
 		t.Fatalf("the second Drain: %v", err)
 	}
+}
+
+// connectTCPRequest is a connect-tcp upgrade to port 80 of default/web.
+const connectTCPRequest = "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n"
+
+// sendRequest connects to addr and sends req, with 30 s for the whole
+// exchange; the connection closes with the test.
+func sendRequest(t *testing.T, addr, req string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, req)
+	return c
+}
+
+// startDrain starts s's Drain, with timeout, and returns once it has
+// begun (the server is draining); Drain's error comes on the channel.
+func startDrain(t *testing.T, s *Server, timeout time.Duration) <-chan error {
+	t.Helper()
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		drained <- s.Drain(ctx)
+	}()
+	for draining := false; !draining; {
+		s.mu.Lock()
+		draining = s.draining
+		s.mu.Unlock()
+		runtime.Gosched()
+	}
+	return drained
+}
+
+// rawEcho reads the 101 of a connect-tcp upgrade sent on c (what names
+// the exchange for a failure), then echoes "ping" through the forward to
+// an echoing pod; it returns c's reader.
+func rawEcho(t *testing.T, c net.Conn, what string) *bufio.Reader {
+	t.Helper()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("%s: %v, %v; want 101", what, resp, err)
+	}
+	io.WriteString(c, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("%s: echo %q, %v", what, buf, err)
+	}
+	return br
 }

@@ -319,34 +319,10 @@ func TestHTTP2RequestsAtTheIdleTimeoutAreServed(t *testing.T) {
 // loopback listener; it returns the listener's address.
 func serveEchoing(t *testing.T, cfg Config) string {
 	t.Helper()
-	pod, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pod.Close() })
-	go func() {
-		for {
-			c, err := pod.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	cfg.Resolver, cfg.Dialer = fuzzResolver{}, hostDialer(pod.Addr().String())
+	cfg.Resolver, cfg.Dialer = fuzzResolver{}, hostDialer(echoPods(t).Addr().String())
 	s := New(cfg)
 	s.MarkServing()
-	hs := s.NewHTTPServer()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hs.Serve(s.Listener(ln))
-	t.Cleanup(func() { hs.Close() })
-	return ln.Addr().String()
+	return serveWith(t, s)
 }
 
 // hostDialer dials its address on the host for every pod and port.

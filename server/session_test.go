@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"testing"
 	"time"
 
@@ -126,22 +125,8 @@ func TestSessionResultSaysShutdown(t *testing.T) {
 	s.MarkServing()
 	addr := serveWith(t, s)
 	forward := func() net.Conn {
-		c, err := net.Dial("tcp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprintf(c, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("connect-tcp upgrade: %v, %v", resp, err)
-		}
-		io.WriteString(c, "ping")
-		buf := make([]byte, 4)
-		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
-			t.Fatalf("echo: %q, %v", buf, err)
-		}
+		c := sendRequest(t, addr, connectTCPRequest)
+		rawEcho(t, c, "connect-tcp upgrade")
 		return c
 	}
 	ended := func(result string, want float64) {
@@ -195,26 +180,9 @@ func TestDrainEndsSPDYSessionSetUpDuringIt(t *testing.T) {
 	res := gatedResolver{started: make(chan struct{}, 1), gate: make(chan struct{})}
 	s := New(Config{Resolver: res, Dialer: refusingDialer{}})
 	addr := serveWith(t, s)
-	c, err := net.Dial("tcp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	fmt.Fprintf(c, "POST /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
+	c := sendRequest(t, addr, "POST /portForward/default/web HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n")
 	<-res.started
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		drained <- s.Drain(ctx)
-	}()
-	for draining := false; !draining; {
-		s.mu.Lock()
-		draining = s.draining
-		s.mu.Unlock()
-		runtime.Gosched()
-	}
+	drained := startDrain(t, s, 10*time.Second)
 	close(res.gate)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -251,13 +219,7 @@ func TestRawForwardOutlivesTheAnswerDeadline(t *testing.T) {
 	d := portDialer{addr: echoPods(t).Addr().String(), ports: make(chan uint16, 1)}
 	s := New(Config{Resolver: fuzzResolver{}, Dialer: d, ReadHeaderTimeout: timeout})
 	addr := serveWith(t, s)
-	c, err := net.Dial("tcp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	fmt.Fprintf(c, "GET /portForward/default/web?port=80 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: connect-tcp\r\n\r\n")
+	c := sendRequest(t, addr, connectTCPRequest)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
