@@ -84,10 +84,17 @@ type trackedConn struct {
 	idleTimer  *time.Timer // closes it once idle for the idle timeout
 	idleUntil  time.Time   // when idleTimer is due, as last armed
 	idle       bool        // no request or stream in progress
-	top        net.Conn    // the connection net/http serves: c, or a *tls.Conn over it
 	seenActive bool        // net/http has said StateActive once
-	goneAway   bool        // HTTP/2: our GOAWAY is sent, the close follows
+	goneAway   bool        // h2c: our GOAWAY is sent or due, the close follows
 	gone       bool        // closed or hijacked: never idle again
+
+	// wmu makes each of net/http's writes to an h2c connection, and our
+	// GOAWAY, one at a time; frames tells where net/http's frames end
+	// in what it has written, and goAwayDue asks its next write that
+	// ends between two frames to send our GOAWAY after it (closeIdle).
+	wmu       sync.Mutex
+	frames    frameEnds
+	goAwayDue bool
 
 	notFresh atomic.Bool // uncounted from Server.fresh
 }
@@ -115,7 +122,7 @@ func (c *trackedConn) leaveFresh() {
 // streams' queued writes with the daemon's copy buffers in them) for the
 // idle timeout: a client dropping connections with streams open made the
 // daemon hold megabytes per connection, counted by no session or limit,
-// for 90 s. An idle HTTP/2 connection is told first (closeIdle).
+// for 90 s. An idle h2c connection is told first (closeIdle).
 func (s *Server) connState(c net.Conn, st http.ConnState) {
 	nc := c
 	if tc, ok := c.(*tls.Conn); ok {
@@ -127,7 +134,6 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	}
 	t.idleMu.Lock()
 	defer t.idleMu.Unlock()
-	t.top = c
 	switch {
 	case st == http.StateHijacked, st == http.StateClosed:
 		t.leaveFresh()
@@ -200,17 +206,25 @@ var goAwayFrame = []byte{
 }
 
 // closeIdle closes the connection once it has been idle for the idle
-// timeout. An HTTP/2 connection is sent a GOAWAY first and closed
-// goAwayGrace later if it is idle still: a client that opens a stream as
-// the connection closes under it (Go's transport cannot resend a stream
-// whose body it has begun to send) would lose that forwarded connection,
-// while one that has the GOAWAY opens its next stream on a new connection.
-// Go's server, which does not know of our GOAWAY, serves the streams that
-// cross it. The frame goes in one write while net/http has no stream
-// open: the connection's own writes, then, are whole control frames, and
-// a stream that opens waits for idleMu before its first frame (connState).
-// In a drain, Go's server has sent its own GOAWAY, whose last stream
-// identifier ours must not raise: the connection just closes.
+// timeout. A cleartext HTTP/2 connection is sent a GOAWAY first and
+// closed goAwayGrace later if it is idle still: a client that opens a
+// stream as the connection closes under it (Go's transport cannot resend
+// a stream whose body it has begun to send) would lose that forwarded
+// connection, while one that has the GOAWAY opens its next stream on a
+// new connection. Go's server, which does not know of our GOAWAY, serves
+// the streams that cross it.
+//
+// The GOAWAY must go between two of net/http's frames, which it goes on
+// writing while no stream is open (a PING's ack, a SETTINGS ack): its
+// HTTP/2 server writes through a 4 KiB buffer, and a frame that does not
+// fit goes out in two writes, the rest of it a moment after. So it is
+// written only where the frames net/http has written end (Write follows
+// them), now or after the write of net/http's that completes its frame.
+// Over TLS the frames cannot be seen (net/http writes them to the
+// tls.Conn, whose records are all this connection sees), and the
+// connection just closes, as does one in a drain, where Go's server has
+// sent its own GOAWAY, whose last stream identifier ours must not raise
+// (goAwayNow).
 func (c *trackedConn) closeIdle() {
 	c.idleMu.Lock()
 	defer c.idleMu.Unlock()
@@ -221,11 +235,20 @@ func (c *trackedConn) closeIdle() {
 		c.idleTimer.Reset(wait) // active and idle again since it fired
 		return
 	}
-	if !c.goneAway && c.top != nil && isHTTP2(c.top, c) && !c.s.isDraining() {
+	if !c.goneAway && c.h2c.Load() && !c.s.isDraining() {
 		c.goneAway = true
-		c.top.SetWriteDeadline(time.Now().Add(goAwayGrace))
-		if _, err := c.top.Write(goAwayFrame); err == nil {
-			c.top.SetWriteDeadline(time.Time{})
+		c.Conn.SetWriteDeadline(time.Now().Add(goAwayGrace))
+		c.wmu.Lock()
+		var err error
+		switch {
+		case c.goAwayNow():
+			_, err = c.Conn.Write(goAwayFrame)
+		case !c.frames.goAway:
+			c.goAwayDue = true
+		}
+		c.wmu.Unlock()
+		if err == nil {
+			c.Conn.SetWriteDeadline(time.Time{})
 			c.idleUntil = time.Now().Add(goAwayGrace)
 			c.idleTimer.Reset(goAwayGrace)
 			return
@@ -233,6 +256,41 @@ func (c *trackedConn) closeIdle() {
 	}
 	c.Conn.Close()
 }
+
+// frameEnds follows the HTTP/2 frames in the bytes written to a
+// connection, to tell whether they end between two frames.
+type frameEnds struct {
+	head   [9]byte // the frame header being read
+	n      int     // its bytes written so far
+	left   int     // the bytes of the frame's payload not written yet
+	goAway bool    // one of them was a GOAWAY
+}
+
+func (f *frameEnds) wrote(p []byte) {
+	for len(p) > 0 {
+		if f.left > 0 {
+			k := min(f.left, len(p))
+			f.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(f.head[f.n:], p)
+		f.n += k
+		p = p[k:]
+		if f.n == len(f.head) {
+			f.n, f.left = 0, int(f.head[0])<<16|int(f.head[1])<<8|int(f.head[2])
+			f.goAway = f.goAway || f.head[3] == 0x7
+		}
+	}
+}
+
+func (f *frameEnds) between() bool { return f.n == 0 && f.left == 0 }
+
+// goAwayNow reports whether our GOAWAY may go now: between two frames,
+// and net/http has sent no GOAWAY of its own (a shutdown's, whose
+// RegisterOnShutdown hooks run in no order), whose last stream
+// identifier ours must not raise.
+func (c *trackedConn) goAwayNow() bool { return c.frames.between() && !c.frames.goAway }
 
 // isHTTP2 reports whether c, the connection under net/http, is HTTP/2.
 func isHTTP2(c net.Conn, t *trackedConn) bool {
@@ -287,6 +345,17 @@ var status431 = []byte("HTTP/1.1 431 ")
 func (c *trackedConn) Write(p []byte) (int, error) {
 	if !c.served.Load() && bytes.HasPrefix(p, status431) && c.counted.CompareAndSwap(false, true) {
 		c.s.limitHit(limitHeaderBytes)
+	}
+	if c.h2c.Load() {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		n, err := c.Conn.Write(p)
+		c.frames.wrote(p[:n])
+		if c.goAwayDue && err == nil && c.goAwayNow() {
+			c.goAwayDue = false
+			c.Conn.Write(goAwayFrame) // a failure is the next write's
+		}
+		return n, err
 	}
 	return c.Conn.Write(p)
 }

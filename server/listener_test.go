@@ -242,9 +242,11 @@ func TestForwardingListenerClosesIdleConnections(t *testing.T) {
 	})
 }
 
-// Over TLS our GOAWAY goes through the tls.Conn that net/http's HTTP/2
-// server writes to, as one record of its own.
-func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
+// Over TLS the daemon cannot tell where net/http's frames end (it sees
+// their records only), so an idle connection is closed with no GOAWAY of
+// ours, which could land inside a frame (TestIdleGoAwayNeverSplitsAFrame);
+// what the client reads before the close is whole frames.
+func TestIdleHTTP2OverTLSCloses(t *testing.T) {
 	ca := certstest.NewCA(t, "ca")
 	leaf := ca.Server(t, "portforwardd")
 	cfg := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, NextProtos: []string{"h2", "http/1.1"}}
@@ -261,19 +263,16 @@ func TestIdleHTTP2OverTLSIsToldGoAway(t *testing.T) {
 	var frames []string
 	for {
 		f, err := fr.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return
+		}
 		if err != nil {
-			t.Fatalf("connection ended with no GOAWAY after %v: %v", frames, err)
+			t.Fatalf("after %v: %v, want the connection closed", frames, err)
 		}
 		frames = append(frames, f.Header().Type.String())
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1<<31-1 {
-				t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR, last stream 2^31-1", g.ErrCode, g.LastStreamID)
-			}
-			break
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			t.Fatalf("a GOAWAY over TLS, after %v: the daemon cannot tell where net/http's frames end", frames)
 		}
-	}
-	if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
-		t.Fatalf("after the GOAWAY: %v, want the connection closed", err)
 	}
 }
 
