@@ -201,10 +201,12 @@ func TestCRIProxyWithContainerd(t *testing.T) {
 			dialer         streamhttp.Dialer
 		}{
 			{"spdy", "spdy", spdyDialerFor(t, cfg, route)},
-			// A kubelet takes no WebSocket tunnel: a WebSocket request
-			// without ?port= is a 400 at NewV4Options, so kubectl ≥ 1.31
-			// falls back to SPDY there. (The API server, which kubectl
-			// talks to, turns the tunnel into SPDY toward the kubelet.)
+			// A kubelet without ExtendWebSocketsToKubelet takes no
+			// WebSocket tunnel: a WebSocket request without ?port= is a
+			// 400 at NewV4Options, so kubectl ≥ 1.31 falls back to SPDY
+			// there. (The API server, which kubectl talks to, turns the
+			// tunnel into SPDY toward such a kubelet; a 1.36 kubelet with
+			// the gate does so itself, which startKubelet does not.)
 			{"websocket falls back to spdy", "spdy", portforward.NewFallbackDialerForStreaming(tunnelDialerFor(t, cfg, route), spdyDialerFor(t, cfg, route), streamhttp.IsUpgradeFailure)},
 		} {
 			t.Run(tr.name, func(t *testing.T) {
@@ -241,7 +243,7 @@ func TestCRIProxyWithContainerd(t *testing.T) {
 				t.Fatalf("errors %q: want the kubelet's text %q", msgs, want)
 			}
 		})
-		t.Run("websocket v4, ports from the kubelet's request", func(t *testing.T) {
+		t.Run("websocket v4, ports from the kubelet's CRI request", func(t *testing.T) {
 			c, resp, err := dialV4At(t, kubelet, route, []int{remote}, "v4.channel.k8s.io")
 			if err != nil {
 				t.Fatalf("v4 through the kubelet: %v (%v)", err, resp)

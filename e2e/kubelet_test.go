@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,9 +16,17 @@ import (
 // getPortForward): the ports of a v4 WebSocket request (NewV4Options) go
 // into the runtime's PortForward call for the pod's sandbox, and the
 // request is then proxied to the URL the runtime answers with by
-// apimachinery's UpgradeAwareHandler, as proxyStream does, the request's
-// query included. rt is the CRI the kubelet is pointed at: here the
-// daemon's CRI proxy. It returns the server's address.
+// apimachinery's UpgradeAwareHandler, as proxyStream does. An upgrade is
+// dialed to that URL as it is: the request's query does not go with it
+// (UpgradeAwareHandler sets it on the requests it does not upgrade
+// only), so a v4 WebSocket's ports reach the daemon by the CRI request.
+// rt is the CRI the kubelet is pointed at: here the daemon's CRI proxy.
+// It returns the server's address.
+//
+// It is a kubelet without ExtendWebSocketsToKubelet (before 1.36, or with
+// the gate off): one with it answers kubectl's WebSocket tunnel itself,
+// with the API server's tunneling handler, and dials the URL with SPDY;
+// here that tunnel is a 400 and kubectl falls back to SPDY.
 func startKubelet(t *testing.T, rt runtimeapi.RuntimeServiceClient, namespace, pod, sandbox string) string {
 	t.Helper()
 	mux := http.NewServeMux()
@@ -55,5 +62,5 @@ func startKubelet(t *testing.T, rt runtimeapi.RuntimeServiceClient, namespace, p
 type kubeletResponder struct{}
 
 func (kubeletResponder) Error(w http.ResponseWriter, _ *http.Request, err error) {
-	http.Error(w, fmt.Sprintf("proxy: %v", err), http.StatusInternalServerError)
+	http.Error(w, err.Error(), http.StatusInternalServerError)
 }
