@@ -92,6 +92,8 @@ func (u *upstream) FullDuplexCall(s grpc.BidiStreamingServer[testpb.StreamingOut
 type runtimeUpstream struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	sandboxes map[string]*runtimeapi.PodSandboxStatusResponse
+	// failing answers PodSandboxStatus of these sandboxes with the code.
+	failing map[string]codes.Code
 }
 
 func (r *runtimeUpstream) PortForward(_ context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
@@ -99,6 +101,9 @@ func (r *runtimeUpstream) PortForward(_ context.Context, req *runtimeapi.PortFor
 }
 
 func (r *runtimeUpstream) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	if c, ok := r.failing[req.GetPodSandboxId()]; ok {
+		return nil, status.Errorf(c, "the runtime fails %q", req.GetPodSandboxId())
+	}
 	st, ok := r.sandboxes[req.GetPodSandboxId()]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "an error occurred when try to find sandbox %q: not found", req.GetPodSandboxId())
@@ -513,5 +518,110 @@ func TestProxyReconnectsPromptlyToARestartedUpstream(t *testing.T) {
 	}
 	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 		t.Fatalf("call after the runtime came back: %v", err)
+	}
+}
+
+// gatherCounter reads the counter name{labels} from reg (0 if absent).
+func gatherCounter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestProxyPortForwardRefusalsAndURL pins what TestProxyPortForward left
+// open (found by mutation testing, none caught by any test, e2e included):
+//   - a port outside 1-65535 is InvalidArgument: 0, and 65536 and 65537,
+//     which as a uint16 would be ports 0 and 1 (kills <= 0 to < 0, and
+//     > 65535 to > 65536);
+//   - a sandbox not ready is FailedPrecondition even when its namespace is
+//     there (kills dropping the state check, which forwarded into it);
+//   - the runtime's own failure keeps its code (Unavailable, not the
+//     NotFound of a missing sandbox that the kubelet reports as such;
+//     kills replacing s.Code() by NotFound);
+//   - a --stream-url base that ends in / gives .../portforward/<token>,
+//     not //portforward (kills dropping the TrimSuffix);
+//   - cri_calls_total says which PortForwards the runtime answered,
+//     handling="portforward_upstream" (kills counting them as passthrough).
+func TestProxyPortForwardRefusalsAndURL(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	hostNetwork := &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
+	h.rt.sandboxes["host"] = &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{
+		Id: "host", State: runtimeapi.PodSandboxState_SANDBOX_READY, Linux: hostNetwork}}
+	h.rt.sandboxes["stopped"] = &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{
+		Id: "stopped", State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY, Linux: hostNetwork}}
+	h.rt.failing = map[string]codes.Code{"busy": codes.Unavailable}
+
+	reg := prometheus.NewRegistry()
+	upConn, err := Dial(h.upstreamPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upConn.Close()
+	var ready atomic.Bool
+	ready.Store(true)
+	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: h.tokens, Metrics: NewMetrics(reg),
+		StreamURL: func() (string, bool) { return "https://node1.example:10350/pf/", ready.Load() }})
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	serveUnix(t, p.NewServer(), sock)
+	rt := runtimeapi.NewRuntimeServiceClient(dialTest(t, sock))
+
+	for _, port := range []int32{0, -1, 65536, 65537} {
+		_, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "host", Port: []int32{80, port}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("port %d: %v, want InvalidArgument", port, err)
+		}
+	}
+	if _, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "host", Port: []int32{1, 65535}}); err != nil {
+		t.Errorf("ports 1 and 65535: %v", err)
+	}
+	_, err = rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "stopped", Port: []int32{80}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "is not running") {
+		t.Errorf("a stopped sandbox whose namespace is there: %v, want FailedPrecondition, not running", err)
+	}
+	_, err = rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "busy", Port: []int32{80}})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("the runtime failing Unavailable: %v, want Unavailable", err)
+	}
+
+	resp, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "host", Port: []int32{80}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, ok := strings.CutPrefix(resp.GetUrl(), "https://node1.example:10350/pf/portforward/")
+	if !ok || len(token) != 8 {
+		t.Errorf("URL %q: want https://node1.example:10350/pf/portforward/<8 characters>", resp.GetUrl())
+	}
+
+	ready.Store(false)
+	if _, err := rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "host", Port: []int32{80}}); err != nil {
+		t.Fatal(err)
+	}
+	const calls = "portforwardd_cri_calls_total"
+	if n := gatherCounter(t, reg, calls, map[string]string{"handling": "portforward_upstream", "code": "OK"}); n != 1 {
+		t.Errorf(`%s{handling="portforward_upstream",code="OK"} = %v, want 1`, calls, n)
+	}
+	if n := gatherCounter(t, reg, calls, map[string]string{"handling": "passthrough", "code": "OK"}); n != 0 {
+		t.Errorf(`%s{handling="passthrough",code="OK"} = %v, want 0 (no other call was made)`, calls, n)
+	}
+	if n := gatherCounter(t, reg, calls, map[string]string{"handling": "portforward", "code": "OK"}); n != 2 {
+		t.Errorf(`%s{handling="portforward",code="OK"} = %v, want 2`, calls, n)
 	}
 }
