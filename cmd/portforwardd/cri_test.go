@@ -142,3 +142,21 @@ func TestCRISocketIsPrivateFromItsBind(t *testing.T) {
 		t.Fatalf("listenUnix's socket: %v, %v; want -rw-rw----", st.Mode(), err)
 	}
 }
+
+// TestCRISocketDirectoryIsCreated: --cri-listen in a directory that does
+// not exist yet (a /run/portforwardd/ after a reboot, with no unit to
+// make it) is listened on, the directory made. Found by mutation testing:
+// dropping the MkdirAll survived every test, e2e included.
+func TestCRISocketDirectoryIsCreated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "portforwardd", "cri.sock")
+	ln, err := listenUnix("unix://" + path)
+	if err != nil {
+		t.Fatalf("--cri-listen in a directory not there yet: %v", err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial the socket: %v", err)
+	}
+	c.Close()
+}

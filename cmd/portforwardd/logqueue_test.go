@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -173,5 +175,46 @@ func TestLogQueueCloseGivesUpOnAStalledReader(t *testing.T) {
 	}
 	if q.Dropped() != 1 {
 		t.Fatalf("Dropped() = %d after one line past Close, want 1", q.Dropped())
+	}
+}
+
+// slowReader is a stderr whose reader takes each write a while after it
+// is made, as journald under load does; what it has taken is in got.
+type slowReader struct {
+	mu  sync.Mutex
+	got strings.Builder
+}
+
+func (s *slowReader) Write(p []byte) (int, error) {
+	time.Sleep(100 * time.Millisecond) // the reader's slowness is the subject
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got.Write(p)
+}
+
+func (s *slowReader) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got.String()
+}
+
+// TestRunWritesItsLastLinesOutBeforeExiting: the daemon's last lines (here
+// why it exits: its port is taken) reach a log reader that is a little
+// behind before run returns, and so before the process exits: the queue
+// gets logStopGrace (2 s) at exit. Found by mutation testing: a grace of 0
+// lost the "exiting" line, and survived every test, e2e included.
+func TestRunWritesItsLastLinesOutBeforeExiting(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var stderr slowReader
+	code := run([]string{"--listen", taken.Addr().String(), "--metrics-listen="}, io.Discard, &stderr)
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if got := stderr.String(); !strings.Contains(got, `msg=exiting`) || !strings.Contains(got, "address already in use") {
+		t.Errorf("stderr when run returned:\n%s\nwant the exiting line, with its error", got)
 	}
 }
