@@ -197,6 +197,12 @@ func TestShutdownSaysWhatItWaitsFor(t *testing.T) {
 	if cut["sessions"] != 1.0 {
 		t.Errorf("drain-cut-short line %v: want sessions=1 (the one it closed)", cut)
 	}
+	// A warning, as the README says: a --log-level warn daemon still
+	// tells of the sessions it cut (found by mutation testing: logging it
+	// at info survived every test).
+	if cut["level"] != "WARN" {
+		t.Errorf("drain-cut-short line %v: want level WARN", cut)
+	}
 }
 
 // TestDebugLogFollowsEachForward: at --log-level debug, a raw or HTTP/2
