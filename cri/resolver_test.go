@@ -194,13 +194,11 @@ type tableRuntime struct {
 	mu       sync.Mutex
 	items    []*runtimeapi.PodSandbox
 	statuses map[string]*runtimeapi.PodSandboxStatusResponse
-	lists    int
 }
 
 func (r *tableRuntime) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lists++
 	return &runtimeapi.ListPodSandboxResponse{Items: r.items}, nil
 }
 
