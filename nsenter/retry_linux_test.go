@@ -78,15 +78,7 @@ func TestDialRetryStaysInThePodsNamespace(t *testing.T) {
 		name, path := newNetns(t)
 		port, reached := hostService(t, "tcp4", "127.0.0.1:0")
 		ln := listenIn(t, path, "tcp4", "127.0.0.1:"+strconv.Itoa(port))
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				t.Cleanup(func() { c.Close() })
-			}
-		}()
+		holdAccepted(t, ln)
 		inNetns(t, name, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001")
 		for range 2 { // the pod's two ephemeral ports, taken
 			c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, uint16(port))
@@ -158,15 +150,7 @@ func TestDialOutOfPortsWithoutIPv6(t *testing.T) {
 		t.Skipf("the pod's port %d is one of the two ephemeral ports the test leaves it", p)
 	}
 	inNetns(t, name, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
+	holdAccepted(t, ln)
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	for range 2 { // the pod's two ephemeral ports, taken
 		c, err := Dialer{}.Dial(context.Background(), Target{Path: path}, port)
@@ -187,4 +171,19 @@ func TestDialOutOfPortsWithoutIPv6(t *testing.T) {
 	if got := Reason(err); got != "other" {
 		t.Errorf("Reason(%v) = %q, want other", err, got)
 	}
+}
+
+// holdAccepted accepts ln's connections until it closes and keeps each
+// open until the test ends: a pod that takes connections and sends
+// nothing.
+func holdAccepted(t *testing.T, ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,20 +42,7 @@ func TestAcceptRetriesWhenOutOfFDs(t *testing.T) {
 			break
 		}
 	}
-	var old unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free), Max: old.Max}, nil); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil)
-		}
-	}
+	restore := limitFDs(t, pid, uint64(free))
 	defer restore()
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -197,20 +185,7 @@ func TestH2LocalDialShortageFailsOneConnection(t *testing.T) {
 			free = append(free, fd)
 		}
 	}
-	var old unix.Rlimit
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free[1]), Max: old.Max}, nil); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil)
-		}
-	}
+	restore := limitFDs(t, pid, uint64(free[1]))
 	defer restore()
 	failed, err := net.Dial("tcp4", "127.0.0.1:"+port)
 	if err != nil {
@@ -246,4 +221,19 @@ func TestH2LocalDialShortageFailsOneConnection(t *testing.T) {
 	if len(errLines) != 1 || !strings.HasPrefix(errLines[0], want) {
 		t.Errorf("stderr %q, want one line %q…too many open files (besides accept retries)", c.stderr, want)
 	}
+}
+
+// limitFDs sets process pid's RLIMIT_NOFILE soft limit to cur and returns
+// what puts the old one back (once, however often it is called).
+func limitFDs(t *testing.T, pid int, cur uint64) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: cur, Max: old.Max}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil) }) }
 }
