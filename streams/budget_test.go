@@ -187,13 +187,26 @@ func expectNormalCloseOnly(t *testing.T, ws *websocket.Conn) {
 
 // spdyEchoes opens a SPDY pair sharing budget to an echoing pod and
 // fails the test with failure() unless one byte comes back within 10 s.
+// The byte goes on the data stream before the error stream opens: the
+// pair's forward has not started, so it must wait in the stream's buffer
+// and needs budget (a forward waiting on an empty buffer would take it
+// straight to its pod's socket).
 func spdyEchoes(t *testing.T, budget *Budget, stall time.Duration, limits *limitLog, failure func() string) {
 	t.Helper()
 	r := newSessionRigWith(t, Config{}, SPDYOptions{Global: budget, StallTimeout: stall, OnLimit: limits.add})
-	data, _ := r.openPair(t, echoPod(t), "0")
+	port := echoPod(t)
+	data, err := r.client.CreateStream(streamHeaders(StreamTypeData, port, "0"))
+	if err != nil {
+		t.Fatalf("create data stream: %v", err)
+	}
 	if _, err := data.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, "0"))
+	if err != nil {
+		t.Fatalf("create error stream: %v", err)
+	}
+	errs.Close()
 	echoed := make(chan error, 1)
 	go func() { _, err := io.ReadFull(data, make([]byte, 1)); echoed <- err }()
 	select {

@@ -163,6 +163,31 @@ type ChunkWriterTo interface {
 	WriteChunkTo(w io.Writer) (n int, rerr, werr error)
 }
 
+// SocketChunkWriterTo is a ChunkWriterTo whose connection can write the
+// client's bytes to the pod's socket itself while the pump waits for
+// them (the SPDY engine's streams on a plain TCP connection): they go
+// from the client's socket to the pod's with splice(2), and no goroutine
+// hands them to another.
+type SocketChunkWriterTo interface {
+	// WriteChunkToSocket is WriteChunkTo, for a w that writes to sock.
+	WriteChunkToSocket(w io.Writer, sock syscall.Conn) (n int, rerr, werr error)
+}
+
+// socketOf returns the socket a pump's writes to w go to, when they go
+// to one unchanged: w is the pod's connection, or the probe of it.
+func socketOf(w io.Writer) syscall.Conn {
+	if a, ok := w.(*ackProbe); ok {
+		w = a.w
+	}
+	switch sc := w.(type) {
+	case *net.TCPConn:
+		return sc
+	case *net.UnixConn:
+		return sc
+	}
+	return nil
+}
+
 // ChunkSplicer is a stream that can take bytes from a socket with
 // splice(2): the SPDY engine's streams on a plain TCP connection. The pump
 // uses it for pod→client, so the bytes go from the pod's socket to the
@@ -198,6 +223,8 @@ func splicer(dst io.Writer, src io.Reader) (ChunkSplicer, syscall.Conn, bool) {
 func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io.Reader, closeWrite func() error, count *int64, finSent *atomic.Bool) {
 	defer wg.Done()
 	chunks, direct := src.(ChunkWriterTo)
+	sinker, _ := src.(SocketChunkWriterTo)
+	podSock := socketOf(dst)
 	sp, sock, spliced := splicer(dst, src)
 	// A read from the pod becomes one stream write (SPDY frames of up to
 	// 128 KiB each, written in one batch), so bulk reads of 1 MiB mean few
@@ -210,6 +237,8 @@ func (p *pump) copyHalf(wg *sync.WaitGroup, dir Direction, dst io.Writer, src io
 		switch {
 		case spliced:
 			n, rerr, werr = sp.SpliceChunkFrom(sock)
+		case sinker != nil && podSock != nil:
+			n, rerr, werr = sinker.WriteChunkToSocket(dst, podSock)
 		case direct:
 			n, rerr, werr = chunks.WriteChunkTo(dst)
 		default:

@@ -108,6 +108,7 @@ type Conn struct {
 	hw       headerWriter
 	ctrlBuf  []byte
 	held     int64  // bytes of the current DATA frame put in a stream's buffer
+	spliced  bool   // the last DATA frame ended spliced from the socket (readHeader)
 	lastID   uint32 // highest stream id the peer opened
 	buffered atomic.Int64
 	drained  chan struct{} // signalled when a consumer reads
@@ -125,6 +126,7 @@ type Conn struct {
 	active      []*Stream     // streams with data or FIN to send
 	direct      bool          // nc takes vectored writes, so a Write may go direct
 	tcp         *net.TCPConn  // nc, when it is a plain TCP socket (splice)
+	spliceIn    bool          // tcp is set and frames are read from it alone: DATA may be spliced out of it
 	writing     bool          // a goroutine is writing to nc (the writer, or a Write going direct)
 	wclosed     bool          // the writer stopped; nothing more is sent
 	closing     bool          // write what is queued, then stop
@@ -162,6 +164,7 @@ func Serve(nc net.Conn, accept func(*Stream) error, opts Options) *Conn {
 		direct:   vectored(nc),
 	}
 	c.tcp, _ = nc.(*net.TCPConn)
+	c.spliceIn = c.tcp != nil && opts.Reader == nil
 	c.touch()
 	opts.Global.Join(c)
 	// Peers that honour flow control may send a whole budget per stream
@@ -282,7 +285,7 @@ func (c *Conn) readFrames() error {
 		if c.overflow.Load() {
 			return &connError{status: goAwayInternalError, msg: "the peer does not read our control frames"}
 		}
-		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+		if err := c.readHeader(hdr[:]); err != nil {
 			return err
 		}
 		c.touch()
@@ -483,12 +486,32 @@ func (c *Conn) readData(h frameHeader) error {
 		_, err := io.CopyN(io.Discard, c.br, n)
 		return err
 	}
+	// While the stream's consumer waits on an empty buffer, the bytes
+	// its pod's socket takes at once go there from here.
+	n, err := c.readDirect(s, n)
+	if err != nil {
+		return err
+	}
+	if err := c.deliver(s, c.br, n); err != nil {
+		return err
+	}
+	if h.flags&flagFin != 0 {
+		c.finishRemote(s)
+	}
+	return nil
+}
+
+// deliver puts n bytes from r, part of a DATA frame, in s's buffer,
+// waiting while the stream or the connection is over budget; a consumer
+// that reads nothing for StallTimeout, nor progresses by its probe, gets
+// its stream reset (FLOW_CONTROL_ERROR), and the rest is read and dropped.
+func (c *Conn) deliver(s *Stream, r io.Reader, n int64) error {
 	for n > 0 {
 		if err := c.waitConnBudget(); err != nil {
 			return err
 		}
 		chunk := min(n, int64(c.opts.StreamBuffer))
-		put, err := s.in.PutFrom(c.br, int(chunk), c.opts.StallTimeout)
+		put, err := s.in.PutFrom(r, int(chunk), c.opts.StallTimeout)
 		n -= int64(put)
 		if errors.Is(err, pipe.ErrStalled) {
 			if s.progressed() {
@@ -496,15 +519,12 @@ func (c *Conn) readData(h frameHeader) error {
 			}
 			c.opts.OnLimit(LimitStreamBuffer)
 			c.resetStream(s, statusFlowControlError, true)
-			_, err = io.CopyN(io.Discard, c.br, n)
+			_, err = io.CopyN(io.Discard, r, n)
 			return err
 		}
 		if err != nil {
 			return err
 		}
-	}
-	if h.flags&flagFin != 0 {
-		c.finishRemote(s)
 	}
 	return nil
 }

@@ -31,6 +31,14 @@
 //     TCP connection, Stream.SpliceChunkFrom moves a socket's bytes to the
 //     client with splice(2), never through user space while the writer is
 //     idle.
+//   - On a plain TCP connection the other way is spliced too: while a
+//     stream's consumer waits on an empty buffer with
+//     Stream.WriteChunkToSocket, the reader writes the stream's DATA to
+//     the consumer's socket (the pod's) itself, splicing the payload out
+//     of the client's socket, and never waits on it: once that socket
+//     cannot take a write whole, the bytes go into the stream's buffer as
+//     they would have, and the buffer drains before the reader writes
+//     directly again, so the pod gets them in order.
 //   - Every stream gets its SYN_REPLY before anything else is sent on it.
 //   - Pings from the client are answered; Close sends GOAWAY; a connection
 //     with no frame either way for Options.IdleTimeout is closed.

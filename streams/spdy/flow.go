@@ -60,14 +60,34 @@ func (c *Conn) consumed(s *Stream, n int) {
 	c.account(-int64(n))
 	c.wmu.Lock()
 	c.creditLocked(n)
+	c.creditStreamLocked(s, n)
+	c.wmu.Unlock()
+	if s.in.Buffered() == 0 {
+		c.maybeForget(s) // a finished stream leaves the table once read
+	}
+}
+
+// passedOn runs on the reader's goroutine after it wrote n bytes of s
+// straight to the stream's pod (readDirect): they count as read at once,
+// for the stream's window (the connection's is credited with the rest of
+// the frame) and for FullestStale.
+func (c *Conn) passedOn(s *Stream, n int) {
+	if n == 0 {
+		return
+	}
+	s.lastUse.Store(int64(time.Since(processStart)))
+	c.wmu.Lock()
+	c.creditStreamLocked(s, n)
+	c.wmu.Unlock()
+}
+
+// creditStreamLocked returns n bytes to the peer's window of s, with a
+// WINDOW_UPDATE every half budget. c.wmu is held.
+func (c *Conn) creditStreamLocked(s *Stream, n int) {
 	s.unacked += n
 	if s.unacked >= c.opts.StreamBuffer/2 && !c.wclosed {
 		c.pushControlLocked(appendWindowUpdate(nil, s.id, uint32(s.unacked)))
 		s.unacked = 0
-	}
-	c.wmu.Unlock()
-	if s.in.Buffered() == 0 {
-		c.maybeForget(s) // a finished stream leaves the table once read
 	}
 }
 

@@ -4,6 +4,7 @@ package spdy
 
 import (
 	"errors"
+	"io"
 	"syscall"
 )
 
@@ -15,4 +16,19 @@ func (s *Stream) CanSplice() bool { return false }
 // nothing.
 func (s *Stream) SpliceChunkFrom(syscall.Conn) (n int, rerr, werr error) {
 	return 0, nil, errors.ErrUnsupported
+}
+
+// WriteChunkToSocket is WriteChunkTo: off Linux the reader never writes
+// to the pod itself.
+func (s *Stream) WriteChunkToSocket(w io.Writer, _ syscall.Conn) (n int, rerr, werr error) {
+	return s.in.WriteChunkTo(w)
+}
+
+// readDirect moves nothing off Linux: all n bytes are left for the buffer.
+func (c *Conn) readDirect(_ *Stream, n int64) (int64, error) { return n, nil }
+
+// readHeader reads the next frame's header.
+func (c *Conn) readHeader(hdr []byte) error {
+	_, err := io.ReadFull(c.br, hdr)
+	return err
 }

@@ -2,13 +2,16 @@
 // goroutine and one stream's consumer. The reader puts bytes in, waiting
 // for room when the pipe is full (for a bounded time, if asked); the
 // consumer reads them out. Closing the consumer side makes puts discard
-// instead of wait, so a finished stream never stalls its connection.
+// instead of wait, so a finished stream never stalls its connection. A
+// consumer waiting on an empty pipe may offer the producer its socket, to
+// write to directly while the pipe stays empty (WriteChunkToSink).
 package pipe
 
 import (
 	"errors"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -36,6 +39,12 @@ type Pipe struct {
 	writable chan struct{} // signalled when room appears or the pipe closes
 
 	probe func() bool // the consumer's progress out of sight of the pipe; see SetProbe
+
+	// The consumer's sink (sink.go).
+	sink      syscall.RawConn // offered by a consumer waiting on an empty pipe
+	sinkTaken bool            // the producer is writing to sink
+	sunk      int             // bytes the producer wrote to sink, not yet reported to the consumer
+	sinkErr   error           // the producer's failure writing to sink, not yet reported
 
 	// OnRead, if set, is called (without the lock) with each count read.
 	OnRead func(n int)

@@ -1,0 +1,291 @@
+package spdy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/moby/spdystream"
+)
+
+// sinkAll moves s to the pod's socket with WriteChunkToSocket until the
+// client's FIN, then half-closes the pod, as the pump does; it returns
+// the bytes it was told were written.
+func sinkAll(s *Stream, pod *net.TCPConn) (int64, error) {
+	var total int64
+	for {
+		n, rerr, werr := s.WriteChunkToSocket(pod, pod)
+		total += int64(n)
+		if werr != nil {
+			return total, werr
+		}
+		if errors.Is(rerr, io.EOF) {
+			return total, pod.CloseWrite()
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// upload sends n random bytes on cs, half-closes it, and returns their
+// sha256.
+func upload(cs *spdystream.Stream, n int64) ([32]byte, error) {
+	h := sha256.New()
+	_, err := io.Copy(io.MultiWriter(cs, h), io.LimitReader(rand.Reader, n))
+	if err == nil {
+		err = cs.Close()
+	}
+	return [32]byte(h.Sum(nil)), err
+}
+
+// sunk is what a pod read: its bytes' count and sha256.
+type sunk struct {
+	n   int64
+	sum [32]byte
+	err error
+}
+
+func readPod(r io.Reader) sunk {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	return sunk{n, [32]byte(h.Sum(nil)), err}
+}
+
+// rchar is the bytes this process's read calls returned (/proc/self/io).
+func rchar(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no rchar in /proc/self/io")
+	return 0
+}
+
+// TestUploadSplicedToThePod: 64 MiB from a moby/spdystream client to a
+// pod, 256 KiB at a time, each sent once the pod has read the one before,
+// so the pod's socket always has room. The reader spliced them from the
+// client's socket to the pod's: the process's read calls return about
+// 64 MiB (the pod's), where they return 128 MiB when the engine also
+// reads every byte (checked by the same measure with a consumer that
+// reads with Read).
+func TestUploadSplicedToThePod(t *testing.T) {
+	const size, chunk = 64 << 20, 256 << 10
+	for _, consumer := range []string{"WriteChunkToSocket", "Read"} {
+		t.Run(consumer, func(t *testing.T) {
+			client, _, accepted := pair(t, Options{})
+			cs, ss := open(t, client, accepted, "up")
+			daemon, pod := podPair(t)
+			daemon.SetWriteBuffer(4 << 20)
+			pod.SetReadBuffer(4 << 20)
+			progress := make(chan int64, 16) // the pod's count after each read
+			go func() {
+				buf := make([]byte, 1<<20)
+				var n int64
+				for {
+					k, err := pod.Read(buf)
+					if k > 0 {
+						n += int64(k)
+						progress <- n
+					}
+					if err != nil {
+						close(progress)
+						return
+					}
+				}
+			}()
+			moved := make(chan error, 1)
+			go func() {
+				var n int64
+				var err error
+				if consumer == "Read" {
+					n, err = io.Copy(daemon, ss)
+					if err == nil {
+						err = daemon.CloseWrite()
+					}
+				} else {
+					n, err = sinkAll(ss, daemon)
+				}
+				if err == nil && n != size {
+					err = fmt.Errorf("told of %d bytes written, want %d", n, size)
+				}
+				moved <- err
+			}()
+			r0 := rchar(t)
+			buf := make([]byte, chunk)
+			for i := range int64(size / chunk) {
+				if _, err := cs.Write(buf); err != nil {
+					t.Fatal(err)
+				}
+				for n := int64(0); n < (i+1)*chunk; {
+					var ok bool
+					if n, ok = <-progress; !ok {
+						t.Fatalf("the pod's connection ended after %d bytes", n)
+					}
+				}
+			}
+			cs.Close()
+			if err := <-moved; err != nil {
+				t.Fatal(err)
+			}
+			read := rchar(t) - r0
+			t.Logf("%s: read calls returned %d MiB for %d MiB", consumer, read>>20, size>>20)
+			switch spliced := read < size+size/4; {
+			case consumer == "Read" && spliced:
+				t.Fatalf("read calls returned %d MiB with the engine reading every byte: the measure misses reads", read>>20)
+			case consumer != "Read" && !spliced:
+				t.Fatalf("read calls returned %d MiB for %d MiB: not spliced", read>>20, size>>20)
+			}
+		})
+	}
+}
+
+// TestUploadToAFullPodGoesThroughTheBuffer: a pod that reads nothing
+// while the client sends 32 MiB: once its socket is full, the rest waits
+// in the stream's buffer. Then the pod reads, and gets every byte in
+// order, and the consumer is told of each exactly once.
+func TestUploadToAFullPodGoesThroughTheBuffer(t *testing.T) {
+	const size = 32 << 20
+	client, _, accepted := pair(t, Options{StreamBuffer: 16 << 20, ConnBuffer: 64 << 20})
+	cs, ss := open(t, client, accepted, "full")
+	daemon, pod := podPair(t)
+	moved := make(chan error, 1)
+	go func() {
+		n, err := sinkAll(ss, daemon)
+		if err == nil && n != size {
+			err = fmt.Errorf("told of %d bytes written, want %d", n, size)
+		}
+		moved <- err
+	}()
+	sent := make(chan [32]byte, 1)
+	go func() {
+		sum, err := upload(cs, size)
+		if err != nil {
+			t.Error(err)
+		}
+		sent <- sum
+	}()
+	waitFor(t, "bytes to wait in the stream's buffer", func() bool { return ss.in.Buffered() > 0 })
+	r := readPod(pod)
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	if sum := <-sent; r.err != nil || r.n != size || r.sum != sum {
+		t.Fatalf("pod got %d bytes (err %v), want %d with the client's sha256", r.n, r.err, size)
+	}
+}
+
+// slowPod reads pod to its end in reads of random sizes, up to 64 KiB,
+// yielding between them.
+func slowPod(pod *net.TCPConn, seed uint64) sunk {
+	rng := mrand.New(mrand.NewPCG(seed, seed))
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := pod.Read(buf[:1+rng.IntN(len(buf))])
+		h.Write(buf[:k])
+		runtime.Gosched()
+		n += int64(k)
+		if err == io.EOF {
+			return sunk{n, [32]byte(h.Sum(nil)), nil}
+		}
+		if err != nil {
+			return sunk{n, [32]byte(h.Sum(nil)), err}
+		}
+	}
+}
+
+// TestUploadDirectIntegrity: four streams upload 4 MiB each at once to
+// pods that read in random sizes, through daemon sockets with small send
+// buffers, so each stream goes back and forth between the pod's socket
+// directly and its buffer; every pod gets its client's bytes in order, and
+// each consumer is told of each byte exactly once.
+func TestUploadDirectIntegrity(t *testing.T) {
+	client, _, accepted := pair(t, Options{})
+	const streams, size = 4, 4 << 20
+	var wg sync.WaitGroup
+	for i := range streams {
+		cs, ss := open(t, client, accepted, "s"+strconv.Itoa(i))
+		daemon, pod := podPair(t)
+		daemon.SetWriteBuffer(16 << 10)
+		got := make(chan sunk, 1)
+		go func() { got <- slowPod(pod, uint64(i)) }()
+		moved := make(chan error, 1)
+		go func() {
+			n, err := sinkAll(ss, daemon)
+			if err == nil && n != size {
+				err = fmt.Errorf("told of %d bytes written, want %d", n, size)
+			}
+			moved <- err
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sum, err := upload(cs, size)
+			if err != nil {
+				t.Errorf("stream %d: send: %v", i, err)
+				return
+			}
+			if err := <-moved; err != nil {
+				t.Errorf("stream %d: %v", i, err)
+			}
+			if r := <-got; r.err != nil || r.n != size || r.sum != sum {
+				t.Errorf("stream %d: pod got %d bytes (err %v), want %d with the client's sha256", i, r.n, r.err, size)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestUploadToAResetPodFailsTheWrite: a pod that resets while the client
+// uploads fails the consumer's write (whether the reader or the consumer
+// was writing when the reset came), and the connection carries another
+// stream after it.
+func TestUploadToAResetPodFailsTheWrite(t *testing.T) {
+	client, _, accepted := pair(t, Options{})
+	cs, ss := open(t, client, accepted, "reset")
+	daemon, pod := podPair(t)
+	moved := make(chan error, 1)
+	go func() { _, err := sinkAll(ss, daemon); moved <- err }()
+	go io.Copy(cs, rand.Reader) // until the stream is reset
+	if _, err := io.ReadFull(pod, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	pod.SetLinger(0)
+	pod.Close() // RST
+	if err := <-moved; err == nil {
+		t.Fatal("the upload to a pod that reset ended without an error")
+	}
+	ss.Reset()
+
+	cs2, ss2 := open(t, client, accepted, "after")
+	daemon2, pod2 := podPair(t)
+	go sinkAll(ss2, daemon2)
+	cs2.Write([]byte("still fine"))
+	cs2.Close()
+	if got, err := io.ReadAll(pod2); err != nil || !bytes.Equal(got, []byte("still fine")) {
+		t.Fatalf("second stream: pod got %q (err %v), want %q", got, err, "still fine")
+	}
+}
