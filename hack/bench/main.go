@@ -56,6 +56,7 @@ func main() {
 	cli := flag.String("cli", "", "portforward CLI binary, for the cli-* paths (default: build ./cmd/portforward)")
 	daemonFlags := flag.String("daemon-flags", "", "more flags for portforwardd, space-separated (e.g. \"--metrics-listen 127.0.0.1:10351 --pprof\" to profile it while the bench runs)")
 	chart := flag.String("chart", "", "write a PNG chart to this file (needs the bulk and parallel sections)")
+	cpuEach := flag.Bool("cpu-each", false, "also give the servers' CPU per GiB of each throughput workload, a row each (the suite's row sums them all)")
 	only := flag.String("only", "bulk,parallel,setup,hol", "comma list of sections to run: bulk, parallel, setup, hol")
 	pathList := flag.String("paths", strings.Join(pathNames, ","), "comma list of paths to measure besides the direct connection and the reference stack, which every ratio needs: "+strings.Join(pathNames, ", "))
 	refListen := flag.String("serve-reference", "", "internal: run the reference server on this address")
@@ -113,7 +114,7 @@ func main() {
 	} else if err == nil {
 		var columns map[string]bool
 		if columns, err = pathKeys(*pathList); err == nil {
-			err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *cli, *chart, sections(*only), columns)
+			err = run(n, *runs, *pings, *daemon, strings.Fields(*daemonFlags), *cli, *chart, sections(*only), columns, *cpuEach)
 		}
 	}
 	if err != nil {
@@ -262,7 +263,7 @@ func (e *benchEnv) relay(copyName string, sockBuf int) (*proc, error) {
 	return p, nil
 }
 
-func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cliBin, chartFile string, only, columns map[string]bool) error {
+func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cliBin, chartFile string, only, columns map[string]bool, cpuEach bool) error {
 	e, err := newBenchEnv(daemonBin, daemonFlags)
 	if err != nil {
 		return err
@@ -401,9 +402,11 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cl
 	cpu := make([]float64, len(paths))
 	clientCPU := make([]float64, len(paths)) // the CLI's, on its paths
 	moved := make([]int64, len(paths))
+	var cpuRows []row // -cpu-each's
 	measure := func(name string, fn func(p path) (time.Duration, int64, error)) error {
 		times := make([][]time.Duration, len(paths))
 		var bytes []int64 = make([]int64, len(paths))
+		wcpu, wmoved := make([]float64, len(paths)), make([]int64, len(paths)) // this workload's
 		for range runs {
 			for i, p := range paths {
 				c0, cc0 := p.cpu(), p.clientCPU()
@@ -415,8 +418,10 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cl
 					return fmt.Errorf("%s, %s: %w", name, p.name, p.explain(err))
 				}
 				cpu[i] += p.cpu() - c0
+				wcpu[i] += p.cpu() - c0
 				clientCPU[i] += p.clientCPU() - cc0
 				moved[i] += n
+				wmoved[i] += n
 				bytes[i] = n
 				times[i] = append(times[i], t)
 			}
@@ -430,6 +435,17 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cl
 			r.cells = append(r.cells, result{ok: true, rate: mibps(bytes[i], median(times[i]))})
 		}
 		rows = append(rows, r)
+		if cpuEach {
+			c := row{name: "server CPU per GiB, " + name}
+			for i, p := range paths {
+				if p.proc == nil || wmoved[i] == 0 {
+					c.cells = append(c.cells, result{})
+					continue
+				}
+				c.cells = append(c.cells, result{ok: true, note: fmt.Sprintf("%.2f s", wcpu[i]/(float64(wmoved[i])/(1<<30)))})
+			}
+			cpuRows = append(cpuRows, c)
+		}
 		return nil
 	}
 	if only["bulk"] {
@@ -530,6 +546,7 @@ func run(size int64, runs, pings int, daemonBin string, daemonFlags []string, cl
 		cpuRow.cells = append(cpuRow.cells, result{ok: true, note: fmt.Sprintf("%.2f s", cpu[i]/(float64(moved[i])/(1<<30)))})
 		rssRow.cells = append(rssRow.cells, result{ok: true, note: fmt.Sprintf("%d MiB", p.proc.rssMiB())})
 	}
+	rows = append(rows, cpuRows...)
 	rows = append(rows, cpuRow)
 	if clients {
 		rows = append(rows, clientRow)
