@@ -15,8 +15,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/moby/spdystream"
+	spdyframe "github.com/moby/spdystream/spdy"
 )
 
 // sinkAll moves s to the pod's socket with WriteChunkToSocket until the
@@ -287,5 +289,60 @@ func TestUploadToAResetPodFailsTheWrite(t *testing.T) {
 	cs2.Close()
 	if got, err := io.ReadAll(pod2); err != nil || !bytes.Equal(got, []byte("still fine")) {
 		t.Fatalf("second stream: pod got %q (err %v), want %q", got, err, "still fine")
+	}
+}
+
+// TestDirectBytesCreditBothWindows: DATA the reader writes straight to the
+// pod's socket is credited to the client's stream window and connection
+// window at once, as bytes a consumer read are: a peer that honours flow
+// control gets both WINDOW_UPDATEs for half a budget sent.
+func TestDirectBytesCreditBothWindows(t *testing.T) {
+	const budget = 256 << 10
+	const half = budget / 2
+	streams := make(chan *Stream, 1)
+	f, _, _ := tcpFramer(t, Options{StreamBuffer: budget, ConnBuffer: budget}, func(s *Stream) error { streams <- s; return nil })
+	frames := make(chan spdyframe.Frame, 64)
+	go func() {
+		defer close(frames)
+		for {
+			fr, err := f.ReadFrame()
+			if err != nil {
+				return
+			}
+			frames <- fr
+		}
+	}()
+	if err := f.WriteFrame(syn(1, false)); err != nil {
+		t.Fatal(err)
+	}
+	s := <-streams
+	daemon, pod := podPair(t)
+	go sinkAll(s, daemon)
+	waitFor(t, "the consumer to offer the pod's socket", s.in.Offered)
+	if err := f.WriteFrame(&spdyframe.DataFrame{StreamId: 1, Data: make([]byte, half)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(pod, make([]byte, half)); err != nil {
+		t.Fatal(err)
+	}
+	session, stream := -(budget - 64<<10), 0 // Serve's first session WINDOW_UPDATE is not a credit
+	deadline := time.After(10 * time.Second)
+	for session < half || stream < half {
+		select {
+		case fr, ok := <-frames:
+			if !ok {
+				t.Fatalf("the connection ended with credits session %d, stream %d", session, stream)
+			}
+			if w, ok := fr.(*spdyframe.WindowUpdateFrame); ok {
+				switch w.StreamId {
+				case 0:
+					session += int(w.DeltaWindowSize)
+				case 1:
+					stream += int(w.DeltaWindowSize)
+				}
+			}
+		case <-deadline:
+			t.Fatalf("credits after %d bytes went to the pod: session %d, stream %d; want %d each", half, session, stream, half)
+		}
 	}
 }

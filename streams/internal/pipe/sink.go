@@ -46,6 +46,14 @@ func (p *Pipe) WriteChunkToSink(w io.Writer, sink syscall.RawConn) (n int, rerr,
 	}
 }
 
+// Offered reports whether a consumer waits with its sink offered and the
+// producer does not hold it.
+func (p *Pipe) Offered() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sink != nil && !p.sinkTaken
+}
+
 // TakeSink returns the consumer's sink, taken for the producer's writes,
 // if the consumer offers one and the ring is empty; nil otherwise. The
 // producer must give it back with SinkDone.
