@@ -295,23 +295,7 @@ func TestResolverSandboxGoneIsAMissingPod(t *testing.T) {
 // e2e included, caught it: e2e's stopped pod is a host-network one, which
 // is never cached).
 func TestResolverLooksAgainWhenTheCachedNamespaceIsGone(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for ip netns add")
-	}
-	name := fmt.Sprintf("pfd-cri-test-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v %s", err, out)
-	}
-	deleted := false
-	del := func() {
-		if !deleted {
-			deleted = true
-			if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-				t.Errorf("ip netns delete: %v %s", err, out)
-			}
-		}
-	}
-	t.Cleanup(del)
+	name, del := testNetns(t)
 	ready := runtimeapi.PodSandboxState_SANDBOX_READY
 	rt := &tableRuntime{}
 	rt.set([]*runtimeapi.PodSandbox{{Id: "sb1", State: ready}},
@@ -328,5 +312,71 @@ func TestResolverLooksAgainWhenTheCachedNamespaceIsGone(t *testing.T) {
 		map[string]*runtimeapi.PodSandboxStatusResponse{"sb2": inNetns("sb2", ready, "/proc/self/ns/net")})
 	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != "/proc/self/ns/net" {
 		t.Fatalf("Resolve after the namespace was deleted: %+v, %v; want the new sandbox's /proc/self/ns/net", tg, err)
+	}
+}
+
+// testNetns adds a network namespace (/run/netns/NAME) for the test and
+// returns its name and a function deleting it, which cleanup calls too.
+func testNetns(t *testing.T) (name string, del func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for ip netns add")
+	}
+	name = fmt.Sprintf("pfd-cri-test-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("ip netns add: %v %s", err, out)
+	}
+	deleted := false
+	del = func() {
+		if !deleted {
+			deleted = true
+			if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+				t.Errorf("ip netns delete: %v %s", err, out)
+			}
+		}
+	}
+	t.Cleanup(del)
+	return name, del
+}
+
+// TestResolverReusesALookupForItsTTL: a pod's lookup is reused while it
+// is younger than the cache's TTL, though the runtime now lists another
+// sandbox for the pod, and not after: the new sandbox is found once the
+// TTL has passed, and not before. Kills the cache never used and the
+// TTL ignored either way (no test looked at time, e2e included).
+func TestResolverReusesALookupForItsTTL(t *testing.T) {
+	name, _ := testNetns(t)
+	const ttl = 2 * time.Second
+	ready := runtimeapi.PodSandboxState_SANDBOX_READY
+	rt := &tableRuntime{}
+	rt.set([]*runtimeapi.PodSandbox{{Id: "sb1", State: ready}},
+		map[string]*runtimeapi.PodSandboxStatusResponse{"sb1": inNetns("sb1", ready, "/run/netns/"+name)})
+	r := resolverOf(t, rt)
+	r.ttl = ttl
+	pod := nsenter.Pod{Namespace: "ns", Name: "pod"}
+	start := time.Now()
+	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != "/run/netns/"+name {
+		t.Fatalf("Resolve: %+v, %v", tg, err)
+	}
+	rt.set([]*runtimeapi.PodSandbox{{Id: "sb2", State: ready}},
+		map[string]*runtimeapi.PodSandboxStatusResponse{"sb2": inNetns("sb2", ready, "/proc/self/ns/net")})
+	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != "/run/netns/"+name {
+		t.Fatalf("Resolve within the TTL: %+v, %v; want the cached /run/netns/%s", tg, err, name)
+	}
+	for {
+		tg, err := r.Resolve(context.Background(), pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tg.Path == "/proc/self/ns/net" {
+			if age := time.Since(start); age < ttl {
+				t.Fatalf("the lookup was replaced after %v, within its TTL of %v", age, ttl)
+			}
+			return
+		}
+		if age := time.Since(start); age > ttl+5*time.Second {
+			t.Fatalf("the cached lookup is still used %v after it was made, past its TTL of %v", age, ttl)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
