@@ -146,15 +146,7 @@ func TestSPDYDownloadIsSpliced(t *testing.T) {
 		if err != nil || n != size || sum != <-sums {
 			t.Fatalf("client received %d bytes (err %v); want %d with matching sha256", n, err, size)
 		}
-		rchar1, wchar1 := d.ioChars(t)
-		moved := (rchar1 - rchar0) + (wchar1 - wchar0)
-		t.Logf("user-space copies for %d MiB forwarded: rchar %d KiB, wchar %d KiB", size>>20, (rchar1-rchar0)>>10, (wchar1-wchar0)>>10)
-		switch spliced := moved < size/8; {
-		case tr.name == "spdy" && !spliced:
-			t.Fatalf("the daemon read+wrote %d MiB through user space for %d MiB: not spliced", moved>>20, size>>20)
-		case tr.name != "spdy" && spliced:
-			t.Fatalf("only %d MiB through user space for %d MiB over the tunnel: the measurement misses copies", moved>>20, size>>20)
-		}
+		expectSpliced(t, d, tr, size, rchar0, wchar0)
 	})
 }
 
@@ -193,16 +185,25 @@ func TestSPDYUploadIsSpliced(t *testing.T) {
 		if r := <-got; r.err != nil || r.n != size || r.sum != want() {
 			t.Fatalf("pod received %d bytes (err %v), sha256 match %v; want %d", r.n, r.err, r.sum == want(), size)
 		}
-		rchar1, wchar1 := d.ioChars(t)
-		moved := (rchar1 - rchar0) + (wchar1 - wchar0)
-		t.Logf("user-space copies for %d MiB forwarded: rchar %d KiB, wchar %d KiB", size>>20, (rchar1-rchar0)>>10, (wchar1-wchar0)>>10)
-		switch spliced := moved < size/8; {
-		case tr.name == "spdy" && !spliced:
-			t.Fatalf("the daemon read+wrote %d MiB through user space for %d MiB: not spliced", moved>>20, size>>20)
-		case tr.name != "spdy" && spliced:
-			t.Fatalf("only %d MiB through user space for %d MiB over the tunnel: the measurement misses copies", moved>>20, size>>20)
-		}
+		expectSpliced(t, d, tr, size, rchar0, wchar0)
 	})
+}
+
+// expectSpliced checks, after size bytes went through a forward over tr,
+// that the daemon's read and write calls (rchar, wchar in /proc/PID/io,
+// rchar0 and wchar0 before) carried under an eighth of them over SPDY,
+// which splices, and all of them over the WebSocket tunnel, which cannot.
+func expectSpliced(t *testing.T, d *daemon, tr transport, size int64, rchar0, wchar0 int64) {
+	t.Helper()
+	rchar1, wchar1 := d.ioChars(t)
+	moved := (rchar1 - rchar0) + (wchar1 - wchar0)
+	t.Logf("user-space copies for %d MiB forwarded: rchar %d KiB, wchar %d KiB", size>>20, (rchar1-rchar0)>>10, (wchar1-wchar0)>>10)
+	switch spliced := moved < size/8; {
+	case tr.name == "spdy" && !spliced:
+		t.Fatalf("the daemon read+wrote %d MiB through user space for %d MiB: not spliced", moved>>20, size>>20)
+	case tr.name != "spdy" && spliced:
+		t.Fatalf("only %d MiB through user space for %d MiB over the tunnel: the measurement misses copies", moved>>20, size>>20)
+	}
 }
 
 // TestConcurrentConnections runs 100 forwarded connections at once through

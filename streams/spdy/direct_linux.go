@@ -135,48 +135,43 @@ func spliceIn(rc syscall.RawConn, p *splicePipe, n int) error {
 
 // sendNow writes what it can of b to the socket sink without waiting for
 // room, and returns how much that was.
-func sendNow(sink syscall.RawConn, b []byte) (n int, err error) {
-	var serr error
-	err = sink.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			k, err := unix.SendmsgN(int(fd), b[n:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return true
-			case err != nil:
-				serr = os.NewSyscallError("write to pod", err)
-				return true
-			}
-			n += k
-		}
-		return true
+func sendNow(sink syscall.RawConn, b []byte) (int, error) {
+	n := 0
+	return now(sink, "write to pod", func() int { return len(b) - n }, func(fd int) (int, error) {
+		k, err := unix.SendmsgN(fd, b[n:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		n += max(k, 0)
+		return k, err
 	})
-	if err != nil {
-		return n, err
-	}
-	return n, serr
 }
 
 // spliceNow splices what it can of p's bytes to the socket sink without
 // waiting for room, and returns how much that was; p.n keeps the rest.
-func spliceNow(sink syscall.RawConn, p *splicePipe) (n int, err error) {
+func spliceNow(sink syscall.RawConn, p *splicePipe) (int, error) {
+	return now(sink, "splice to pod", func() int { return p.n }, func(fd int) (int, error) {
+		k, err := unix.Splice(p.r, nil, fd, nil, p.n, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		p.n -= max(int(k), 0)
+		return int(k), err
+	})
+}
+
+// now calls op, which writes to the socket sink, while left says bytes
+// are left, until the socket has no room (EAGAIN) or op fails: it never
+// waits for room. It returns the bytes op moved.
+func now(sink syscall.RawConn, what string, left func() int, op func(fd int) (int, error)) (n int, err error) {
 	var serr error
 	err = sink.Write(func(fd uintptr) bool {
-		for p.n > 0 {
-			k, err := unix.Splice(p.r, nil, int(fd), nil, p.n, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		for left() > 0 {
+			k, err := op(int(fd))
 			switch {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
 				return true
 			case err != nil:
-				serr = os.NewSyscallError("splice to pod", err)
+				serr = os.NewSyscallError(what, err)
 				return true
 			}
-			p.n -= int(k)
-			n += int(k)
+			n += k
 		}
 		return true
 	})
