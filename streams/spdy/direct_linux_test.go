@@ -41,6 +41,20 @@ func sinkAll(s *Stream, pod *net.TCPConn) (int64, error) {
 	}
 }
 
+// sinkCounted runs sinkAll on a goroutine of its own; its error, or one
+// for a count other than want, comes on the channel.
+func sinkCounted(s *Stream, pod *net.TCPConn, want int64) <-chan error {
+	moved := make(chan error, 1)
+	go func() {
+		n, err := sinkAll(s, pod)
+		if err == nil && n != want {
+			err = fmt.Errorf("told of %d bytes written, want %d", n, want)
+		}
+		moved <- err
+	}()
+	return moved
+}
+
 // upload sends n random bytes on cs, half-closes it, and returns their
 // sha256.
 func upload(cs *spdystream.Stream, n int64) ([32]byte, error) {
@@ -172,14 +186,7 @@ func TestUploadToAFullPodGoesThroughTheBuffer(t *testing.T) {
 	client, _, accepted := pair(t, Options{StreamBuffer: 16 << 20, ConnBuffer: 64 << 20})
 	cs, ss := open(t, client, accepted, "full")
 	daemon, pod := podPair(t)
-	moved := make(chan error, 1)
-	go func() {
-		n, err := sinkAll(ss, daemon)
-		if err == nil && n != size {
-			err = fmt.Errorf("told of %d bytes written, want %d", n, size)
-		}
-		moved <- err
-	}()
+	moved := sinkCounted(ss, daemon, size)
 	sent := make(chan [32]byte, 1)
 	go func() {
 		sum, err := upload(cs, size)
@@ -234,14 +241,7 @@ func TestUploadDirectIntegrity(t *testing.T) {
 		daemon.SetWriteBuffer(16 << 10)
 		got := make(chan sunk, 1)
 		go func() { got <- slowPod(pod, uint64(i)) }()
-		moved := make(chan error, 1)
-		go func() {
-			n, err := sinkAll(ss, daemon)
-			if err == nil && n != size {
-				err = fmt.Errorf("told of %d bytes written, want %d", n, size)
-			}
-			moved <- err
-		}()
+		moved := sinkCounted(ss, daemon, size)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
