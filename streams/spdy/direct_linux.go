@@ -49,7 +49,7 @@ func (c *Conn) readDirect(s *Stream, n int64) (int64, error) {
 	if sink == nil {
 		return n, nil
 	}
-	moved, left, werr, rerr := c.writeToPod(sink, int(n))
+	moved, left, werr, rerr := c.writeToPod(s, sink, int(n))
 	s.in.SinkDone(moved, werr)
 	c.passedOn(s, moved)
 	n -= int64(moved)
@@ -63,11 +63,14 @@ func (c *Conn) readDirect(s *Stream, n int64) (int64, error) {
 }
 
 // writeToPod writes up to n bytes of the current DATA frame to the
-// socket sink without waiting on it. It returns the bytes sink took; the
-// pipe holding bytes it read from the client that sink did not take (nil
-// when there are none); sink's error; and the error reading from the
-// client, which ends the connection.
-func (c *Conn) writeToPod(sink syscall.RawConn, n int) (moved int, left *splicePipe, werr, rerr error) {
+// socket sink, s's consumer's, without waiting on it. It returns the
+// bytes sink took; the pipe holding bytes it read from the client that
+// sink did not take (nil when there are none); sink's error; and the
+// error reading from the client, which ends the connection. While it
+// waits for the client, s's consumer is told of the bytes written so
+// far should the stream be aborted meanwhile; once it is, nothing more
+// is written to sink.
+func (c *Conn) writeToPod(s *Stream, sink syscall.RawConn, n int) (moved int, left *splicePipe, werr, rerr error) {
 	if b := min(c.br.Buffered(), n); b > 0 {
 		buf, _ := c.br.Peek(b)
 		k, err := sendNow(sink, buf)
@@ -90,9 +93,13 @@ func (c *Conn) writeToPod(sink syscall.RawConn, n int) (moved int, left *spliceP
 		return moved, nil, nil, nil // out of file descriptors: the buffer takes the rest
 	}
 	for moved < n {
-		if rerr = spliceIn(rc, p, n-moved); rerr != nil {
+		waited, rerr := spliceIn(rc, p, n-moved, func() { s.in.SinkWait(moved) })
+		if rerr != nil {
 			p.destroy()
 			return moved, nil, nil, rerr
+		}
+		if waited && !s.in.SinkResume() {
+			return moved, p, nil, nil // aborted meanwhile: the buffer drops p's bytes
 		}
 		k, err := spliceNow(sink, p)
 		moved += k
@@ -106,8 +113,9 @@ func (c *Conn) writeToPod(sink syscall.RawConn, n int) (moved int, left *spliceP
 }
 
 // spliceIn waits for bytes on the client's socket rc and splices what it
-// has, at most n (and spliceChunk), into the empty pipe p.
-func spliceIn(rc syscall.RawConn, p *splicePipe, n int) error {
+// has, at most n (and spliceChunk), into the empty pipe p. Before it
+// first waits, it calls waiting; it reports whether it did.
+func spliceIn(rc syscall.RawConn, p *splicePipe, n int, waiting func()) (waited bool, _ error) {
 	var serr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
@@ -116,6 +124,10 @@ func spliceIn(rc syscall.RawConn, p *splicePipe, n int) error {
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
+				if !waited {
+					waited = true
+					waiting()
+				}
 				return false
 			case err != nil:
 				serr = os.NewSyscallError("splice from client", err)
@@ -128,9 +140,9 @@ func spliceIn(rc syscall.RawConn, p *splicePipe, n int) error {
 		}
 	})
 	if err != nil {
-		return err
+		return waited, err
 	}
-	return serr
+	return waited, serr
 }
 
 // sendNow writes what it can of b to the socket sink without waiting for

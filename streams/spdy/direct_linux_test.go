@@ -9,6 +9,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -344,5 +345,96 @@ func TestDirectBytesCreditBothWindows(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("credits after %d bytes went to the pod: session %d, stream %d; want %d each", half, session, stream, half)
 		}
+	}
+}
+
+// tcpClient is a client that writes raw frames over loopback TCP (the
+// reader splices only from a plain TCP socket); accepted receives each
+// stream the server accepts.
+func tcpClient(t *testing.T, opts Options) (*spdyframe.Framer, *net.TCPConn, *Conn, chan *Stream) {
+	t.Helper()
+	server, client := podPair(t) // any loopback TCP pair
+	accepted := make(chan *Stream, 16)
+	srv := Serve(server, func(s *Stream) error { accepted <- s; return nil }, opts)
+	t.Cleanup(func() { client.Close(); srv.Close(); <-srv.Done() })
+	f, err := spdyframe.NewFramer(client, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, client, srv, accepted
+}
+
+// dataHeader is the header of a DATA frame of length bytes on stream id.
+func dataHeader(id uint32, flags uint8, length int) []byte {
+	return []byte{byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id), flags, byte(length >> 16), byte(length >> 8), byte(length)}
+}
+
+// waitOffered waits until s's consumer offers its sink, the reader idle:
+// the probe takes it and gives it back, reporting nothing.
+func waitOffered(t *testing.T, s *Stream) {
+	t.Helper()
+	waitFor(t, "the consumer to offer its socket", func() bool {
+		if s.in.TakeSink() == nil {
+			return false
+		}
+		s.in.SinkDone(0, nil)
+		return true
+	})
+}
+
+// TestAbortWhileTheReaderWritesToThePodCountsItsBytes: the reader has
+// written the first half of a DATA frame to the pod and waits on the
+// client for the rest when the forward aborts (the pump resets the
+// stream). The consumer is told of every byte the pod's socket took, as
+// it is when it writes them itself: the pump's count and bytes_total
+// must not miss bytes the pod got. With the bug it returned the reset
+// alone, and the half already in the pod's socket was never counted.
+func TestAbortWhileTheReaderWritesToThePodCountsItsBytes(t *testing.T) {
+	f, nc, srv, accepted := tcpClient(t, Options{})
+	if err := f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ss := <-accepted
+	daemon, pod := podPair(t)
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { n, err := sinkAll(ss, daemon); done <- result{n, err} }()
+	waitOffered(t, ss)
+	const half = 500
+	if _, err := nc.Write(append(dataHeader(1, 0, 2*half), make([]byte, half)...)); err != nil {
+		t.Fatal(err)
+	}
+	pod.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(pod, make([]byte, half)); err != nil {
+		t.Fatalf("the pod did not get the frame's first half: %v", err)
+	}
+	ss.Reset() // the forward aborts
+	r := <-done
+	if !errors.Is(r.err, ErrReset) {
+		t.Fatalf("consumer ended with %v, want the reset", r.err)
+	}
+	daemon.Close() // as the pump does
+	// The rest of the frame comes; the connection goes on.
+	if _, err := nc.Write(make([]byte, half)); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := half + int64(len(rest)); r.n != got {
+		t.Fatalf("consumer told of %d bytes written; the pod got %d", r.n, got)
+	}
+	if err := f.WriteFrame(&spdyframe.PingFrame{Id: 1}); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, f, nc, "the PING's echo", func(fr spdyframe.Frame) bool { _, ok := fr.(*spdyframe.PingFrame); return ok })
+	select {
+	case <-srv.Done():
+		t.Fatalf("the connection ended: %v", srv.Err())
+	default:
 	}
 }

@@ -43,6 +43,8 @@ type Pipe struct {
 	// The consumer's sink (sink.go).
 	sink      syscall.RawConn // offered by a consumer waiting on an empty pipe
 	sinkTaken bool            // the producer is writing to sink
+	sinkWait  bool            // the producer holding sink waits for its source (SinkWait), writing nothing
+	waitSunk  int             // bytes of the producer's turn with sink that SinkWait already reported
 	sunk      int             // bytes the producer wrote to sink, not yet reported to the consumer
 	sinkErr   error           // the producer's failure writing to sink, not yet reported
 

@@ -15,7 +15,11 @@ import (
 // while the ring is empty, so the socket gets the bytes in order. The
 // producer must not wait on the socket while it holds the sink: a write
 // the socket cannot take whole ends its turn, and the rest goes into the
-// ring as ever.
+// ring as ever. A producer that waits for its own source while it holds
+// the sink says so (SinkWait, SinkResume): an abort then returns at once,
+// with the bytes written so far; otherwise it returns once the producer's
+// write under way is over, with its bytes, so that the consumer is told
+// of every byte its socket took.
 
 // WriteChunkToSink is WriteChunkTo, offering sink while the pipe is empty:
 // it returns the bytes the producer wrote to sink meanwhile, and the
@@ -31,10 +35,12 @@ func (p *Pipe) WriteChunkToSink(w io.Writer, sink syscall.RawConn) (n int, rerr,
 			p.mu.Unlock()
 			return n, nil, werr
 		}
-		if p.n > 0 || p.err != nil && !(p.sinkTaken && p.err == io.EOF) {
+		if p.n > 0 || p.err != nil && (!p.sinkTaken || p.err != io.EOF && p.sinkWait) {
 			// Bytes in the ring (put only once the producer gave the sink
-			// back), or the end: an abort at once, an orderly end only
-			// after the producer's last write.
+			// back), or the end: an orderly end only after the producer's
+			// last write, an abort once the producer writes no more (it
+			// gave the sink back, or waits for its source and will not
+			// write after it).
 			p.sink = nil
 			p.mu.Unlock()
 			return p.WriteChunkTo(w)
@@ -64,20 +70,51 @@ func (p *Pipe) TakeSink() syscall.RawConn {
 		return nil
 	}
 	p.sinkTaken = true
+	p.sinkWait, p.waitSunk = false, 0
 	return p.sink
 }
 
+// SinkWait reports that the producer holding the sink has written n
+// bytes to it in this turn (those reported before included), and is
+// about to wait for its source, writing nothing meanwhile: an abort then
+// returns to the consumer at once, with those bytes.
+func (p *Pipe) SinkWait(n int) {
+	p.mu.Lock()
+	p.sunk += n - p.waitSunk
+	p.waitSunk = n
+	p.sinkWait = true
+	aborted := p.err != nil
+	p.mu.Unlock()
+	if aborted {
+		signal(p.readable) // a consumer may wait for the write that was under way
+	}
+}
+
+// SinkResume ends the producer's wait for its source: false when the
+// pipe was finished or aborted meanwhile, and the producer must write
+// nothing more to the sink (and give it back with SinkDone).
+func (p *Pipe) SinkResume() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sinkWait = false
+	return !p.closed
+}
+
 // SinkDone gives back the sink TakeSink returned and reports the n bytes
-// the producer wrote to it, and its error writing, to the consumer.
+// the producer wrote to it in this turn (those SinkWait reported
+// included), and its error writing, to the consumer.
 func (p *Pipe) SinkDone(n int, err error) {
 	p.mu.Lock()
-	p.sinkTaken = false
+	p.sinkTaken, p.sinkWait = false, false
+	n -= p.waitSunk
+	p.waitSunk = 0
 	p.sunk += n
 	if p.sinkErr == nil {
 		p.sinkErr = err
 	}
+	aborted := p.err != nil
 	p.mu.Unlock()
-	if n > 0 || err != nil {
+	if n > 0 || err != nil || aborted {
 		signal(p.readable)
 	}
 }

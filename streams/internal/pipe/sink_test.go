@@ -139,7 +139,10 @@ func TestSinkKeepsTheOrder(t *testing.T) {
 
 // TestSinkEndComesAfterTheProducersBytes: the end of the stream, while
 // the producer holds the sink, is returned only after the bytes it
-// reports; an abort is returned at once.
+// reports; an abort once the producer writes no more: at once while it
+// waits for its source, with the bytes it wrote before, and after its
+// write under way otherwise, with that write's bytes, so the consumer
+// is told of every byte its socket took.
 func TestSinkEndComesAfterTheProducersBytes(t *testing.T) {
 	t.Run("finish", func(t *testing.T) {
 		p := New(1 << 10)
@@ -162,19 +165,67 @@ func TestSinkEndComesAfterTheProducersBytes(t *testing.T) {
 			t.Fatalf("WriteChunkToSink after them: %+v, want io.EOF", r)
 		}
 	})
-	t.Run("abort", func(t *testing.T) {
+	t.Run("abort while the producer writes", func(t *testing.T) {
 		p := New(1 << 10)
 		dst, sink, _ := sinkPair(t)
 		ch := consume(p, dst, sink)
 		takeOffered(t, p)
 		errReset := errors.New("reset")
 		p.Abort(errReset)
-		if r := result(t, ch); r.rerr != errReset {
-			t.Fatalf("WriteChunkToSink: %+v, want the abort's error at once", r)
+		// A bounded look, which can only miss a regression.
+		select {
+		case r := <-ch:
+			t.Fatalf("WriteChunkToSink returned %+v while the producer was writing", r)
+		case <-time.After(50 * time.Millisecond):
 		}
-		p.SinkDone(2, nil) // harmless after the consumer has gone
+		p.SinkDone(2, nil)
+		if r := result(t, ch); r.n != 2 || r.rerr != nil {
+			t.Fatalf("WriteChunkToSink: %+v, want the write's 2 bytes", r)
+		}
+		if r := result(t, consume(p, dst, sink)); r.n != 0 || r.rerr != errReset {
+			t.Fatalf("WriteChunkToSink after them: %+v, want the abort", r)
+		}
 		if p.TakeSink() != nil {
 			t.Fatal("an aborted pipe's sink was taken")
+		}
+	})
+	t.Run("abort while the producer waits", func(t *testing.T) {
+		p := New(1 << 10)
+		dst, sink, _ := sinkPair(t)
+		ch := consume(p, dst, sink)
+		takeOffered(t, p)
+		p.SinkWait(3)
+		errReset := errors.New("reset")
+		p.Abort(errReset)
+		if r := result(t, ch); r.n != 3 || r.rerr != nil {
+			t.Fatalf("WriteChunkToSink: %+v, want the 3 bytes written before the wait, at once", r)
+		}
+		if r := result(t, consume(p, dst, sink)); r.n != 0 || r.rerr != errReset {
+			t.Fatalf("WriteChunkToSink after them: %+v, want the abort at once", r)
+		}
+		if p.SinkResume() {
+			t.Fatal("SinkResume let the producer go on writing to an aborted pipe's sink")
+		}
+		p.SinkDone(3, nil) // the turn's 3 bytes, all reported already
+		p.mu.Lock()
+		sunk := p.sunk
+		p.mu.Unlock()
+		if sunk != 0 {
+			t.Fatalf("%d bytes reported twice", sunk)
+		}
+	})
+	t.Run("wait and resume", func(t *testing.T) {
+		p := New(1 << 10)
+		dst, sink, _ := sinkPair(t)
+		ch := consume(p, dst, sink)
+		takeOffered(t, p)
+		p.SinkWait(3)
+		if !p.SinkResume() {
+			t.Fatal("SinkResume refused with the pipe open")
+		}
+		p.SinkDone(5, nil)
+		if r := result(t, ch); r.n != 5 || r.rerr != nil || r.werr != nil {
+			t.Fatalf("WriteChunkToSink: %+v, want the turn's 5 bytes once", r)
 		}
 	})
 }
