@@ -92,8 +92,9 @@ func (c *Conn) writeToPod(s *Stream, sink syscall.RawConn, n int) (moved int, le
 	if err != nil {
 		return moved, nil, nil, nil // out of file descriptors: the buffer takes the rest
 	}
+	waiting := func() { s.in.SinkWait(moved) }
 	for moved < n {
-		waited, rerr := spliceIn(rc, p, n-moved, func() { s.in.SinkWait(moved) })
+		waited, rerr := spliceIn(rc, p, n-moved, waiting)
 		if rerr != nil {
 			p.destroy()
 			return moved, nil, nil, rerr
