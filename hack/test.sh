@@ -44,8 +44,8 @@ if go list -deps ./cmd/portforwardd | grep -qx 'os/exec'; then
 	exit 1
 fi
 
-echo "== the portforward CLI builds for macOS and Windows, where operators run it (and its tests, vetted there)"
-for target in darwin/arm64 windows/amd64; do
+echo "== the portforward CLI builds for macOS, Windows and 32-bit Linux, where operators run it (and its tests, vetted there)"
+for target in darwin/arm64 windows/amd64 linux/arm; do
 	GOOS=${target%/*} GOARCH=${target#*/} go build -o /dev/null ./cmd/portforward
 	GOOS=${target%/*} GOARCH=${target#*/} go vet ./cmd/portforward
 done

@@ -54,9 +54,9 @@ func (s *Stream) SpliceChunkFrom(src syscall.Conn) (n int, rerr, werr error) {
 			if buf != nil {
 				k, err = unix.Read(int(fd), buf.b)
 			} else {
-				var k64 int64
-				k64, err = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
-				k = int(k64)
+				// int64 on 64-bit Linux, int on 32-bit
+				spliced, serr := unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+				k, err = int(spliced), serr
 			}
 			switch {
 			case err == unix.EINTR:
