@@ -6,21 +6,31 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/portforwardd/portforwardd/nsenter"
 )
 
 // TestDialTimeoutCountedAsTimeout: a pod port that drops SYNs on
 // 127.0.0.1 (a full accept queue, a firewall), in a pod with nothing on
 // [::1], fails its dial after --dial-timeout, and dial_errors_total says
 // timeout: the alert on dial errors leaves "refused" to the users, and
-// the [::1] refusal that followed the timeout named it.
+// the [::1] refusal that followed the timeout named it. The dial fails at
+// the flag's timeout, not the default's.
 func TestDialTimeoutCountedAsTimeout(t *testing.T) {
-	d := startDaemon(t, "--dial-timeout", "300ms")
+	const dialTimeout = 300 * time.Millisecond
+	d := startDaemon(t, "--dial-timeout", dialTimeout.String())
 	p := newPod(t)
 	const hung = 9
 	p.blackhole(t, hung)
+	start := time.Now()
 	c, resp, body := dialRaw(t, d, rawPath(p, hung))
+	took := time.Since(start)
 	if c != nil || resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("connect-tcp to a port that drops SYNs: %d %q, want 502", resp.StatusCode, body)
+	}
+	// The flag's timeout, not the default's 10 s, nor none.
+	if took < dialTimeout || took > 5*time.Second {
+		t.Errorf("the dial failed after %v; want it after --dial-timeout %v, well before the default's %v", took, dialTimeout, nsenter.DefaultDialTimeout)
 	}
 	timeouts := d.metric(t, `portforwardd_dial_errors_total{reason="timeout"}`)
 	refused := d.metric(t, `portforwardd_dial_errors_total{reason="refused"}`)
