@@ -69,6 +69,18 @@ func takeOffered(t *testing.T, p *Pipe) syscall.RawConn {
 	}
 }
 
+// stillWaiting fails the test if WriteChunkToSink returns within 50 ms.
+// Nothing says the consumer has seen what woke it and gone on waiting:
+// a bounded look, which can only miss a regression.
+func stillWaiting(t *testing.T, ch <-chan chunkResult, when string) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		t.Fatalf("WriteChunkToSink returned %+v %s", r, when)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
 func result(t *testing.T, ch <-chan chunkResult) chunkResult {
 	t.Helper()
 	select {
@@ -152,13 +164,7 @@ func TestSinkEndComesAfterTheProducersBytes(t *testing.T) {
 		ch := consume(p, dst, sink)
 		takeOffered(t, p)
 		p.Finish(io.EOF)
-		// Nothing says the consumer has seen the end and gone on
-		// waiting: a bounded look, which can only miss a regression.
-		select {
-		case r := <-ch:
-			t.Fatalf("WriteChunkToSink returned %+v while the producer held the sink", r)
-		case <-time.After(50 * time.Millisecond):
-		}
+		stillWaiting(t, ch, "while the producer held the sink")
 		p.SinkDone(2, nil)
 		if r := result(t, ch); r.n != 2 || r.rerr != nil {
 			t.Fatalf("WriteChunkToSink: %+v, want the sink's 2 bytes before the end", r)
@@ -174,12 +180,7 @@ func TestSinkEndComesAfterTheProducersBytes(t *testing.T) {
 		takeOffered(t, p)
 		errReset := errors.New("reset")
 		p.Abort(errReset)
-		// A bounded look, which can only miss a regression.
-		select {
-		case r := <-ch:
-			t.Fatalf("WriteChunkToSink returned %+v while the producer was writing", r)
-		case <-time.After(50 * time.Millisecond):
-		}
+		stillWaiting(t, ch, "while the producer was writing")
 		p.SinkDone(2, nil)
 		if r := result(t, ch); r.n != 2 || r.rerr != nil {
 			t.Fatalf("WriteChunkToSink: %+v, want the write's 2 bytes", r)
