@@ -67,7 +67,7 @@ func (c *Conn) readDirect(s *Stream, n int64) (int64, error) {
 // bytes sink took; the pipe holding bytes it read from the client that
 // sink did not take (nil when there are none); sink's error; and the
 // error reading from the client, which ends the connection. While it
-// waits for the client, s's consumer is told of the bytes written so
+// reads from the client, s's consumer is told of the bytes written so
 // far should the stream be aborted meanwhile; once it is, nothing more
 // is written to sink.
 func (c *Conn) writeToPod(s *Stream, sink syscall.RawConn, n int) (moved int, left *splicePipe, werr, rerr error) {
@@ -92,14 +92,17 @@ func (c *Conn) writeToPod(s *Stream, sink syscall.RawConn, n int) (moved int, le
 	if err != nil {
 		return moved, nil, nil, nil // out of file descriptors: the buffer takes the rest
 	}
-	waiting := func() { s.in.SinkWait(moved) }
 	for moved < n {
-		waited, rerr := spliceIn(rc, p, n-moved, waiting)
+		// Reading from the client may wait for it: an abort meanwhile
+		// returns to the consumer at once, with what was written so far.
+		s.in.SinkWait(moved)
+		rerr := spliceIn(rc, p, n-moved)
+		resumed := s.in.SinkResume()
 		if rerr != nil {
 			p.destroy()
 			return moved, nil, nil, rerr
 		}
-		if waited && !s.in.SinkResume() {
+		if !resumed {
 			return moved, p, nil, nil // aborted meanwhile: the buffer drops p's bytes
 		}
 		k, err := spliceNow(sink, p)
@@ -114,9 +117,8 @@ func (c *Conn) writeToPod(s *Stream, sink syscall.RawConn, n int) (moved int, le
 }
 
 // spliceIn waits for bytes on the client's socket rc and splices what it
-// has, at most n (and spliceChunk), into the empty pipe p. Before it
-// first waits, it calls waiting; it reports whether it did.
-func spliceIn(rc syscall.RawConn, p *splicePipe, n int, waiting func()) (waited bool, _ error) {
+// has, at most n (and spliceChunk), into the empty pipe p.
+func spliceIn(rc syscall.RawConn, p *splicePipe, n int) error {
 	var serr error
 	err := rc.Read(func(fd uintptr) bool {
 		for {
@@ -125,10 +127,6 @@ func spliceIn(rc syscall.RawConn, p *splicePipe, n int, waiting func()) (waited 
 			case err == unix.EINTR:
 				continue
 			case err == unix.EAGAIN:
-				if !waited {
-					waited = true
-					waiting()
-				}
 				return false
 			case err != nil:
 				serr = os.NewSyscallError("splice from client", err)
@@ -141,9 +139,9 @@ func spliceIn(rc syscall.RawConn, p *splicePipe, n int, waiting func()) (waited 
 		}
 	})
 	if err != nil {
-		return waited, err
+		return err
 	}
-	return waited, serr
+	return serr
 }
 
 // sendNow writes what it can of b to the socket sink without waiting for
