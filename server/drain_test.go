@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -397,4 +398,65 @@ func rawEcho(t *testing.T, c net.Conn, what string) *bufio.Reader {
 		t.Fatalf("%s: echo %q, %v", what, buf, err)
 	}
 	return br
+}
+
+// TestDrainCutShortResetsH2Streams: a Drain whose context ends with an
+// HTTP/2 stream still forwarding resets the stream and returns, by
+// itself: the http.Server's connections stay open (its Shutdown may not
+// have given up yet), so the stream must end with the server's sessions,
+// not with its connection.
+func TestDrainCutShortResetsH2Streams(t *testing.T) {
+	dialer := newGatedDialer(echoPod(t, nil))
+	close(dialer.gate)
+	s, _, ln := serveGated(t, dialer, nil)
+	conn, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	body, bodyW := io.Pipe()
+	defer bodyW.Close()
+	req, err := http.NewRequest(http.MethodPost, "http://x/portForward/default/web?port=80", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %s, want 200", resp.Status)
+	}
+	go io.WriteString(bodyW, "hi")
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != "hi" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- s.Drain(ctx) }()
+	select {
+	case err := <-drained:
+		var cut *DrainCutShortError
+		if !errors.As(err, &cut) || cut.Sessions != 1 || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Drain: %v; want it cut short with 1 session open", err)
+		}
+		if n := s.Sessions(); n != 0 {
+			t.Errorf("Drain cut short returned with %d sessions left; want it to wait for the ones it closed", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return within 10 s of its deadline with an HTTP/2 stream open")
+	}
+	if rest, err := io.ReadAll(resp.Body); err == nil {
+		t.Errorf("the stream the drain cut ended cleanly (%q); want it reset", rest)
+	}
 }
