@@ -805,3 +805,167 @@ func TestH2ConnectionCutMidStreamFreesItsMemory(t *testing.T) {
 	})
 	t.Logf("heap in use %.1f MiB before, %.1f MiB after %d connections cut mid-stream", base, heap, conns)
 }
+
+// TestH2PodEndsFirstIsOK: a pod that ends its side first (its FIN) while
+// the client's upload is still open ends the stream cleanly: the client
+// reads the pod's bytes and the response's end, the pod gets the client's
+// bytes and then its FIN, and the forward counts as ok, not as a reset
+// (the daemon closes the request body itself when the response ends, and
+// that close is no reset by the client).
+func TestH2PodEndsFirstIsOK(t *testing.T) {
+	d := startDaemon(t)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	const rounds = 5
+	podGot := make(chan string, rounds)
+	serveEach(ln, func(c *net.TCPConn) {
+		hello := make([]byte, len("hello"))
+		io.ReadFull(c, hello)
+		io.WriteString(c, "bye")
+		c.CloseWrite()
+		rest, err := io.ReadAll(c) // until the daemon's FIN
+		podGot <- fmt.Sprintf("%s+%q, %v", hello, rest, err)
+	})
+	client := h2Client()
+	defer client.CloseIdleConnections()
+	for i := range rounds {
+		resp, pw := openH2StreamOn(t, client, d, p, port(ln))
+		go pw.Write([]byte("hello")) // and the upload stays open
+		got, err := io.ReadAll(resp.Body)
+		if err != nil || string(got) != "bye" {
+			t.Fatalf("round %d: client read %q, %v; want \"bye\" and a clean end", i, got, err)
+		}
+		select {
+		case g := <-podGot:
+			if want := `hello+"", <nil>`; g != want {
+				t.Fatalf("round %d: pod got %s, want %s (the client's bytes, then a FIN)", i, g, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the pod got no FIN within 10 s of its own", i)
+		}
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		ok := d.metric(t, `portforwardd_streams_total{protocol="h2",result="ok"}`)
+		reset := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`)
+		return active == 0 && ok+reset == rounds, fmt.Sprintf("streams_active %v, streams_total ok %v, reset %v", active, ok, reset)
+	})
+	if reset := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`); reset != 0 {
+		t.Errorf("%v of %d forwards the pod ended first counted as reset, want ok", reset, rounds)
+	}
+}
+
+// TestH2ClientResetWhilePodTakesNothing: a client that resets its stream
+// (RST_STREAM CANCEL) while the daemon's write of its upload waits on a
+// pod that reads nothing ends the forward at once, as a reset: the
+// daemon does not read the request body then, so only the request's end
+// tells it, and the pod's connection, the stream and its --max-sessions
+// slot were otherwise held until the pod read.
+func TestH2ClientResetWhilePodTakesNothing(t *testing.T) {
+	d := startDaemon(t, "--stream-buffer-bytes", "32Mi")
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	podEnd := make(chan error, 1)
+	serveEach(ln, func(c *net.TCPConn) {
+		<-release // reads nothing until the end of the test
+		_, err := io.Copy(io.Discard, c)
+		podEnd <- err
+	})
+
+	fr := dialH2Frames(t, d)
+	// The daemon's windows: 32 MiB for the stream (SETTINGS), 64 MiB for
+	// the connection (a WINDOW_UPDATE on stream 0).
+	var streamWindow, connWindow uint32 = 0, 65535
+	for streamWindow == 0 || connWindow == 65535 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				v, _ := f.Value(http2.SettingInitialWindowSize)
+				streamWindow = v
+				fr.WriteSettingsAck()
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connWindow += f.Increment
+			}
+		}
+	}
+	// An upload of half the stream's window, more than the pod's socket
+	// buffers hold: the daemon reads what they take (its WINDOW_UPDATEs
+	// say so), and its write to the pod then waits with the rest of the
+	// upload in the stream's window, unread.
+	upload := int(streamWindow / 2)
+	if upload < 8<<20 || uint32(upload) > connWindow {
+		t.Fatalf("windows: stream %d, connection %d; want the stream's 32 MiB within the connection's", streamWindow, connWindow)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", d.addr}, {":path", rawPath(p, port(ln))}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	frames := make(chan http2.Frame)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			frames <- f
+		}
+	}()
+	chunk := make([]byte, 16<<10)
+	for n := 0; n < upload; n += len(chunk) {
+		if err := fr.WriteData(1, false, chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The daemon has taken all it can once no WINDOW_UPDATE for the
+	// stream has come for a while, with most of the upload left.
+	taken := 0 // what the daemon read of the body
+	for quiet := time.NewTimer(time.Second); ; {
+		select {
+		case f := <-frames:
+			switch f := f.(type) {
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 1 {
+					taken += int(f.Increment)
+					quiet.Reset(time.Second)
+				}
+			case *http2.RSTStreamFrame:
+				t.Fatalf("stream reset by the daemon (%v) with %d of %d bytes taken", f.ErrCode, taken, upload)
+			}
+			continue
+		case err := <-readErr:
+			t.Fatalf("read frame: %v (%d of %d bytes taken)", err, taken, upload)
+		case <-quiet.C:
+		}
+		break
+	}
+	if taken == 0 || taken > upload-(1<<20) {
+		t.Fatalf("the daemon took %d of %d bytes for a pod that reads nothing; want its write to the pod waiting", taken, upload)
+	}
+	go func() { // the daemon's answers, unread from here on
+		for range frames {
+		}
+	}()
+	if err := fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		active := d.metric(t, `portforwardd_streams_active{protocol="h2"}`)
+		resets := d.metric(t, `portforwardd_streams_total{protocol="h2",result="reset"}`)
+		return active == 0 && resets == 1, fmt.Sprintf("streams_active %v, streams_total reset %v after the client's reset, %d bytes taken, the pod reading nothing",
+			active, resets, taken)
+	})
+}
