@@ -556,3 +556,54 @@ func TestRawTLSAbortResetsPod(t *testing.T) {
 		})
 	}
 }
+
+// TestRawForwardOutlivesTheReadHeaderTimeout: a connect-tcp forward, over
+// plain TCP (spliced) and over TLS (pumped), carries bytes both ways long
+// after --read-header-timeout, which bounds only the request's headers and
+// the client's taking of the 101: the deadlines the 101 was written under
+// are not the forward's.
+func TestRawForwardOutlivesTheReadHeaderTimeout(t *testing.T) {
+	const headerTimeout = 500 * time.Millisecond
+	pk := newPKI(t)
+	plain := startDaemon(t, "--read-header-timeout", headerTimeout.String())
+	overTLS := startDaemon(t, append(pk.daemonArgs(), "--read-header-timeout", headerTimeout.String())...)
+	p := newPod(t)
+	ln := p.listen(t, "tcp4", "127.0.0.1:0")
+	serveEcho(ln)
+	for _, tc := range []struct {
+		name string
+		dial func() (io.ReadWriter, func(time.Time) error)
+	}{
+		{"plain", func() (io.ReadWriter, func(time.Time) error) {
+			c, br := dialConnectTCP(t, plain, rawPath(p, port(ln)))
+			return struct {
+				io.Reader
+				io.Writer
+			}{br, c}, c.SetReadDeadline
+		}},
+		{"tls", func() (io.ReadWriter, func(time.Time) error) {
+			c, _, br := dialRawTLS(t, overTLS, pk, rawPath(p, port(ln)))
+			return struct {
+				io.Reader
+				io.Writer
+			}{br, c}, c.SetReadDeadline
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rw, setDeadline := tc.dial()
+			setDeadline(time.Now().Add(30 * time.Second))
+			start := time.Now()
+			for i := 0; time.Since(start) < 4*headerTimeout; i++ {
+				msg := fmt.Sprintf("ping %d", i)
+				if _, err := io.WriteString(rw, msg); err != nil {
+					t.Fatalf("write %q after %v: %v", msg, time.Since(start).Round(time.Millisecond), err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(rw, got); err != nil || string(got) != msg {
+					t.Fatalf("echo of %q after %v: %q, %v (--read-header-timeout %v)", msg, time.Since(start).Round(time.Millisecond), got, err, headerTimeout)
+				}
+				time.Sleep(50 * time.Millisecond) // a paced exchange, not a burst
+			}
+		})
+	}
+}
