@@ -29,6 +29,11 @@ type releaser struct {
 	pending *time.Timer
 	due     time.Time
 	last    time.Time
+	// again is when the last session end that the pending release comes
+	// too soon for has settled (zero if none), and againIdle whether no
+	// session was left then: the release schedules one more for it.
+	again     time.Time
+	againIdle bool
 }
 
 // releaseMemory hands the memory of finished sessions back to the kernel.
@@ -40,27 +45,50 @@ func (s *Server) releaseMemory(idle bool) {
 	r := &s.rel
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.scheduleLocked(idle, time.Now().Add(releaseSettle))
+}
+
+// scheduleLocked makes a release run no sooner than settled, and within
+// the interval idle gives after the previous one; r.mu is held. A session
+// end never puts off a pending release: one that runs before the end has
+// settled is followed by another.
+func (r *releaser) scheduleLocked(idle bool, settled time.Time) {
 	every := releaseBusy
 	if idle {
 		every = releaseIdle
 	}
 	due := r.last.Add(every)
-	if soonest := time.Now().Add(releaseSettle); due.Before(soonest) {
-		due = soonest
+	if due.Before(settled) {
+		due = settled
 	}
 	if r.pending != nil {
-		if !due.Before(r.due) || !r.pending.Stop() {
-			return // one is scheduled at least as soon, or is running
+		switch {
+		case r.due.Before(settled):
+			// Pending or running, it comes too soon for this end.
+			if settled.After(r.again) {
+				r.again = settled
+			}
+			r.againIdle = idle
+			return
+		case !due.Before(r.due) || !r.pending.Stop():
+			return // one is scheduled at least as soon
 		}
 	}
 	r.due = due
-	r.pending = time.AfterFunc(time.Until(due), func() {
-		r.mu.Lock()
-		r.pending, r.last = nil, time.Now()
-		r.mu.Unlock()
-		// Two collections: buffers in sync.Pools survive the first in
-		// the pools' victim caches and are freed by the second.
-		runtime.GC()
-		debug.FreeOSMemory()
-	})
+	r.pending = time.AfterFunc(time.Until(due), r.release)
+}
+
+// release is a scheduled release.
+func (r *releaser) release() {
+	r.mu.Lock()
+	r.pending, r.last = nil, time.Now()
+	if again := r.again; !again.IsZero() {
+		r.again = time.Time{}
+		r.scheduleLocked(r.againIdle, again)
+	}
+	r.mu.Unlock()
+	// Two collections: buffers in sync.Pools survive the first in the
+	// pools' victim caches and are freed by the second.
+	runtime.GC()
+	debug.FreeOSMemory()
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -51,4 +52,35 @@ func TestReleaseMemorySchedule(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestReleaseMemoryAfterAnEndItsReleaseCameTooSoonFor: a session that
+// ends while a release is pending, less than releaseSettle before it
+// runs, still gets its memory handed back: by one more release after it
+// has settled, within releaseIdle of the first when no session is left.
+// The first release ran too soon to free that session's buffers, and no
+// later end may come to ask for another.
+func TestReleaseMemoryAfterAnEndItsReleaseCameTooSoonFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &Server{}
+		start := time.Now()
+		s.releaseMemory(true)
+		time.Sleep(releaseSettle - 50*time.Millisecond)
+		s.releaseMemory(true) // settles 200 ms after the first release
+		var releases []time.Duration
+		for time.Since(start) < 3*releaseIdle {
+			time.Sleep(10 * time.Millisecond)
+			synctest.Wait()
+			s.rel.mu.Lock()
+			l := s.rel.last
+			s.rel.mu.Unlock()
+			if !l.IsZero() && (len(releases) == 0 || l.Sub(start) != releases[len(releases)-1]) {
+				releases = append(releases, l.Sub(start))
+			}
+		}
+		if want := []time.Duration{releaseSettle, releaseSettle + releaseIdle}; !slices.Equal(releases, want) {
+			t.Fatalf("two sessions ended %v apart, no session left: releases at %v, want at %v",
+				releaseSettle-50*time.Millisecond, releases, want)
+		}
+	})
 }
