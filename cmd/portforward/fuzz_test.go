@@ -29,6 +29,7 @@ func FuzzParsePortSpecs(f *testing.F) {
 	for _, s := range []string{
 		"5000", "6000:5000", ":5000", "0:5000", "8080\n9090:90", // kubectl's forms
 		"5000:", "0", "65536", "-1", "a:b", "1:2:3", "+80", "080:0080", " 80", "",
+		"5000:65536", "5000:70000", "65535:65535", // a remote port past 16 bits is refused, not truncated
 	} {
 		f.Add(s)
 	}
