@@ -113,6 +113,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	}
 	pod := fs.Arg(0)
 	if kind, name, ok := strings.Cut(pod, "/"); ok {
+		if strings.Contains(name, "/") {
+			return o, errors.New("arguments in resource/name form may not have more than one slash") // kubectl's text
+		}
 		// Any case, as kubectl's REST mapper matches resource types.
 		if kind := strings.ToLower(kind); kind != "pod" && kind != "pods" && kind != "po" {
 			return o, fmt.Errorf("%q: only pods can be forwarded to (pod/NAME or NAME)", pod)

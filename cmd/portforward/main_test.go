@@ -26,6 +26,10 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"Po/Web", "80"}, "Web", "default", []string{"80"}, []string{"localhost"}, true},
 		{[]string{"deployment/web", "80"}, "", "", nil, nil, false},
 		{[]string{"pod/", "80"}, "", "", nil, nil, false},
+		// kubectl: "arguments in resource/name form may not have more
+		// than one slash"; a pod's name has none.
+		{[]string{"pod/web/x", "80"}, "", "", nil, nil, false},
+		{[]string{"pods/a/b/c", "80"}, "", "", nil, nil, false},
 		{[]string{"web"}, "", "", nil, nil, false},
 		{[]string{"--bogus", "web", "80"}, "", "", nil, nil, false},
 	}
