@@ -265,6 +265,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"no ports", []string{"--server", server, "pod"}, "a pod and at least one port are required"},
 		{"malformed port", []string{"--server", server, "pod", "1:2:3"}, "invalid port format '1:2:3'"},
 		{"remote port 0", []string{"--server", server, "pod", "8080:0"}, "remote port must be > 0"},
+		{"remote port empty", []string{"--server", server, "pod", "8080:"}, "remote port cannot be empty"},
 		{"two slashes", []string{"--server", server, "pod/web/x", "80"}, "may not have more than one slash"},
 		{"remote port too large", []string{"--server", server, "pod", "70000"}, "error parsing local port '70000'"},
 		{"not a pod", []string{"--server", server, "svc/web", "80"}, "only pods can be forwarded to"},

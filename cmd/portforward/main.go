@@ -126,6 +126,9 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("the pod name is empty")
 	}
 	o.pod, o.ports = pod, fs.Args()[1:]
+	if err := checkRemotePorts(o.ports); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 

@@ -82,3 +82,21 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyRemotePort: a spec with nothing after its colon ("5000:",
+// ":"), or an empty one, fails with kubectl's "remote port cannot be
+// empty" (its convertPodNamedPortToNumber, run before client-go's
+// parser) whatever the transport, before any server is asked; it was
+// strconv's `parsing "": invalid syntax`.
+func TestEmptyRemotePort(t *testing.T) {
+	for _, transport := range []string{"auto", "raw", "h2", "spdy", "websocket"} {
+		for _, spec := range []string{"5000:", ":", ""} {
+			var stdout, stderr strings.Builder
+			// Port 1 refuses: a dial would fail with another error.
+			code := run([]string{"--server", "http://127.0.0.1:1", "--transport", transport, "web", "80", spec}, &stdout, &stderr, nil)
+			if want := "error: remote port cannot be empty\n"; code != 1 || stderr.String() != want || stdout.Len() != 0 {
+				t.Errorf("--transport %s web 80 %q: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", transport, spec, code, stdout.String(), stderr.String(), want)
+			}
+		}
+	}
+}

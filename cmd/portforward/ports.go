@@ -38,3 +38,22 @@ func parsePortSpecs(specs []string) ([]portPair, error) {
 	}
 	return out, nil
 }
+
+// checkRemotePorts refuses a spec whose remote port is empty ("5000:",
+// ":", ""), as kubectl does before client-go parses the ports (its
+// convertPodNamedPortToNumber, which splits a spec as its splitPort
+// does), and with its text: client-go's own says only that "" is not a
+// number. It runs for every transport, before any server is asked.
+func checkRemotePorts(specs []string) error {
+	for _, s := range specs {
+		parts := strings.Split(s, ":")
+		remote := parts[0]
+		if len(parts) == 2 {
+			remote = parts[1]
+		}
+		if remote == "" {
+			return errors.New("remote port cannot be empty")
+		}
+	}
+	return nil
+}
