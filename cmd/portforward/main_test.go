@@ -88,6 +88,27 @@ func TestVersion(t *testing.T) {
 // empty" (its convertPodNamedPortToNumber, run before client-go's
 // parser) whatever the transport, before any server is asked; it was
 // strconv's `parsing "": invalid syntax`.
+// TestNamedRemotePort: a port name, which kubectl looks up in the pod's
+// spec, is refused with a line that says to give the number, for every
+// transport and before any server is asked; what is not a port name
+// keeps the parser's message.
+func TestNamedRemotePort(t *testing.T) {
+	for _, transport := range []string{"auto", "raw", "h2", "spdy", "websocket"} {
+		for _, tc := range []struct{ spec, want string }{
+			{"8080:http", "error: remote port 'http' is a name: give its number (portforward asks the node, which cannot look names up in the pod's spec)\n"},
+			{"metrics-9", "error: remote port 'metrics-9' is a name: give its number (portforward asks the node, which cannot look names up in the pod's spec)\n"},
+			{"8080:HTTP", "error: error parsing remote port 'HTTP'"},
+			{"8080:-1", "error: error parsing remote port '-1'"},
+		} {
+			var stdout, stderr strings.Builder
+			code := run([]string{"--server", "http://127.0.0.1:1", "--transport", transport, "web", "80", tc.spec}, &stdout, &stderr, nil)
+			if code != 1 || !strings.HasPrefix(stderr.String(), tc.want) || strings.Count(stderr.String(), "\n") != 1 || stdout.Len() != 0 {
+				t.Errorf("--transport %s web 80 %q: exit %d, stdout %q, stderr %q; want exit 1, one line starting %q", transport, tc.spec, code, stdout.String(), stderr.String(), tc.want)
+			}
+		}
+	}
+}
+
 func TestEmptyRemotePort(t *testing.T) {
 	for _, transport := range []string{"auto", "raw", "h2", "spdy", "websocket"} {
 		for _, spec := range []string{"5000:", ":", ""} {
