@@ -306,6 +306,16 @@ func TestWireProtocolErrors(t *testing.T) {
 			g, ok := fr.(*spdyframe.GoAwayFrame)
 			return ok && g.Status == spdyframe.GoAwayProtocolError
 		}},
+		// Shorter than their fields: the frame's length does not hold
+		// what it says, as for SETTINGS.
+		{"short RST_STREAM", nil, controlFrame(typeRstStream, 4), "GOAWAY PROTOCOL_ERROR", func(fr spdyframe.Frame) bool {
+			g, ok := fr.(*spdyframe.GoAwayFrame)
+			return ok && g.Status == spdyframe.GoAwayProtocolError
+		}},
+		{"short WINDOW_UPDATE", nil, controlFrame(typeWindowUpdate, 4), "GOAWAY PROTOCOL_ERROR", func(fr spdyframe.Frame) bool {
+			g, ok := fr.(*spdyframe.GoAwayFrame)
+			return ok && g.Status == spdyframe.GoAwayProtocolError
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,8 @@
 package spdy
 
 import (
+	"bytes"
+	"compress/zlib"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -773,4 +776,116 @@ func TestFinishedStreamLeavesTheTableOnceRead(t *testing.T) {
 		r, ok := fr.(*spdyframe.SynReplyFrame)
 		return ok && r.StreamId == 3
 	}, "SYN_REPLY for stream 3")
+}
+
+// TestMaxHeaderFieldIsAccepted: a header value of exactly MaxHeaderField
+// bytes, the limit, is accepted and arrives whole (the header over its
+// limit case of TestStreamRefusals refuses one byte more). Kills the
+// field limit off by one ("l >= MaxHeaderField").
+func TestMaxHeaderFieldIsAccepted(t *testing.T) {
+	got := make(chan http.Header, 1)
+	p := newWirePeer(t, Options{}, func(s *Stream) error { got <- s.Headers(); return nil })
+	value := strings.Repeat("v", MaxHeaderField)
+	p.send(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {value}}})
+	frames := p.barrier()
+	for _, r := range rsts(frames) {
+		t.Fatalf("RST_STREAM %d status %d for a header value of MaxHeaderField bytes", r.StreamId, r.Status)
+	}
+	select {
+	case h := <-got:
+		if v := h.Get("A"); v != value {
+			t.Fatalf("accepted with a value of %d bytes, want %d", len(v), len(value))
+		}
+	default:
+		t.Fatalf("stream 1 was not offered to accept; frames: %s", describe(frames))
+	}
+}
+
+// TestPeerResetStreamFreesItsSlot: a stream the client resets leaves the
+// connection's streams at once, so it no longer counts against
+// MaxStreams: a client that opens and cancels forwards one at a time
+// (kubectl's port-forward, each local connection a stream pair) must not
+// be refused after MaxStreams of them. Kills the peer's RST_STREAM
+// leaving the stream in the table.
+func TestPeerResetStreamFreesItsSlot(t *testing.T) {
+	p := newWirePeer(t, Options{MaxStreams: 1}, func(*Stream) error { return nil })
+	for id := uint32(1); id <= 7; id += 2 {
+		p.send(syn(id, false), &spdyframe.RstStreamFrame{StreamId: spdyframe.StreamId(id), Status: spdyframe.Cancel})
+		frames := p.barrier()
+		for _, r := range rsts(frames) {
+			t.Fatalf("stream %d refused (status %d) after the client reset each stream before it; frames: %s", r.StreamId, r.Status, describe(frames))
+		}
+		replied := false
+		for _, fr := range frames {
+			if r, ok := fr.(*spdyframe.SynReplyFrame); ok && uint32(r.StreamId) == id {
+				replied = true
+			}
+		}
+		if !replied {
+			t.Fatalf("no SYN_REPLY for stream %d; frames: %s", id, describe(frames))
+		}
+	}
+}
+
+// TestDroppedBytesAfterFINAreNotAnOrderlyEnd: bytes the client sent with
+// its FIN but the consumer had not read when the connection ended are
+// dropped, and the consumer's read says so (an error wrapping
+// ErrConnClosed), not io.EOF: a forward taking io.EOF would half-close
+// the pod's socket as if the upload were whole. Kills an abort keeping
+// the FIN's io.EOF as the error reads return.
+func TestDroppedBytesAfterFINAreNotAnOrderlyEnd(t *testing.T) {
+	streams := make(chan *Stream, 1)
+	p := newWirePeer(t, Options{}, func(s *Stream) error { streams <- s; return nil })
+	p.send(syn(1, false), &spdyframe.DataFrame{StreamId: 1, Flags: spdyframe.DataFlagFin, Data: []byte("unread")})
+	p.barrier() // the DATA and its FIN are in, unread
+	s := <-streams
+	if n := s.in.Buffered(); n != len("unread") {
+		t.Fatalf("stream 1 holds %d bytes, want %d", n, len("unread"))
+	}
+	p.srv.Close()
+	<-p.srv.Done()
+	b, err := io.ReadAll(s)
+	if !errors.Is(err, ErrConnClosed) {
+		t.Fatalf("read %q, %v after the connection ended with the bytes unread; want an error wrapping ErrConnClosed", b, err)
+	}
+}
+
+// TestHeaderBlockDataLeftUnusedIsBounded: compressed header data that a
+// header block carries past its headers waits for the next block, the
+// inflater's input being one stream; the server holds at most
+// MaxHeaderBlock of it, and a client that keeps sending more (here
+// HEADERS frames whose blocks each hold a header count of 0, then about
+// 60 KiB more of zeros, stored, which the next read starts on) loses the
+// connection with GOAWAY PROTOCOL_ERROR instead of growing the server's
+// memory by a frame's size each frame. Kills dropping the bound.
+func TestHeaderBlockDataLeftUnusedIsBounded(t *testing.T) {
+	p := newWirePeer(t, Options{}, func(*Stream) error { return nil })
+	var zbuf bytes.Buffer
+	zw, err := zlib.NewWriterLevelDict(&zbuf, zlib.NoCompression, []byte(headerDictionary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames []byte
+	for i := range 8 {
+		n := 4 // the first block: a header count of 0
+		if i > 0 {
+			n = 60 << 10
+		}
+		zw.Write(make([]byte, n))
+		zw.Flush()
+		block := zbuf.Bytes()
+		frames = appendControlHeader(frames, typeHeaders, 0, 4+len(block))
+		frames = binary.BigEndian.AppendUint32(frames, 1)
+		frames = append(frames, block...)
+		zbuf.Reset()
+	}
+	frames = appendPing(frames, 1)
+	go p.nc.Write(frames) // the server may end the connection before it reads them all
+	p.collect(func(fr spdyframe.Frame) bool {
+		if pf, ok := fr.(*spdyframe.PingFrame); ok && pf.Id == 1 {
+			t.Fatal("the server read 8 header blocks, each leaving 60 KiB unused, and went on")
+		}
+		g, ok := fr.(*spdyframe.GoAwayFrame)
+		return ok && g.Status == spdyframe.GoAwayProtocolError
+	}, "GOAWAY PROTOCOL_ERROR for header block data left unused")
 }
