@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -402,5 +403,41 @@ func drain(b *Pipe, useRead func(k int) bool) ([]byte, error) {
 		if rerr != nil {
 			return got.Bytes(), rerr
 		}
+	}
+}
+
+// TestPutAbortedMidCopyCountsItsBytesAsRead: bytes a put was copying in
+// when the pipe was aborted are never readable, and Abort, which counts
+// only what the ring held, did not count them: OnRead reports them, so
+// every byte OnPut reported is accounted once, by OnRead or by Abort's
+// return. A SPDY connection counts OnPut's bytes against its budgets and
+// credits the client's window with OnRead's: bytes left out would hold
+// the shared budget, and the client's window, for good. Kills the put
+// not reporting them.
+func TestPutAbortedMidCopyCountsItsBytesAsRead(t *testing.T) {
+	b := New(1 << 10)
+	var put, read atomic.Int64
+	b.OnPut = func(n int) { put.Add(int64(n)) }
+	b.OnRead = func(n int) { read.Add(int64(n)) }
+	r, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.PutFrom(r, 100, 0)
+		done <- err
+	}()
+	// Once the first 40 bytes are taken, the put waits inside its copy for
+	// the other 60.
+	if _, err := w.Write(make([]byte, 40)); err != nil {
+		t.Fatal(err)
+	}
+	dropped := b.Abort(errReset)
+	if _, err := w.Write(make([]byte, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("PutFrom: %v", err)
+	}
+	if p, r := put.Load(), read.Load(); p != 100 || r+int64(dropped) != p {
+		t.Fatalf("OnPut reported %d bytes, OnRead %d, Abort dropped %d; want 100 put, each counted once as read or dropped", p, r, dropped)
 	}
 }
