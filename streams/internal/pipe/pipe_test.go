@@ -441,3 +441,20 @@ func TestPutAbortedMidCopyCountsItsBytesAsRead(t *testing.T) {
 		t.Fatalf("OnPut reported %d bytes, OnRead %d, Abort dropped %d; want 100 put, each counted once as read or dropped", p, r, dropped)
 	}
 }
+
+// TestFinishAfterAbortKeepsTheAbortsError: a pipe aborted, its bytes
+// dropped, then finished (the peer's FIN in flight as the stream was
+// reset) still fails reads with the abort's error: the consumer must not
+// take a stream whose bytes were dropped for one that ended whole. Kills
+// Finish replacing the error reads return.
+func TestFinishAfterAbortKeepsTheAbortsError(t *testing.T) {
+	b := New(64)
+	b.Put([]byte("dropped"), 0)
+	if n := b.Abort(errReset); n != len("dropped") {
+		t.Fatalf("Abort dropped %d bytes, want %d", n, len("dropped"))
+	}
+	b.Finish(io.EOF)
+	if n, err := b.Read(make([]byte, 8)); n != 0 || !errors.Is(err, errReset) {
+		t.Fatalf("Read after Abort then Finish: %d, %v; want 0, errReset", n, err)
+	}
+}
