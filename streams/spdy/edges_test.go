@@ -429,3 +429,196 @@ func TestDuplicateSynStreamEndsTheOpenStream(t *testing.T) {
 	default:
 	}
 }
+
+// TestEndedConnectionLeavesTheSharedBudget: a connection that ends
+// leaves the holders of its shared Budget, so the daemon does not keep
+// every connection it ever served (and Reclaim does not ask them all).
+// Kills the reader not calling Leave.
+func TestEndedConnectionLeavesTheSharedBudget(t *testing.T) {
+	budget := NewBudget(1 << 20)
+	holders := func() int {
+		budget.mu.Lock()
+		defer budget.mu.Unlock()
+		return len(budget.holders)
+	}
+	p := newWirePeer(t, Options{Global: budget}, func(*Stream) error { return nil })
+	p.send(syn(1, false), &spdyframe.DataFrame{StreamId: 1, Data: []byte("held")})
+	p.barrier()
+	if n := holders(); n != 1 {
+		t.Fatalf("the budget has %d holders while the connection runs, want 1", n)
+	}
+	p.nc.Close()
+	<-p.srv.Done()
+	if n, used := holders(), budget.Used(); n != 0 || used != 0 {
+		t.Fatalf("after the connection ended the budget has %d holders and %d bytes used, want none", n, used)
+	}
+}
+
+// TestControlFramesQueuedDuringADirectWriteGoOut: a control frame (here
+// a PING's echo) queued while a stream's Write goes direct, the writer
+// idle, is sent once that write is done: the writer, woken while the
+// write held the connection, went back to wait, and the write's end must
+// wake it again. Kills the direct write not waking the writer, which
+// left the echo (or a SYN_REPLY, a WINDOW_UPDATE) queued until
+// something else woke it.
+func TestControlFramesQueuedDuringADirectWriteGoOut(t *testing.T) {
+	const size = 4 << 20 // over the socket pair's buffers: the write waits for the client
+	got := make(chan *Stream, 1)
+	f, nc, srv := socketClient(t, Options{MaxFrame: size}, func(s *Stream) { got <- s })
+	if err := f.WriteFrame(syn(1, false)); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, f, nc, "SYN_REPLY 1", func(fr spdyframe.Frame) bool {
+		r, ok := fr.(*spdyframe.SynReplyFrame)
+		return ok && r.StreamId == 1
+	})
+	s := <-got
+	wrote := make(chan error, 1)
+	go func() { _, err := s.Write(make([]byte, size)); wrote <- err }()
+	waitFor(t, "stream 1's write to go direct and wait for the client", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return srv.writing && len(srv.active) == 0 && len(wrote) == 0
+	})
+	if err := f.WriteFrame(&spdyframe.PingFrame{Id: 7}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the echo of PING 7 to be queued", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return len(srv.ctrl) > 0
+	})
+	n := 0
+	readUntil(t, f, nc, "stream 1's data, then the echo of PING 7", func(fr spdyframe.Frame) bool {
+		if d, ok := fr.(*spdyframe.DataFrame); ok && d.StreamId == 1 {
+			n += len(d.Data)
+		}
+		pf, ok := fr.(*spdyframe.PingFrame)
+		return ok && pf.Id == 7
+	})
+	if n != size {
+		t.Fatalf("the echo came after %d bytes of stream 1's data, want all %d (the write held the connection)", n, size)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResetAfterWrittenFINSendsNothing: a stream whose FIN the writer
+// has sent (its CloseWrite queued behind another stream's data) is
+// released by Reset without RST_STREAM, as the Reset doc says: the
+// client, which may still be sending on its half, must not see its
+// stream cancelled. Kills the writer not recording the FIN it wrote.
+func TestResetAfterWrittenFINSendsNothing(t *testing.T) {
+	got := make(chan *Stream, 2)
+	f, nc, srv := socketClient(t, Options{}, func(s *Stream) { got <- s })
+	if err := f.WriteFrame(syn(1, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteFrame(syn(3, false)); err != nil {
+		t.Fatal(err)
+	}
+	s1, s3 := <-got, <-got
+	if s1.ID() != 1 {
+		s1, s3 = s3, s1
+	}
+	replies := 0
+	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
+		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
+			replies++
+		}
+		return replies == 2
+	})
+	// The writer is busy with stream 1 (the client does not read now), so
+	// stream 3's FIN is queued: the writer sends it.
+	const size = 1 << 20
+	wrote := make(chan error, 1)
+	go func() { _, err := s1.Write(make([]byte, size)); wrote <- err }()
+	waitFor(t, "the writer to be busy with stream 1", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return srv.writing && s1.inflight
+	})
+	closed := make(chan error, 1)
+	go func() { closed <- s3.CloseWrite() }()
+	waitFor(t, "stream 3's FIN to be queued", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return slices.Contains(srv.active, s3)
+	})
+	n, fin := 0, false
+	readUntil(t, f, nc, "stream 1's data and stream 3's FIN", func(fr spdyframe.Frame) bool {
+		if d, ok := fr.(*spdyframe.DataFrame); ok {
+			if d.StreamId == 1 {
+				n += len(d.Data)
+			}
+			if d.StreamId == 3 && d.Flags&spdyframe.DataFlagFin != 0 {
+				fin = true
+			}
+		}
+		return n == size && fin
+	})
+	if err := <-closed; err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	s3.Reset()
+	go f.WriteFrame(&spdyframe.PingFrame{Id: 99})
+	readUntil(t, f, nc, "the echo of PING 99", func(fr spdyframe.Frame) bool {
+		if r, ok := fr.(*spdyframe.RstStreamFrame); ok && r.StreamId == 3 {
+			t.Fatalf("RST_STREAM 3 status %d after its FIN was written", r.Status)
+		}
+		pf, ok := fr.(*spdyframe.PingFrame)
+		return ok && pf.Id == 99
+	})
+}
+
+// TestNothingOvertakesTheSynReply: a stream's consumer that writes or
+// resets it at once, from accept, does not get a frame out before the
+// stream's SYN_REPLY (the package doc): a client gets DATA or RST_STREAM
+// for a stream it has no reply for. accept gives each its time: with the
+// reply correctly waited for, the write and the reset cannot return
+// within it. Kills Write and Reset not waiting for the SYN_REPLY.
+func TestNothingOvertakesTheSynReply(t *testing.T) {
+	const grace = 100 * time.Millisecond
+	p := newWirePeer(t, Options{}, func(s *Stream) error {
+		done := make(chan struct{})
+		go func() {
+			if s.ID() == 1 {
+				s.Write([]byte("early"))
+			} else {
+				s.Reset()
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(grace):
+		}
+		return nil
+	})
+	p.send(syn(1, false), syn(3, false))
+	replied := map[spdyframe.StreamId]bool{}
+	seen := map[spdyframe.StreamId]bool{}
+	p.collect(func(fr spdyframe.Frame) bool {
+		var id spdyframe.StreamId
+		switch fr := fr.(type) {
+		case *spdyframe.SynReplyFrame:
+			replied[fr.StreamId] = true
+			return false
+		case *spdyframe.DataFrame:
+			id = fr.StreamId
+		case *spdyframe.RstStreamFrame:
+			id = fr.StreamId
+		default:
+			return false
+		}
+		if !replied[id] {
+			t.Fatalf("%s for stream %d before its SYN_REPLY", describe([]spdyframe.Frame{fr}), id)
+		}
+		seen[id] = true
+		return seen[1] && seen[3]
+	}, "stream 1's DATA and stream 3's RST_STREAM")
+}
