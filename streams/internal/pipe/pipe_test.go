@@ -458,3 +458,55 @@ func TestFinishAfterAbortKeepsTheAbortsError(t *testing.T) {
 		t.Fatalf("Read after Abort then Finish: %d, %v; want 0, errReset", n, err)
 	}
 }
+
+// TestPipeKeepsTheRingAPutCopiesInto: a consumer that waits shrinkAfter
+// on an empty grown ring does not give it back while a put is copying
+// into it (a SPDY DATA frame whose payload the client sends slowly): the
+// pool would hand that ring to another pipe, which the put then writes
+// into. Nothing says the consumer's shrink timer fired and it went on
+// waiting; the test looks for twice shrinkAfter, a bounded look, which
+// can only miss a regression. Kills shrinkLocked ignoring the put.
+func TestPipeKeepsTheRingAPutCopiesInto(t *testing.T) {
+	b := New(1 << 20)
+	big := bytes.Repeat([]byte("z"), 64<<10)
+	b.Put(big, 0) // the ring grows past minSize
+	if _, err := io.ReadFull(b, make([]byte, len(big))); err != nil {
+		t.Fatal(err)
+	}
+	r, w := io.Pipe()
+	put := make(chan error, 1)
+	go func() {
+		_, err := b.PutFrom(r, 10, 0)
+		put <- err
+	}()
+	if _, err := w.Write([]byte("01234")); err != nil { // the put now waits in its copy
+		t.Fatal(err)
+	}
+	type readResult struct {
+		b   []byte
+		err error
+	}
+	read := make(chan readResult, 1)
+	go func() {
+		got := make([]byte, 10)
+		_, err := io.ReadFull(b, got)
+		read <- readResult{got, err}
+	}()
+	for end := time.Now().Add(2 * shrinkAfter); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		b.mu.Lock()
+		given := b.buf == nil
+		b.mu.Unlock()
+		if given {
+			t.Fatal("the ring was given back while a put copied into it")
+		}
+	}
+	if _, err := w.Write([]byte("56789")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-put; err != nil {
+		t.Fatalf("PutFrom: %v", err)
+	}
+	if got := <-read; got.err != nil || string(got.b) != "0123456789" {
+		t.Fatalf("read %q, %v; want %q", got.b, got.err, "0123456789")
+	}
+}
