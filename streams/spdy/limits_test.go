@@ -305,3 +305,63 @@ func TestProbedProgressIsNotAStall(t *testing.T) {
 		})
 	}
 }
+
+// TestReadsWhileTheConnectionBudgetStaysSpentAreNotAStall: a reader
+// waiting for the connection's budget, which the consumer of one stream
+// frees a little at a time (its reads each leave the streams over
+// ConnBuffer, which a put overshot), resets no stream while the reads go
+// on: each read restarts the stall time, as the package doc says ("if
+// the consumer reads nothing for Options.StallTimeout"). Kills the wait
+// ignoring the reads, which reset the fullest stream StallTimeout after
+// the wait began.
+func TestReadsWhileTheConnectionBudgetStaysSpentAreNotAStall(t *testing.T) {
+	const stall = time.Second
+	limits := &limitLog{}
+	client, srv, accepted := pair(t, Options{StreamBuffer: 64 << 10, ConnBuffer: 128 << 10, StallTimeout: stall, OnLimit: limits.add})
+	aC, a := open(t, client, accepted, "a")
+	bC, b := open(t, client, accepted, "b")
+	cC, c := open(t, client, accepted, "c")
+	dC, d := open(t, client, accepted, "d")
+	aC.Write(make([]byte, 64<<10))
+	bC.Write(make([]byte, 64<<10))
+	waitFor(t, "the connection budget to fill", func() bool { return srv.buffered.Load() >= 128<<10 })
+	cC.Write(make([]byte, 64<<10))
+	waitFor(t, "the reader to wait for the connection budget", func() bool { return limits.has(LimitSessionBuffer) })
+	// a's consumer reads 1 KiB every 50 ms: its first read lets c's 64 KiB
+	// in, one put, which leaves the streams 63 KiB over the budget, and d's
+	// byte waits while a's reads free it a KiB at a time.
+	stop := make(chan struct{})
+	var read atomic.Int64
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		buf := make([]byte, 1<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			n, err := io.ReadFull(a, buf)
+			read.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer close(stop)
+	waitFor(t, "c's bytes to be put in", func() bool { return c.in.Buffered() == 64<<10 })
+	dC.Write([]byte("x"))
+	// Over two and a half stall times of reads (50 KiB) no stream is reset.
+	waitFor(t, "a's consumer to read 50 KiB", func() bool {
+		for _, s := range []*Stream{a, b, c, d} {
+			if err := s.AbortErr(); err != nil {
+				t.Fatalf("stream %d reset after %d bytes read from a, read every 50 ms: %v; limits %v", s.ID(), read.Load(), err, limits.snapshot())
+			}
+		}
+		return read.Load() >= 50<<10
+	})
+	if limits.has(LimitStreamBuffer) {
+		t.Fatalf("limits %v: a stream was reset while a's consumer read", limits.snapshot())
+	}
+}
