@@ -510,3 +510,44 @@ func TestPipeKeepsTheRingAPutCopiesInto(t *testing.T) {
 		t.Fatalf("read %q, %v; want %q", got.b, got.err, "0123456789")
 	}
 }
+
+// TestPipeReadsRestartTheStall: a put into a full pipe whose consumer
+// reads a little at a time, each read within the stall time though the
+// put takes far longer, does not give up: only a stall time without a
+// read is a stall. Kills the put's timer not restarting on a read, which
+// reset a stream whose pod read slowly but steadily.
+func TestPipeReadsRestartTheStall(t *testing.T) {
+	const stall = 500 * time.Millisecond
+	const size = 20 // bytes, one read each 50 ms: twice the stall time
+	b := New(4)
+	put := make(chan error, 1)
+	go func() { put <- b.Put(bytes.Repeat([]byte("x"), size), stall) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var putErr error
+	returned := false
+	for got := 0; got < size; <-tick.C {
+		if !returned {
+			select {
+			case putErr = <-put:
+				// Only once its last bytes fit in the pipe.
+				returned = true
+				if putErr != nil || got < size-4 {
+					t.Fatalf("Put returned %v with %d of its %d bytes read, one every 50 ms (stall time %v)", putErr, got, size, stall)
+				}
+			default:
+			}
+		}
+		n, err := b.Read(make([]byte, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
+	if !returned {
+		putErr = <-put
+	}
+	if putErr != nil {
+		t.Fatalf("Put into a pipe read a byte every 50 ms, stall time %v: %v", stall, putErr)
+	}
+}
