@@ -889,3 +889,59 @@ func TestHeaderBlockDataLeftUnusedIsBounded(t *testing.T) {
 		return ok && g.Status == spdyframe.GoAwayProtocolError
 	}, "GOAWAY PROTOCOL_ERROR for header block data left unused")
 }
+
+// TestStreamWindowUpdatesCreditEachByteOnce: the WINDOW_UPDATEs of a
+// stream whose consumer reads its whole buffer, in small reads, give the
+// client's stream window back exactly the bytes read, no more: a client
+// that honours flow control and is credited twice sends past the
+// stream's buffer. Kills the stream's count of bytes to credit not
+// restarting after each WINDOW_UPDATE.
+func TestStreamWindowUpdatesCreditEachByteOnce(t *testing.T) {
+	const buf = 64 << 10
+	streams := make(chan *Stream, 1)
+	p := newWirePeer(t, Options{StreamBuffer: buf}, func(s *Stream) error { streams <- s; return nil })
+	p.send(syn(1, false), &spdyframe.DataFrame{StreamId: 1, Data: make([]byte, buf)})
+	s := <-streams
+	small := make([]byte, 1<<10)
+	for range buf / len(small) {
+		if _, err := io.ReadFull(s, small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	credit := 0
+	for _, fr := range p.barrier() {
+		if w, ok := fr.(*spdyframe.WindowUpdateFrame); ok && w.StreamId == 1 {
+			credit += int(w.DeltaWindowSize)
+		}
+	}
+	if credit != buf {
+		t.Fatalf("stream 1's WINDOW_UPDATEs credit %d bytes for the %d read", credit, buf)
+	}
+}
+
+// TestWriteOnARefusedStreamReturns: a stream accept refused (its
+// RST_STREAM CANCEL sent, no SYN_REPLY) fails a Write, or a Reset,
+// started from accept, with ErrReset: neither waits for a SYN_REPLY
+// that will never come. Kills the refusal not releasing the wait for
+// the reply.
+func TestWriteOnARefusedStreamReturns(t *testing.T) {
+	wrote := make(chan error, 1)
+	p := newWirePeer(t, Options{}, func(s *Stream) error {
+		go func() {
+			_, err := s.Write([]byte("never sent"))
+			s.Reset()
+			wrote <- err
+		}()
+		return errors.New("refused")
+	})
+	p.send(syn(1, false))
+	p.barrier()
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, ErrReset) {
+			t.Fatalf("Write on a refused stream: %v, want ErrReset", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write on a refused stream did not return within 10s")
+	}
+}
