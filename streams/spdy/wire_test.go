@@ -945,3 +945,22 @@ func TestWriteOnARefusedStreamReturns(t *testing.T) {
 		t.Fatal("Write on a refused stream did not return within 10s")
 	}
 }
+
+// TestHeadersFrameKeepsTheInflaterInStep: a HEADERS frame, which
+// port-forward has no use for, is read through the connection's inflater
+// all the same: the client's compressor, one zlib stream for all its
+// header blocks, counts it, and the next SYN_STREAM's block only inflates
+// after it. Kills skipping the HEADERS frame's block.
+func TestHeadersFrameKeepsTheInflaterInStep(t *testing.T) {
+	p := newWirePeer(t, Options{}, func(*Stream) error { return nil })
+	p.send(syn(1, false),
+		&spdyframe.HeadersFrame{StreamId: 1, Headers: http.Header{"Extra": {strings.Repeat("header ", 100)}}},
+		&spdyframe.SynStreamFrame{StreamId: 3, Headers: http.Header{"Extra": {strings.Repeat("header ", 100)}}})
+	p.collect(func(fr spdyframe.Frame) bool {
+		if g, ok := fr.(*spdyframe.GoAwayFrame); ok {
+			t.Fatalf("GOAWAY status %d after a HEADERS frame", g.Status)
+		}
+		r, ok := fr.(*spdyframe.SynReplyFrame)
+		return ok && r.StreamId == 3
+	}, "SYN_REPLY 3 after stream 1's HEADERS")
+}
