@@ -270,7 +270,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"remote port too large", []string{"--server", server, "pod", "70000"}, "error parsing local port '70000'"},
 		{"not a pod", []string{"--server", server, "svc/web", "80"}, "only pods can be forwarded to"},
 		{"unknown pod", []string{"--server", server, "-n", p.namespace, "nope", "80"}, "pod does not exist"},
-		{"server down", []string{"--server", "http://127.0.0.1:1", "pod", "80"}, "connection refused"},
+		{"server down", []string{"--server", "http://127.0.0.1:1", "pod", "80"}, "cannot reach the server http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused"},
 		{"bad server URL", []string{"--server", "ftp://x", "pod", "80"}, "--server"},
 		{"local port in use", []string{"--server", server, "--address", "127.0.0.1", "-n", p.namespace, p.name,
 			fmt.Sprintf("%d:80", port(busy))}, "address already in use"},

@@ -116,9 +116,10 @@ func TestExplicitTransportChecksServer(t *testing.T) {
 		http.Error(w, refusal, http.StatusForbidden)
 	}))
 	defer forbidden.Close()
+	down := freePorts(t, 1)[0]
 	for _, transport := range []string{"raw", "h2"} {
 		for _, tc := range []struct{ name, server, want string }{
-			{"server down", "http://127.0.0.1:" + freePorts(t, 1)[0], "connection refused"},
+			{"server down", "http://127.0.0.1:" + down, "cannot reach the server http://127.0.0.1:" + down + ": dial tcp 127.0.0.1:" + down + ": connect: connection refused"},
 			{"no such pod", noPod.URL, "pod does not exist"},
 			{"forbidden", forbidden.URL, refusal},
 		} {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -47,7 +48,13 @@ func probeTransport(ctx context.Context, cfg *rest.Config, base *url.URL, namesp
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err
+		// Not net/http's `Options "URL": …`: the user asked for no
+		// OPTIONS, and the URL is more than the server they named.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("cannot reach the server %s: %w", base.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
