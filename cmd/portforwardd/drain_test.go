@@ -366,3 +366,44 @@ func TestSecondSignalAfterACutDrainStopsTheCRIProxyAtOnce(t *testing.T) {
 		t.Error("the second signal was not logged: serve did not read it")
 	}
 }
+
+// TestSecondSignalCutsTheDrainAtOnce: a second signal during the drain
+// closes the sessions still open at once, rather than leaving them their
+// --drain-timeout: an operator's second Ctrl-C (or the service manager's
+// second SIGTERM) stops the daemon now. Found by mutation testing: the
+// second signal no longer ending the drain's context survived every test,
+// which sent it only once the drain had been cut by its own deadline.
+func TestSecondSignalCutsTheDrainAtOnce(t *testing.T) {
+	ns, podPort := startEchoPod(t)
+	d := startCRIDaemon(t, "/run/netns") // --drain-timeout=1m
+	d.sink.mu.Lock()
+	d.sink.cut = make(chan struct{}, 1)
+	d.sink.mu.Unlock()
+	openRawForward(t, d.sink.listenAddr(), ns, podPort) // stays open through the drain
+
+	d.sigc <- syscall.SIGTERM
+	// The first signal has been read and the drain begun.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for ; ; <-tick.C {
+		d.sink.mu.Lock()
+		began := d.sink.drainTimeout != nil
+		d.sink.mu.Unlock()
+		if began {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no \"shutting down\" line 10 s after SIGTERM")
+		}
+	}
+	d.sigc <- syscall.SIGINT
+	select {
+	case <-d.sink.cut:
+	case err := <-d.served:
+		t.Fatalf("serve returned without cutting the drain, a session still open: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain (timeout 1m) was not cut within 10 s of the second signal")
+	}
+	waitServed(t, d.served, "serve did not return 30 s after the second signal")
+}

@@ -211,3 +211,18 @@ func TestStreamBaseURL(t *testing.T) {
 		}
 	}
 }
+
+// TestBoolFlagWithASeparateValueIsRefused: a boolean flag takes its value
+// as --flag=false only; "--reuse-port false" ends the flags at "false",
+// and every flag after it would be ignored. The one stray argument is
+// refused, not taken as the end of the command line (found by mutation
+// testing: refusing only a second argument survived every test).
+func TestBoolFlagWithASeparateValueIsRefused(t *testing.T) {
+	_, err := parseFlags([]string{"--reuse-port", "false", "--listen", "127.0.0.1:1"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `unexpected argument "false"`) {
+		t.Errorf("--reuse-port false --listen ...: %v, want unexpected argument \"false\"", err)
+	}
+	if _, err := parseFlags([]string{"stray"}, io.Discard); err == nil {
+		t.Error("one positional argument: accepted, want an error")
+	}
+}
