@@ -118,6 +118,7 @@ type harness struct {
 	rt              *runtimeUpstream
 	tokens          *Tokens
 	ready           atomic.Bool
+	reg             *prometheus.Registry // the proxy's metrics
 }
 
 // newHarness serves the upstream and the proxy on unix sockets and
@@ -125,7 +126,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	h := &harness{up: &upstream{canceled: make(chan struct{})}, rt: &runtimeUpstream{sandboxes: map[string]*runtimeapi.PodSandboxStatusResponse{}}, tokens: NewTokens(0)}
+	h := &harness{up: &upstream{canceled: make(chan struct{})}, rt: &runtimeUpstream{sandboxes: map[string]*runtimeapi.PodSandboxStatusResponse{}}, tokens: NewTokens(0), reg: prometheus.NewRegistry()}
 	h.ready.Store(true)
 	upSrv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
 	testpb.RegisterTestServiceServer(upSrv, h.up)
@@ -138,7 +139,8 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { upConn.Close() })
-	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: h.tokens, StreamURL: func() (string, bool) { return "http://127.0.0.1:10350", h.ready.Load() }})
+	p := NewProxy(ProxyConfig{Upstream: upConn, Tokens: h.tokens, Metrics: NewMetrics(h.reg),
+		StreamURL: func() (string, bool) { return "http://127.0.0.1:10350", h.ready.Load() }})
 	serveUnix(t, p.NewServer(), filepath.Join(dir, "proxy.sock"))
 
 	h.direct = dialTest(t, filepath.Join(dir, "upstream.sock"))
@@ -210,6 +212,13 @@ func TestProxyPassesStatusCodesAndUnknownMethods(t *testing.T) {
 		errProxied := h.proxied.Invoke(ctx, method, &in, &out)
 		if status.Code(errDirect) != codes.Unimplemented || status.Convert(errDirect).Proto().String() != status.Convert(errProxied).Proto().String() {
 			t.Errorf("%s: direct %v, proxied %v", method, errDirect, errProxied)
+		}
+	}
+	// Each call passed on is counted as such, with the upstream's code.
+	const calls = "portforwardd_cri_calls_total"
+	for code, want := range map[string]float64{"FailedPrecondition": 1, "Unimplemented": 2, "OK": 0} {
+		if n := gatherCounter(t, h.reg, calls, map[string]string{"handling": "passthrough", "code": code}); n != want {
+			t.Errorf(`%s{handling="passthrough",code=%q} = %v, want %v`, calls, code, n, want)
 		}
 	}
 }

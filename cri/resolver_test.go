@@ -380,3 +380,36 @@ func TestResolverReusesALookupForItsTTL(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestResolverSweepsExpiredEntries: each lookup drops the cached entries
+// of other pods that are past the TTL, and keeps those within it, so the
+// entries of pods nobody asks for again do not pile up. Kills the sweep
+// dropped, and its comparison turned around.
+func TestResolverSweepsExpiredEntries(t *testing.T) {
+	name, _ := testNetns(t)
+	ready := runtimeapi.PodSandboxState_SANDBOX_READY
+	rt := &tableRuntime{}
+	rt.set([]*runtimeapi.PodSandbox{{Id: "sb1", State: ready}},
+		map[string]*runtimeapi.PodSandboxStatusResponse{"sb1": inNetns("sb1", ready, "/run/netns/"+name)})
+	r := resolverOf(t, rt)
+	r.ttl = time.Minute
+	target := nsenter.Target{Path: "/run/netns/" + name}
+	expired := nsenter.Pod{Namespace: "ns", Name: "expired"}
+	young := nsenter.Pod{Namespace: "ns", Name: "young"}
+	r.mu.Lock()
+	r.cache[expired] = resolved{target: target, at: time.Now().Add(-r.ttl - time.Second)}
+	r.cache[young] = resolved{target: target, at: time.Now().Add(-r.ttl / 2)}
+	r.mu.Unlock()
+	pod := nsenter.Pod{Namespace: "ns", Name: "pod"}
+	if tg, err := r.Resolve(context.Background(), pod); err != nil || tg.Path != target.Path {
+		t.Fatalf("Resolve: %+v, %v", tg, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, e := r.cache[expired]
+	_, y := r.cache[young]
+	_, p := r.cache[pod]
+	if e || !y || !p {
+		t.Errorf("after a lookup the cache holds: the expired pod's entry %v, the young one's %v, the pod looked up %v; want false, true, true", e, y, p)
+	}
+}
