@@ -7,8 +7,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // hostService listens on addr (port 0) in the test's own network
@@ -186,4 +188,62 @@ func holdAccepted(t *testing.T, ln net.Listener) {
 			t.Cleanup(func() { c.Close() })
 		}
 	}()
+}
+
+// TestDialsInFlightHoldNoThread: a dial waits for its handshake with its
+// goroutine unlocked from the thread that entered the pod's namespace, so
+// dials to a pod that drops SYNs (iptables DROP) hold no thread each.
+// Kills Control's leave not unlocking the thread: each dial in flight
+// then pinned one, and a pod dropping SYNs made the daemon start a thread
+// per connection attempt, kept until the dial timeout.
+func TestDialsInFlightHoldNoThread(t *testing.T) {
+	name, path := newNetns(t)
+	const port = 9
+	inNetns(t, name, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", strconv.Itoa(port), "-j", "DROP")
+	// One dial that connects first lets the runtime start what it keeps.
+	ln := listenIn(t, path, "tcp4", "127.0.0.1:0")
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	dialAndClose(t, path, uint16(ln.Addr().(*net.TCPAddr).Port))
+	threads0 := countDir(t, "/proc/self/task")
+
+	const dials = 40
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range dials {
+		wg.Go(func() {
+			if c, err := (Dialer{Timeout: time.Minute}).Dial(ctx, Target{Path: path}, port); err == nil {
+				c.Close()
+				t.Error("a dial to a port that drops SYNs connected")
+			}
+		})
+	}
+	defer func() { cancel(); wg.Wait() }()
+	// Every dial has its SYN out once the pod's namespace has as many
+	// sockets in SYN_SENT.
+	synSent := func() int {
+		out, err := exec.Command("ip", "netns", "exec", name, "cat", "/proc/net/tcp").Output()
+		if err != nil {
+			t.Fatalf("read the pod's sockets: %v", err)
+		}
+		n := 0
+		for _, line := range strings.Split(string(out), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 3 && f[3] == "02" {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); synSent() < dials; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d dials in SYN_SENT after 10s", synSent(), dials)
+		}
+	}
+	// The scheduler may start a few threads (more under -race).
+	if threads1 := countDir(t, "/proc/self/task"); threads1 > threads0+dials/4 {
+		t.Errorf("threads: %d before %d dials that wait for a handshake, %d while they wait", threads0, dials, threads1)
+	}
 }
