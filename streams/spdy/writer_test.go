@@ -2,12 +2,14 @@ package spdy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	spdyframe "github.com/moby/spdystream/spdy"
 )
@@ -91,4 +93,55 @@ func TestQuietUnvectoredConnectionHoldsNoBatch(t *testing.T) {
 	if per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / conns; per > 512<<10 {
 		t.Fatalf("a quiet connection holds %d KiB of heap, want at most 512", per>>10)
 	}
+}
+
+// TestControlFramesWrittenInPiecesStayWhole: the answers to a flood of
+// pings from a client that reads nothing meanwhile fill the socket's
+// small buffers, and wait in the control queue while the reader goes on
+// reading pings. Read at last, every answer is whole, once, in order. (It
+// guarded answers written on the reader's goroutine while the writer was
+// idle, an idea measured and not adopted: see the README.)
+func TestControlFramesWrittenInPiecesStayWhole(t *testing.T) {
+	server, client := socketPair(t)
+	server.SetWriteBuffer(4096)
+	client.SetReadBuffer(4096)
+	srv := Serve(server, func(*Stream) error { return nil }, Options{})
+	t.Cleanup(func() { client.Close(); srv.Close(); <-srv.Done() })
+	f, err := spdyframe.NewFramer(client, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pings = 20000 // 240 KB of answers: far over the buffers, within maxQueuedControl
+	wrote := make(chan error, 1)
+	go func() {
+		for i := range uint32(pings) {
+			if err := f.WriteFrame(&spdyframe.PingFrame{Id: 2*i + 1}); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(frameWait):
+		t.Fatalf("%d pings not sent within %v: the server stopped reading while its answers waited", pings, frameWait)
+	}
+	next := uint32(1)
+	readUntil(t, f, client, fmt.Sprintf("the answers to %d pings, in order", pings), func(fr spdyframe.Frame) bool {
+		switch fr := fr.(type) {
+		case *spdyframe.PingFrame:
+			if fr.Id != next {
+				t.Fatalf("answer to PING %d, want %d", fr.Id, next)
+			}
+			next += 2
+		case *spdyframe.SettingsFrame, *spdyframe.WindowUpdateFrame:
+		default:
+			t.Fatalf("%T among the answers, before PING %d's", fr, next)
+		}
+		return next == 2*pings+1
+	})
 }
