@@ -522,3 +522,155 @@ func TestSessionEndWhileDialingIsAnAbort(t *testing.T) {
 		})
 	}
 }
+
+// finished reports whether spdystream, client-go's SPDY stream, has
+// taken the stream as over: the server reset it, or the client sent its
+// FIN and the server its own. A stream the server only half-closed is
+// not finished while the client has not half-closed it.
+func finished(t *testing.T, s httpstream.Stream) bool {
+	t.Helper()
+	f, ok := s.(interface{ IsFinished() bool })
+	if !ok {
+		t.Fatalf("%T has no IsFinished", s)
+	}
+	return f.IsFinished()
+}
+
+// TestSessionPairTimeoutResetsALoneDataStream: a data stream whose error
+// stream never comes is reset once the creation timeout ends, so its
+// client is not left waiting on it for as long as the session lasts.
+// Kills expire leaving a lone data stream open.
+func TestSessionPairTimeoutResetsALoneDataStream(t *testing.T) {
+	r := newSessionRig(t, Config{CreationTimeout: 100 * time.Millisecond})
+	data, err := r.client.CreateStream(streamHeaders(StreamTypeData, 80, "7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the lone data stream reset", func() bool { return finished(t, data) })
+	if got := r.obs.get(func(o *countingObserver) int { return o.rejected[ResultTimeout] }); got != 1 {
+		t.Fatalf("timed-out pairs: got %d, want 1", got)
+	}
+}
+
+// TestSessionDialErrorResetsTheDataStream: after a failed dial the data
+// stream is reset, not only half-closed: the server lets go of it whether
+// or not the client ever closes it. Kills the dial error ending the two
+// streams with FINs.
+func TestSessionDialErrorResetsTheDataStream(t *testing.T) {
+	r := newSessionRig(t, Config{Dial: func(context.Context, uint16) (PodConn, error) {
+		return nil, errors.New("connection refused")
+	}})
+	data, errs := r.openPair(t, 81, "0")
+	if msg := readErrorStream(t, errs); !strings.HasPrefix(msg, "error forwarding port 81") {
+		t.Fatalf("error stream: got %q, want the dial error", msg)
+	}
+	waitUntil(t, "the data stream reset", func() bool { return finished(t, data) })
+}
+
+// TestSessionReadsWhatTheClientSendsOnTheErrorStream: a client that
+// writes on its error stream instead of half-closing it does not hold up
+// the connection's frame reader, and with it its pair's data, once its
+// stream buffer is full: the session reads the error stream to its end.
+// Kills forward leaving the error stream unread.
+func TestSessionReadsWhatTheClientSendsOnTheErrorStream(t *testing.T) {
+	r := newSessionRigWith(t, Config{}, SPDYOptions{StreamBuffer: 64 << 10, StallTimeout: time.Minute})
+	port := echoPod(t)
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, port, "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := r.client.CreateStream(streamHeaders(StreamTypeData, port, "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// spdystream ignores flow control: 1 MiB is sixteen times the
+	// stream's buffer.
+	wrote := make(chan error, 1)
+	go func() { _, err := errs.Write(make([]byte, 1<<20)); wrote <- err }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("write the error stream: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("1 MiB on the error stream not taken in 10 s")
+	}
+	const msg = "behind the error stream's bytes"
+	echoed := make(chan string, 1)
+	go func() {
+		data.Write([]byte(msg))
+		data.Close()
+		got, _ := io.ReadAll(data)
+		echoed <- string(got)
+	}()
+	select {
+	case got := <-echoed:
+		if got != msg {
+			t.Fatalf("echo: got %q, want %q", got, msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pair's data did not come through in 10 s")
+	}
+	errs.Close()
+	if msg := readErrorStream(t, errs); msg != "" {
+		t.Fatalf("error stream: got %q, want nothing", msg)
+	}
+}
+
+// opLog records what a session does to the streams of a spyStream.
+type opLog struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (l *opLog) add(op string) { l.mu.Lock(); l.ops = append(l.ops, op); l.mu.Unlock() }
+func (l *opLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.ops...)
+}
+
+// spyStream is an engine's stream that logs the session's writes,
+// half-closes and resets (and hides the stream's optional interfaces).
+type spyStream struct {
+	Stream
+	log *opLog
+}
+
+func (s spyStream) Write(p []byte) (int, error) { s.log.add("write"); return s.Stream.Write(p) }
+func (s spyStream) CloseWrite() error           { s.log.add("fin"); return s.Stream.CloseWrite() }
+func (s spyStream) Reset() error                { s.log.add("reset"); return s.Stream.Reset() }
+
+// TestSessionErrorStreamEndsWithAnEmptyFIN: the error stream of a forward
+// that ended with EOF both ways gets our FIN with nothing before it, and
+// only then the session lets go of it: a client that tells a FIN from a
+// reset (a raw SPDY one; spdystream reads EOF for both) reads a clean end,
+// as PROTOCOL.md says. Kills the forward resetting it without a FIN.
+func TestSessionErrorStreamEndsWithAnEmptyFIN(t *testing.T) {
+	c, s := tcpPair(t)
+	var log opLog
+	session := NewSession(Config{Dial: loopbackDial})
+	conn := ServeSPDY(s, func(st Stream) error {
+		if st.Headers().Get(HeaderStreamType) == StreamTypeError {
+			st = spyStream{st, &log}
+		}
+		return session.Accept(st)
+	}, SPDYOptions{})
+	runDone := make(chan struct{})
+	go func() { session.Run(context.Background(), conn); close(runDone) }()
+	client, err := spdy.NewClientConnection(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { client.Close(); <-runDone }()
+	r := &sessionRig{client: client}
+	data, errs := r.openPair(t, echoPod(t), "0")
+	echoThrough(t, data, "hello")
+	if msg := readErrorStream(t, errs); msg != "" {
+		t.Fatalf("error stream: got %q, want nothing", msg)
+	}
+	waitUntil(t, "the error stream reset", func() bool { ops := log.get(); return len(ops) > 0 && ops[len(ops)-1] == "reset" })
+	if got := strings.Join(log.get(), ","); got != "fin,reset" {
+		t.Fatalf("the session did %s to the error stream, want fin,reset", got)
+	}
+}
