@@ -44,6 +44,7 @@ func TestParseStreamHeaders(t *testing.T) {
 		{"missing type", hdr("port", "80"), 1, streamInfo{}, `"streamType" header is required`},
 		{"bad type", hdr("port", "80", "streamType", "foo"), 1, streamInfo{}, `invalid stream type "foo"`},
 		{"port checked before type", hdr("port", "x", "streamType", "foo"), 1, streamInfo{}, `unable to parse "x" as a port`},
+		{"request id of 256 bytes", hdr("port", "80", "streamType", "data", "requestID", strings.Repeat("9", 256)), 1, streamInfo{port: 80, requestID: strings.Repeat("9", 256)}, ""},
 		{"huge request id", hdr("port", "80", "streamType", "data", "requestID", strings.Repeat("9", 300)), 1, streamInfo{}, `"requestID" header is longer than 256 bytes`},
 	}
 	for _, tt := range tests {

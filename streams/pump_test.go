@@ -314,3 +314,27 @@ func TestPumpPodResettingAbortResetsPod(t *testing.T) {
 		t.Fatalf("pod after the client's reset: read %q, %v; want a reset", rest, err)
 	}
 }
+
+// TestPumpClosesThePodWhenBothWaysEnd: a forward whose two directions
+// both ended with EOF has its pod connection closed when Pump returns, as
+// Pump owns it. Kills the orderly end leaving it open, which would leak a
+// socket (and its namespace's fd) per forwarded connection.
+func TestPumpClosesThePodWhenBothWaysEnd(t *testing.T) {
+	podSides := make(chan *net.TCPConn, 1)
+	r := newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+		podSides <- podSide
+		return Pump(context.Background(), tcpStream{serverSide}, podSide, NopObserver{}, 0)
+	})
+	podSide := <-podSides
+	r.client.CloseWrite()
+	r.pod.CloseWrite()
+	if got, err := readAllTimeout(t, r.client); err != nil || len(got) != 0 {
+		t.Fatalf("client read %q, %v; want EOF", got, err)
+	}
+	if res := r.result(t); res.Result != ResultOK {
+		t.Fatalf("Pump: got %+v, want ok", res)
+	}
+	if _, err := podSide.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write to the pod connection after Pump returned: %v, want %v", err, net.ErrClosed)
+	}
+}
