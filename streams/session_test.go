@@ -674,3 +674,44 @@ func TestSessionErrorStreamEndsWithAnEmptyFIN(t *testing.T) {
 		t.Fatalf("the session did %s to the error stream, want fin,reset", got)
 	}
 }
+
+// TestSessionDrainResetsIncompletePairs: Drain resets the streams of
+// pairs still waiting for their second stream, counted as rejected, while
+// a forward in flight goes on. Kills Drain emptying the table and
+// forgetting its pairs, whose streams then stayed open, uncounted, for as
+// long as the forward ran.
+func TestSessionDrainResetsIncompletePairs(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	port := echoPod(t)
+	data, errs := r.openPair(t, port, "0")
+	lone, err := r.client.CreateStream(streamHeaders(StreamTypeData, port, "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.session.Drain()
+	waitUntil(t, "the lone data stream reset", func() bool { return finished(t, lone) })
+	if got := r.obs.get(func(o *countingObserver) int { return o.rejected[ResultRejected] }); got != 1 {
+		t.Fatalf("rejected streams: got %d, want 1", got)
+	}
+	echoThrough(t, data, "the forward in flight goes on")
+	readErrorStream(t, errs)
+	r.waitRun(t)
+}
+
+// TestSessionEndCountsIncompletePairs: a pair still waiting for its
+// second stream when the session ends is counted as rejected, as every
+// stream that never became a forwarded connection is. Kills Run leaving
+// its pairs to the connection's close, which resets them uncounted.
+func TestSessionEndCountsIncompletePairs(t *testing.T) {
+	r := newSessionRig(t, Config{})
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, 80, "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs.Close()
+	r.client.Close()
+	r.waitRun(t)
+	if got := r.obs.get(func(o *countingObserver) int { return o.rejected[ResultRejected] }); got != 1 {
+		t.Fatalf("rejected streams: got %d, want 1", got)
+	}
+}
