@@ -3,6 +3,8 @@ package streams
 import (
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +66,75 @@ func TestWebSocketNetConnAnswersPingsWhileAWriteWaits(t *testing.T) {
 	}
 	if len(pongs) != 1 || pongs[0] != "still there?" {
 		t.Fatalf("pongs %q, want one for the ping", pongs)
+	}
+}
+
+// TestWebSocketNetConnAnswersTheLatestPings: of pings piling up while a
+// write to a client that does not read waits, the most recent
+// maxPendingPongs are answered once it reads again (RFC 6455 §5.5.3 lets
+// an endpoint answer only the latest), ahead of them at most one older,
+// which the pong writer had taken already. Kills the queue dropping the
+// newest pings instead of the oldest, which left the client's latest
+// pings, those a keep-alive waits on, unanswered.
+func TestWebSocketNetConnAnswersTheLatestPings(t *testing.T) {
+	server, client := wsPair(t)
+	big := make([]byte, 64<<20)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := server.Write(big)
+		wrote <- err
+	}()
+	raw, err := client.UnderlyingConn().(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the message's first bytes at the client", func() bool {
+		queued := 0
+		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return queued > 0
+	})
+	var pongs []string
+	client.SetPongHandler(func(data string) error {
+		pongs = append(pongs, data)
+		return nil
+	})
+	const n = maxPendingPongs + 4
+	for i := range n {
+		if err := client.WriteControl(websocket.PingMessage, []byte(strconv.Itoa(i)), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := client.WriteMessage(websocket.BinaryMessage, []byte("after the pings")); err != nil {
+		t.Fatal(err)
+	}
+	// The server has read every ping once it reads what followed them.
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(server, make([]byte, len("after the pings"))); err != nil {
+		t.Fatalf("the server read: %v", err)
+	}
+	if _, msg, err := client.ReadMessage(); err != nil || len(msg) != len(big) {
+		t.Fatalf("client read %d bytes, %v; want the %d-byte message", len(msg), err, len(big))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after the message: %v, want the close", err)
+	}
+	var want []string
+	for i := n - maxPendingPongs; i < n; i++ {
+		want = append(want, strconv.Itoa(i))
+	}
+	got := pongs
+	if len(got) == maxPendingPongs+1 {
+		// The one the writer had taken when the rest piled up.
+		if first, err := strconv.Atoi(got[0]); err != nil || first >= n-maxPendingPongs {
+			t.Fatalf("pongs %q: the first is not an older ping's", pongs)
+		}
+		got = got[1:]
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("pongs %q, want %q, with at most one older ahead", pongs, want)
 	}
 }
