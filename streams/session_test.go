@@ -641,37 +641,73 @@ func (s spyStream) Write(p []byte) (int, error) { s.log.add("write"); return s.S
 func (s spyStream) CloseWrite() error           { s.log.add("fin"); return s.Stream.CloseWrite() }
 func (s spyStream) Reset() error                { s.log.add("reset"); return s.Stream.Reset() }
 
+// newSpyRig is newSessionRig whose session sees each error stream
+// through a spyStream logging to the returned log.
+func newSpyRig(t *testing.T, cfg Config) (*sessionRig, *opLog) {
+	t.Helper()
+	c, s := tcpPair(t)
+	log := &opLog{}
+	if cfg.Dial == nil {
+		cfg.Dial = loopbackDial
+	}
+	session := NewSession(cfg)
+	conn := ServeSPDY(s, func(st Stream) error {
+		if st.Headers().Get(HeaderStreamType) == StreamTypeError {
+			st = spyStream{st, log}
+		}
+		return session.Accept(st)
+	}, SPDYOptions{})
+	r := &sessionRig{raw: c, session: session, runDone: make(chan struct{})}
+	go func() { session.Run(context.Background(), conn); close(r.runDone) }()
+	client, err := spdy.NewClientConnection(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client = client
+	t.Cleanup(func() { client.Close(); r.waitRun(t) })
+	return r, log
+}
+
+// waitReset waits for the session to reset the spied error stream and
+// returns what it did to it, comma-separated.
+func (l *opLog) waitReset(t *testing.T) string {
+	t.Helper()
+	waitUntil(t, "the error stream reset", func() bool { ops := l.get(); return len(ops) > 0 && ops[len(ops)-1] == "reset" })
+	return strings.Join(l.get(), ",")
+}
+
 // TestSessionErrorStreamEndsWithAnEmptyFIN: the error stream of a forward
 // that ended with EOF both ways gets our FIN with nothing before it, and
 // only then the session lets go of it: a client that tells a FIN from a
 // reset (a raw SPDY one; spdystream reads EOF for both) reads a clean end,
 // as PROTOCOL.md says. Kills the forward resetting it without a FIN.
 func TestSessionErrorStreamEndsWithAnEmptyFIN(t *testing.T) {
-	c, s := tcpPair(t)
-	var log opLog
-	session := NewSession(Config{Dial: loopbackDial})
-	conn := ServeSPDY(s, func(st Stream) error {
-		if st.Headers().Get(HeaderStreamType) == StreamTypeError {
-			st = spyStream{st, &log}
-		}
-		return session.Accept(st)
-	}, SPDYOptions{})
-	runDone := make(chan struct{})
-	go func() { session.Run(context.Background(), conn); close(runDone) }()
-	client, err := spdy.NewClientConnection(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { client.Close(); <-runDone }()
-	r := &sessionRig{client: client}
+	r, log := newSpyRig(t, Config{})
 	data, errs := r.openPair(t, echoPod(t), "0")
 	echoThrough(t, data, "hello")
 	if msg := readErrorStream(t, errs); msg != "" {
 		t.Fatalf("error stream: got %q, want nothing", msg)
 	}
-	waitUntil(t, "the error stream reset", func() bool { ops := log.get(); return len(ops) > 0 && ops[len(ops)-1] == "reset" })
-	if got := strings.Join(log.get(), ","); got != "fin,reset" {
+	if got := log.waitReset(t); got != "fin,reset" {
 		t.Fatalf("the session did %s to the error stream, want fin,reset", got)
+	}
+}
+
+// TestSessionPairTimeoutTextEndsWithAFIN: the timeout's text on a lone
+// error stream is followed by FIN, then the stream is let go of, as
+// PROTOCOL.md says. Kills expire resetting it right after the text.
+func TestSessionPairTimeoutTextEndsWithAFIN(t *testing.T) {
+	r, log := newSpyRig(t, Config{CreationTimeout: 100 * time.Millisecond})
+	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, 80, "5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs.Close()
+	if msg := readErrorStream(t, errs); !strings.Contains(msg, "timed out waiting for streams") {
+		t.Fatalf("error stream: got %q, want the timeout text", msg)
+	}
+	if got := log.waitReset(t); got != "write,fin,reset" {
+		t.Fatalf("the session did %s to the error stream, want write,fin,reset", got)
 	}
 }
 
