@@ -218,3 +218,26 @@ func TestDownloadOutlivesThePodsOrderlyClose(t *testing.T) {
 		})
 	}
 }
+
+// TestSpliceResultFollowsItsContext: a raw forward ended by its context
+// (the server's drain cut short, or the session's end) is aborted, not
+// reset: neither peer reset it. Kills Splice taking every abort for a
+// reset.
+func TestSpliceResultFollowsItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newForwardRig(t, func(serverSide, podSide *net.TCPConn) PumpResult {
+		return Splice(ctx, serverSide, podSide, NopObserver{}, 0)
+	})
+	// A byte through: the forward runs.
+	if _, err := r.client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	r.pod.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(r.pod, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if res := r.result(t); res.Result != ResultAborted || !errors.Is(res.Err, context.Canceled) {
+		t.Fatalf("Splice: %+v, want %s with the context's error", res, ResultAborted)
+	}
+}

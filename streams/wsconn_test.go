@@ -79,3 +79,22 @@ func TestWebSocketNetConnWritesBinaryMessagesAndCloses(t *testing.T) {
 		t.Fatalf("after Close: %v, want close 1000", err)
 	}
 }
+
+// TestWebSocketNetConnSkipsEmptyMessages: empty binary messages are
+// skipped, not read as reads of nothing: Read returns the bytes of the
+// next message with something in it. A reader such as bufio.Reader gives
+// up (io.ErrNoProgress) after 100 reads of nothing in a row, so a tunnel
+// client sending that many empty messages would end its session. Kills
+// Read returning 0, nil at an empty message's end.
+func TestWebSocketNetConnSkipsEmptyMessages(t *testing.T) {
+	server, client := wsPair(t)
+	for range 200 {
+		client.WriteMessage(websocket.BinaryMessage, nil)
+	}
+	client.WriteMessage(websocket.BinaryMessage, []byte("spdy"))
+	server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 16)
+	if n, err := server.Read(buf); n != 4 || err != nil || string(buf[:n]) != "spdy" {
+		t.Fatalf("Read after empty messages: %d %q, %v; want the next message's 4 bytes", n, buf[:n], err)
+	}
+}
