@@ -2,6 +2,7 @@ package streams
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -153,5 +154,58 @@ func TestV4UploadKeepsTheSession(t *testing.T) {
 	_, msg, err := ws.ReadMessage()
 	if err != nil || string(msg) != "\x00y" {
 		t.Fatalf("client read %q, %v; want the pod's answer on channel 0", msg, err)
+	}
+}
+
+// TestV4DialErrorIsWrittenOnTheErrorChannel: a port whose dial fails gets
+// the kubelet's text on its own error channel, and the other ports go on:
+// the session ends (close 1000) only once the others have ended too.
+// Kills the failed dial ending its port with nothing said.
+func TestV4DialErrorIsWrittenOnTheErrorChannel(t *testing.T) {
+	port, accepted := silentPod(t)
+	dial := func(ctx context.Context, p uint16) (PodConn, error) {
+		if p == 81 {
+			return nil, errors.New("dial localhost:81: connection refused")
+		}
+		return loopbackDial(ctx, p)
+	}
+	ws := v4Peer(t, ChannelConfig{Ports: []uint16{81, port}, Pod: "ns/web", UID: "u-1", Dial: dial})
+	want := "error forwarding port 81 to pod ns/web, uid u-1: dial localhost:81: connection refused"
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, msg, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatalf("read the error channel: %v", err)
+	}
+	if len(msg) == 0 || msg[0] != 1 || string(msg[1:]) != want {
+		t.Fatalf("got %q, want %q on channel 1", msg, want)
+	}
+	// The other port still forwards: its pod ends it, and the session.
+	var pod net.Conn
+	select {
+	case pod = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second port's pod was not dialed")
+	}
+	if _, err := pod.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	pod.Close()
+	var got []byte
+	for {
+		_, msg, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+			break
+		}
+		if err != nil {
+			t.Fatalf("websocket: %v, want the second port's data, then close 1000", err)
+		}
+		if len(msg) == 0 || msg[0] != 2 {
+			t.Fatalf("message %q, want only the second port's data", msg)
+		}
+		got = append(got, msg[1:]...)
+	}
+	if string(got) != "still here" {
+		t.Fatalf("the second port's data: got %q, want %q", got, "still here")
 	}
 }
