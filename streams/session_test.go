@@ -751,3 +751,30 @@ func TestSessionEndCountsIncompletePairs(t *testing.T) {
 		t.Fatalf("rejected streams: got %d, want 1", got)
 	}
 }
+
+// TestSessionClientResetDuringTheDialGivesItUp: a client that resets its
+// data stream while the pod is being dialed has the dial given up at
+// once, counted as a reset, not as a dial error. Kills the forward's
+// context not following the data stream's reset, which left the dial
+// (its goroutine, its namespace fd) running until it timed out or the
+// session ended.
+func TestSessionClientResetDuringTheDialGivesItUp(t *testing.T) {
+	dialing := make(chan struct{})
+	obs := endedObserver{ended: make(chan string, 1)}
+	r := newSessionRig(t, Config{Observer: obs, Dial: func(ctx context.Context, port uint16) (PodConn, error) {
+		close(dialing)
+		<-ctx.Done()
+		return nil, fmt.Errorf("dial: %w", ctx.Err())
+	}})
+	data, _ := r.openPair(t, 80, "0")
+	<-dialing
+	data.Reset()
+	select {
+	case res := <-obs.ended:
+		if res != ResultReset {
+			t.Errorf("forward ended as %q, want %q", res, ResultReset)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dial still runs 10 s after the client reset its data stream")
+	}
+}
