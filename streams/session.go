@@ -218,7 +218,13 @@ func (s *Session) forward(p *pair) {
 		msg := fmt.Sprintf("error forwarding port %d to pod %s, uid %v: %v", p.port, s.cfg.Pod, s.cfg.UID, err)
 		s.log.Info("dial failed", "session", s.id, "request", p.requestID, "port", p.port, "err", err)
 		s.obs.ForwardEnded(ResultDialError)
+		// The text, then FIN, as the kubelet ends the error stream (its
+		// deferred Close is a half-close); Reset then lets go of it here
+		// without an RST_STREAM. The data stream is reset: the kubelet
+		// half-closes it too, but a client that went on sending would
+		// have its bytes dropped with nothing said.
 		p.errs.Write([]byte(msg))
+		p.errs.CloseWrite()
 		p.errs.Reset()
 		p.data.Reset()
 		return

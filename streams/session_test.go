@@ -642,11 +642,12 @@ func (s spyStream) CloseWrite() error           { s.log.add("fin"); return s.Str
 func (s spyStream) Reset() error                { s.log.add("reset"); return s.Stream.Reset() }
 
 // newSpyRig is newSessionRig whose session sees each error stream
-// through a spyStream logging to the returned log.
-func newSpyRig(t *testing.T, cfg Config) (*sessionRig, *opLog) {
+// through a spyStream logging to the returned log, and each data stream
+// through one logging to the second.
+func newSpyRig(t *testing.T, cfg Config) (*sessionRig, *opLog, *opLog) {
 	t.Helper()
 	c, s := tcpPair(t)
-	log := &opLog{}
+	log, dataLog := &opLog{}, &opLog{}
 	if cfg.Dial == nil {
 		cfg.Dial = loopbackDial
 	}
@@ -654,6 +655,8 @@ func newSpyRig(t *testing.T, cfg Config) (*sessionRig, *opLog) {
 	conn := ServeSPDY(s, func(st Stream) error {
 		if st.Headers().Get(HeaderStreamType) == StreamTypeError {
 			st = spyStream{st, log}
+		} else {
+			st = spyStream{st, dataLog}
 		}
 		return session.Accept(st)
 	}, SPDYOptions{})
@@ -665,7 +668,7 @@ func newSpyRig(t *testing.T, cfg Config) (*sessionRig, *opLog) {
 	}
 	r.client = client
 	t.Cleanup(func() { client.Close(); r.waitRun(t) })
-	return r, log
+	return r, log, dataLog
 }
 
 // waitReset waits for the session to reset the spied error stream and
@@ -682,7 +685,7 @@ func (l *opLog) waitReset(t *testing.T) string {
 // reset (a raw SPDY one; spdystream reads EOF for both) reads a clean end,
 // as PROTOCOL.md says. Kills the forward resetting it without a FIN.
 func TestSessionErrorStreamEndsWithAnEmptyFIN(t *testing.T) {
-	r, log := newSpyRig(t, Config{})
+	r, log, _ := newSpyRig(t, Config{})
 	data, errs := r.openPair(t, echoPod(t), "0")
 	echoThrough(t, data, "hello")
 	if msg := readErrorStream(t, errs); msg != "" {
@@ -697,7 +700,7 @@ func TestSessionErrorStreamEndsWithAnEmptyFIN(t *testing.T) {
 // error stream is followed by FIN, then the stream is let go of, as
 // PROTOCOL.md says. Kills expire resetting it right after the text.
 func TestSessionPairTimeoutTextEndsWithAFIN(t *testing.T) {
-	r, log := newSpyRig(t, Config{CreationTimeout: 100 * time.Millisecond})
+	r, log, _ := newSpyRig(t, Config{CreationTimeout: 100 * time.Millisecond})
 	errs, err := r.client.CreateStream(streamHeaders(StreamTypeError, 80, "5"))
 	if err != nil {
 		t.Fatal(err)
@@ -708,6 +711,28 @@ func TestSessionPairTimeoutTextEndsWithAFIN(t *testing.T) {
 	}
 	if got := log.waitReset(t); got != "write,fin,reset" {
 		t.Fatalf("the session did %s to the error stream, want write,fin,reset", got)
+	}
+}
+
+// TestSessionDialErrorTextEndsWithAFIN: after a failed dial the error
+// stream gets the text and then our FIN before the session lets go of it,
+// as the kubelet ends it (its portForward's deferred Close is a
+// half-close): a client that tells a FIN from a reset (a raw SPDY one;
+// spdystream reads EOF for both) reads a clean end after the text. The
+// data stream is reset, nothing else (TestSessionDialErrorResetsTheDataStream).
+func TestSessionDialErrorTextEndsWithAFIN(t *testing.T) {
+	r, log, dataLog := newSpyRig(t, Config{Dial: func(context.Context, uint16) (PodConn, error) {
+		return nil, errors.New("connection refused")
+	}})
+	_, errs := r.openPair(t, 81, "0")
+	if msg := readErrorStream(t, errs); !strings.HasPrefix(msg, "error forwarding port 81") {
+		t.Fatalf("error stream: got %q, want the dial error", msg)
+	}
+	if got := log.waitReset(t); got != "write,fin,reset" {
+		t.Fatalf("the session did %s to the error stream, want write,fin,reset", got)
+	}
+	if got := dataLog.waitReset(t); got != "reset" {
+		t.Fatalf("the session did %s to the data stream, want reset", got)
 	}
 }
 
