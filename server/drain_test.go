@@ -275,17 +275,7 @@ func TestAwaitAcceptedWaitsForHTTP2FirstStream(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(s.Listener(ln)) }()
 
-	conn, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialH2C(t, ln.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The PING's answer comes after the server has read the preface.
@@ -409,17 +399,7 @@ func TestDrainCutShortResetsH2Streams(t *testing.T) {
 	dialer := newGatedDialer(echoPod(t, nil))
 	close(dialer.gate)
 	s, _, ln := serveGated(t, dialer, nil)
-	conn, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialH2C(t, ln.Addr().String())
 	body, bodyW := io.Pipe()
 	defer bodyW.Close()
 	req, err := http.NewRequest(http.MethodPost, "http://x/portForward/default/web?port=80", body)
@@ -459,4 +439,22 @@ func TestDrainCutShortResetsH2Streams(t *testing.T) {
 	if rest, err := io.ReadAll(resp.Body); err == nil {
 		t.Errorf("the stream the drain cut ended cleanly (%q); want it reset", rest)
 	}
+}
+
+// dialH2C opens an h2c connection (prior knowledge) to addr, closed when
+// the test ends, with a 30 s deadline on its socket.
+func dialH2C(t *testing.T, addr string) *http2.ClientConn {
+	t.Helper()
+	conn, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }

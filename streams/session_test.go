@@ -484,6 +484,17 @@ func TestSessionClientResetEndsForwardBlockedOnPod(t *testing.T) {
 	}
 }
 
+// dialUntilCanceled is a Config.Dial that closes dialing when it is
+// called, once, and fails only when its context ends, as a dial to a pod
+// that drops SYNs does.
+func dialUntilCanceled(dialing chan struct{}) func(context.Context, uint16) (PodConn, error) {
+	return func(ctx context.Context, port uint16) (PodConn, error) {
+		close(dialing)
+		<-ctx.Done()
+		return nil, fmt.Errorf("dial: %w", ctx.Err())
+	}
+}
+
 // TestSessionEndWhileDialingIsAnAbort: a session that ends while a pair's
 // pod is being dialed, because its connection broke or the server stopped
 // it, ends that forward as aborted with nothing on the error stream, as it
@@ -495,11 +506,7 @@ func TestSessionEndWhileDialingIsAnAbort(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			dialing := make(chan struct{})
 			obs := endedObserver{ended: make(chan string, 1)}
-			r := newSessionRig(t, Config{Observer: obs, Dial: func(ctx context.Context, port uint16) (PodConn, error) {
-				close(dialing)
-				<-ctx.Done()
-				return nil, fmt.Errorf("dial: %w", ctx.Err())
-			}})
+			r := newSessionRig(t, Config{Observer: obs, Dial: dialUntilCanceled(dialing)})
 			_, errs := r.openPair(t, 80, "0")
 			<-dialing
 			if how == "connection broken" {
@@ -786,11 +793,7 @@ func TestSessionEndCountsIncompletePairs(t *testing.T) {
 func TestSessionClientResetDuringTheDialGivesItUp(t *testing.T) {
 	dialing := make(chan struct{})
 	obs := endedObserver{ended: make(chan string, 1)}
-	r := newSessionRig(t, Config{Observer: obs, Dial: func(ctx context.Context, port uint16) (PodConn, error) {
-		close(dialing)
-		<-ctx.Done()
-		return nil, fmt.Errorf("dial: %w", ctx.Err())
-	}})
+	r := newSessionRig(t, Config{Observer: obs, Dial: dialUntilCanceled(dialing)})
 	data, _ := r.openPair(t, 80, "0")
 	<-dialing
 	data.Reset()

@@ -19,23 +19,7 @@ import (
 // client to finish, and then dropped the pong.
 func TestWebSocketNetConnAnswersPingsWhileAWriteWaits(t *testing.T) {
 	server, client := wsPair(t)
-	// One message far larger than the sockets hold: the server's write
-	// of it waits for the client, who reads nothing yet.
-	big := make([]byte, 64<<20)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := server.Write(big)
-		wrote <- err
-	}()
-	raw, err := client.UnderlyingConn().(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the message's first bytes at the client", func() bool {
-		queued := 0
-		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-		return queued > 0
-	})
+	big, wrote := writeWhileClientReadsNothing(t, server, client)
 	var pongs []string
 	client.SetPongHandler(func(data string) error {
 		pongs = append(pongs, data)
@@ -78,21 +62,7 @@ func TestWebSocketNetConnAnswersPingsWhileAWriteWaits(t *testing.T) {
 // pings, those a keep-alive waits on, unanswered.
 func TestWebSocketNetConnAnswersTheLatestPings(t *testing.T) {
 	server, client := wsPair(t)
-	big := make([]byte, 64<<20)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := server.Write(big)
-		wrote <- err
-	}()
-	raw, err := client.UnderlyingConn().(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the message's first bytes at the client", func() bool {
-		queued := 0
-		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-		return queued > 0
-	})
+	big, wrote := writeWhileClientReadsNothing(t, server, client)
 	var pongs []string
 	client.SetPongHandler(func(data string) error {
 		pongs = append(pongs, data)
@@ -137,4 +107,28 @@ func TestWebSocketNetConnAnswersTheLatestPings(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("pongs %q, want %q, with at most one older ahead", pongs, want)
 	}
+}
+
+// writeWhileClientReadsNothing starts the server's write of one message
+// far larger than the sockets hold, which waits for the client, who reads
+// nothing yet, and returns once the message's first bytes are at the
+// client: the message, and the channel the write's error comes on.
+func writeWhileClientReadsNothing(t *testing.T, server *wsNetConn, client *websocket.Conn) ([]byte, <-chan error) {
+	t.Helper()
+	big := make([]byte, 64<<20)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := server.Write(big)
+		wrote <- err
+	}()
+	raw, err := client.UnderlyingConn().(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the message's first bytes at the client", func() bool {
+		queued := 0
+		raw.Control(func(fd uintptr) { queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return queued > 0
+	})
+	return big, wrote
 }

@@ -26,26 +26,8 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 1, Headers: http.Header{"A": {"b"}}})
 		f.WriteFrame(&spdyframe.SynStreamFrame{StreamId: 3, Headers: http.Header{"A": {"b"}}})
 	}()
-	s1, s3 := <-got, <-got
-	if s1.ID() != 1 {
-		s1, s3 = s3, s1
-	}
-	replies := 0
-	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
-		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
-			replies++
-		}
-		return replies == 2
-	})
 	// The writer is busy with stream 1 (the client does not read now).
-	const size = 1 << 20
-	wrote := make(chan error, 1)
-	go func() { _, err := s1.Write(make([]byte, size)); wrote <- err }()
-	waitFor(t, "the writer to be busy with stream 1", func() bool {
-		srv.wmu.Lock()
-		defer srv.wmu.Unlock()
-		return srv.writing && s1.inflight
-	})
+	s3, wrote := busyWithStream1(t, f, nc, srv, got)
 	closed := make(chan error, 1)
 	go func() { closed <- s3.CloseWrite() }() // pod EOF: FIN queued
 	waitFor(t, "stream 3's FIN to be queued", func() bool {
@@ -82,7 +64,7 @@ func TestResetAfterQueuedFINEndsTheStream(t *testing.T) {
 				return true
 			}
 		}
-		if n == size && !pinged {
+		if n == busySize && !pinged {
 			pinged = true
 			if err := <-wrote; err != nil {
 				t.Fatal(err)
@@ -496,12 +478,42 @@ func TestControlFramesQueuedDuringADirectWriteGoOut(t *testing.T) {
 		pf, ok := fr.(*spdyframe.PingFrame)
 		return ok && pf.Id == 7
 	})
-	if n != size {
-		t.Fatalf("the echo came after %d bytes of stream 1's data, want all %d (the write held the connection)", n, size)
+	if n != busySize {
+		t.Fatalf("the echo came after %d bytes of stream 1's data, want all %d (the write held the connection)", n, busySize)
 	}
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// busySize is what busyWithStream1 writes on stream 1.
+const busySize = 1 << 20
+
+// busyWithStream1 takes streams 1 and 3 from got, reads their
+// SYN_REPLYs, and starts a write of busySize bytes on stream 1 that the
+// writer is busy with while the client reads nothing; it returns stream 3
+// and the channel the write's error comes on.
+func busyWithStream1(t *testing.T, f *spdyframe.Framer, nc net.Conn, srv *Conn, got <-chan *Stream) (s3 *Stream, wrote <-chan error) {
+	t.Helper()
+	s1, s3 := <-got, <-got
+	if s1.ID() != 1 {
+		s1, s3 = s3, s1
+	}
+	replies := 0
+	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
+		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
+			replies++
+		}
+		return replies == 2
+	})
+	w := make(chan error, 1)
+	go func() { _, err := s1.Write(make([]byte, busySize)); w <- err }()
+	waitFor(t, "the writer to be busy with stream 1", func() bool {
+		srv.wmu.Lock()
+		defer srv.wmu.Unlock()
+		return srv.writing && s1.inflight
+	})
+	return s3, w
 }
 
 // TestResetAfterWrittenFINSendsNothing: a stream whose FIN the writer
@@ -518,27 +530,9 @@ func TestResetAfterWrittenFINSendsNothing(t *testing.T) {
 	if err := f.WriteFrame(syn(3, false)); err != nil {
 		t.Fatal(err)
 	}
-	s1, s3 := <-got, <-got
-	if s1.ID() != 1 {
-		s1, s3 = s3, s1
-	}
-	replies := 0
-	readUntil(t, f, nc, "the SYN_REPLYs of streams 1 and 3", func(fr spdyframe.Frame) bool {
-		if _, ok := fr.(*spdyframe.SynReplyFrame); ok {
-			replies++
-		}
-		return replies == 2
-	})
 	// The writer is busy with stream 1 (the client does not read now), so
 	// stream 3's FIN is queued: the writer sends it.
-	const size = 1 << 20
-	wrote := make(chan error, 1)
-	go func() { _, err := s1.Write(make([]byte, size)); wrote <- err }()
-	waitFor(t, "the writer to be busy with stream 1", func() bool {
-		srv.wmu.Lock()
-		defer srv.wmu.Unlock()
-		return srv.writing && s1.inflight
-	})
+	s3, wrote := busyWithStream1(t, f, nc, srv, got)
 	closed := make(chan error, 1)
 	go func() { closed <- s3.CloseWrite() }()
 	waitFor(t, "stream 3's FIN to be queued", func() bool {
@@ -556,7 +550,7 @@ func TestResetAfterWrittenFINSendsNothing(t *testing.T) {
 				fin = true
 			}
 		}
-		return n == size && fin
+		return n == busySize && fin
 	})
 	if err := <-closed; err != nil {
 		t.Fatalf("CloseWrite: %v", err)
