@@ -478,8 +478,8 @@ func TestControlFramesQueuedDuringADirectWriteGoOut(t *testing.T) {
 		pf, ok := fr.(*spdyframe.PingFrame)
 		return ok && pf.Id == 7
 	})
-	if n != busySize {
-		t.Fatalf("the echo came after %d bytes of stream 1's data, want all %d (the write held the connection)", n, busySize)
+	if n != size {
+		t.Fatalf("the echo came after %d bytes of stream 1's data, want all %d (the write held the connection)", n, size)
 	}
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
