@@ -38,16 +38,7 @@ func TestWebSocketNetConnAnswersPingsWhileAWriteWaits(t *testing.T) {
 	}
 	// The client reads again: the message, then the pong; then the
 	// server closes.
-	if _, msg, err := client.ReadMessage(); err != nil || len(msg) != len(big) {
-		t.Fatalf("client read %d bytes, %v; want the %d-byte message", len(msg), err, len(big))
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	server.Close()
-	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-		t.Fatalf("after the message: %v, want the close", err)
-	}
+	readMessageThenClose(t, server, client, big, wrote)
 	if len(pongs) != 1 || pongs[0] != "still there?" {
 		t.Fatalf("pongs %q, want one for the ping", pongs)
 	}
@@ -82,16 +73,7 @@ func TestWebSocketNetConnAnswersTheLatestPings(t *testing.T) {
 	if _, err := io.ReadFull(server, make([]byte, len("after the pings"))); err != nil {
 		t.Fatalf("the server read: %v", err)
 	}
-	if _, msg, err := client.ReadMessage(); err != nil || len(msg) != len(big) {
-		t.Fatalf("client read %d bytes, %v; want the %d-byte message", len(msg), err, len(big))
-	}
-	if err := <-wrote; err != nil {
-		t.Fatal(err)
-	}
-	server.Close()
-	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-		t.Fatalf("after the message: %v, want the close", err)
-	}
+	readMessageThenClose(t, server, client, big, wrote)
 	var want []string
 	for i := n - maxPendingPongs; i < n; i++ {
 		want = append(want, strconv.Itoa(i))
@@ -131,4 +113,21 @@ func writeWhileClientReadsNothing(t *testing.T, server *wsNetConn, client *webso
 		return queued > 0
 	})
 	return big, wrote
+}
+
+// readMessageThenClose has the client read the server's message big,
+// whose write's error comes on wrote, then closes the server and has the
+// client read its close frame (1000).
+func readMessageThenClose(t *testing.T, server *wsNetConn, client *websocket.Conn, big []byte, wrote <-chan error) {
+	t.Helper()
+	if _, msg, err := client.ReadMessage(); err != nil || len(msg) != len(big) {
+		t.Fatalf("client read %d bytes, %v; want the %d-byte message", len(msg), err, len(big))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if _, _, err := client.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after the message: %v, want the close", err)
+	}
 }
