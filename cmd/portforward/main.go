@@ -62,6 +62,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/klog/v2"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/portforwardd/portforwardd/cmd/internal/buildinfo"
@@ -275,7 +276,15 @@ func forward(o options, stdout, stderr io.Writer, stop <-chan struct{}) error {
 	case err := <-done:
 		return withEarly(err, early)
 	}
-	return <-done
+	err = <-done
+	if err != nil {
+		// The error is the last line: client-go's goroutines of local
+		// connections still open ("Error creating error stream" on the
+		// connection it has just closed) say nothing after it.
+		klog.SetOutput(io.Discard)
+		klog.LogToStderr(false)
+	}
+	return err
 }
 
 // checkClientCertificate fails unless --client-certificate and
